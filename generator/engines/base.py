@@ -1,0 +1,89 @@
+"""The one engine interface: batch generation with n samples, and choice scoring.
+
+Prompts are either chat messages (``list[{"role", "content"}]``; the engine applies the
+model's chat template) or a raw string (sent as is, for judge prompts that end where an
+option letter is read). Sampling parameters are always set explicitly: vLLM's server would
+otherwise apply the model's generation_config.
+
+Choice scoring reads the logprobs of the option tokens at ONE generated position
+(``max_tokens=1``, top-``k`` logprobs), never ``prompt_logprobs`` (which disables vLLM's
+prefix cache). An option not among the top-k is ``None``: no verdict, never a guess.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, Union
+
+Message = dict  # {"role": str, "content": str}
+Prompt = Union[str, list[Message]]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Explicit sampling parameters; part of a run's spec."""
+
+    n: int = 1
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = 0
+    stop: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "temperature": self.temperature, "top_p": self.top_p,
+                "max_tokens": self.max_tokens, "seed": self.seed, "stop": list(self.stop)}
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    num_tokens: int
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ChoiceScores:
+    """Log-probabilities of each option string at the first generated position."""
+
+    logprobs: dict[str, float | None]
+    top: dict[str, float] = field(default_factory=dict)  # the raw top-k (token text -> logprob)
+
+
+class EngineError(RuntimeError):
+    """The engine cannot serve (server down, deadline passed); never turned into a label."""
+
+
+class Engine(Protocol):
+    name: str
+    model: str
+    max_context: int
+
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Completion]]: ...
+
+    def score_choices(self, prompts: Sequence[str], options: Sequence[str], top_k: int = 20) -> list[ChoiceScores]: ...
+
+    def count_tokens(self, prompt: Prompt) -> int: ...
+
+    def stats(self) -> dict: ...
+
+    def close(self) -> None: ...
+
+
+def option_logprobs(top: dict[str, float], options: Sequence[str]) -> dict[str, float | None]:
+    """Fold top-k token logprobs into one logprob per option.
+
+    Several tokens can spell the same option ("A", " A"); their probabilities add up
+    (log-sum-exp). An option with no matching token among the top-k gets ``None``.
+    """
+    out: dict[str, float | None] = {}
+    for opt in options:
+        lps = [lp for tok, lp in top.items() if tok.strip() == opt and lp is not None and math.isfinite(lp)]
+        if not lps:
+            out[opt] = None
+            continue
+        m = max(lps)
+        out[opt] = m + math.log(sum(math.exp(lp - m) for lp in lps))
+    return out

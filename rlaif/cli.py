@@ -1,0 +1,82 @@
+"""The ``rlaif`` command line. Each command imports lazily, builds a config and calls one function.
+
+Every stage command lives in a ``cli_<area>.py`` module and is mounted here. Errors a user can
+fix (bad input, missing files, a run of the wrong kind) end in ONE line on stderr and exit
+code 2; set ``RLAIF_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from rlaif import cli_constitution, cli_models
+
+app = typer.Typer(
+    name="rlaif",
+    help="Constitutional RLAIF: constitution file -> AI preference data -> aligned models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(cli_constitution.app, name="constitution")
+app.add_typer(cli_models.app, name="models")
+cli_models.register(app)
+
+for _module in ("rlaif.cli_generate", "rlaif.cli_judge", "rlaif.cli_align", "rlaif.cli_bench"):
+    try:
+        __import__(_module)
+        sys.modules[_module].register(app)
+    except ModuleNotFoundError as _e:  # an area not built into this checkout yet
+        if _e.name != _module:
+            raise
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the input is wrong", shown as one line rather than a traceback."""
+    from pydantic import ValidationError
+
+    from constitution import ConstitutionError
+    from generator.engines.base import EngineError
+    from generator.models import ModelError
+    from generator.runs import RunError
+    from prompts import PromptError
+
+    types: list[type[BaseException]] = [ConstitutionError, EngineError, ModelError, RunError, PromptError,
+                                        ValidationError, FileNotFoundError, IsADirectoryError, PermissionError]
+    for module, name in (("judge.errors", "JudgeError"), ("align.config", "RecipeError")):
+        try:
+            types.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(types)
+
+
+def _one_line(exc: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ())) or "input"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"{exc.title}: {loc}: {first.get('msg')}{more}"
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"{exc.filename}: no such file or folder"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("RLAIF_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - narrowed just below
+        if os.environ.get("RLAIF_DEBUG") or not isinstance(exc, user_error_types()):
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
