@@ -1,0 +1,180 @@
+"""Reading prompt files: jsonl/json/parquet/csv (optionally .gz), prompts as text, chat
+messages, or HH-RLHF transcripts.
+
+A row yields a ``PromptItem`` (id + chat messages) or a ``BadItem`` (id + reason): bad rows
+go to the run's errors.jsonl and the run goes on. HH-RLHF rows (``"\\n\\nHuman: ...\\n\\nAssistant:
+..."``) give the conversation up to the last assistant turn as the prompt.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.runs import item_id
+
+SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
+# Columns tried in order when --prompt-column is not given.
+PROMPT_COLUMNS = ("prompt", "messages", "question", "instruction", "chosen")
+
+
+class InputError(ValueError):
+    """The prompt file cannot be read at all (missing, unknown format, no usable column)."""
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    id: str
+    messages: list[dict]
+    index: int
+
+
+@dataclass(frozen=True)
+class BadItem:
+    id: str
+    reason: str
+    index: int
+
+
+def hh_split(transcript: str) -> tuple[list[dict], str]:
+    """HH-RLHF transcript -> (conversation before the last assistant turn, last assistant reply).
+
+    >>> hh_split("\\n\\nHuman: hi\\n\\nAssistant: hello\\n\\nHuman: bye\\n\\nAssistant: ciao")
+    ([{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'hello'}, {'role': 'user', 'content': 'bye'}], 'ciao')
+    """
+    messages = hh_messages(transcript)
+    if not messages or messages[-1]["role"] != "assistant":
+        return messages, ""
+    return messages[:-1], messages[-1]["content"]
+
+
+def hh_messages(transcript: str) -> list[dict]:
+    parts = _TURN.split(transcript)
+    messages = []
+    for speaker, text in zip(parts[1::2], parts[2::2], strict=True):
+        messages.append({"role": "user" if speaker == "Human" else "assistant", "content": text.strip()})
+    return messages
+
+
+def is_hh_transcript(text: str) -> bool:
+    return isinstance(text, str) and bool(re.match(r"\s*Human:", text)) and "Assistant:" in text
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
+
+
+def _format(path: Path) -> str:
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return suffix[1:]
+    raise InputError(f"{path}: unknown file type; use one of {', '.join(SUFFIXES)} (optionally .gz)")
+
+
+def read_rows(path: str | Path) -> Iterator[dict | BadItem]:
+    """Rows of a data file as dicts; an undecodable jsonl line yields a ``BadItem`` instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    fmt = _format(path)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            yield from pq.read_table(path).to_pylist()
+        elif fmt == "csv":
+            with _open_text(path) as f:
+                yield from csv.DictReader(f)
+        elif fmt == "json":
+            with _open_text(path) as f:
+                data = json.load(f)
+            if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+                data = next(iter(data.values()))  # {"data": [...]} / {"train": [...]}
+            if not isinstance(data, list):
+                raise InputError(f"{path}: a .json file must hold a list of objects")
+            yield from data
+        else:
+            yield from _read_jsonl(path)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); is it a binary file?") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    except (OSError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise InputError(f"{path}: cannot read ({e})") from None
+
+
+def _read_jsonl(path: Path) -> Iterator[dict | BadItem]:
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield BadItem(item_id("undecodable", path.name, lineno), f"line {lineno}: invalid JSON ({e.msg})",
+                              lineno - 1)
+                continue
+            yield row if isinstance(row, dict) else BadItem(
+                item_id("undecodable", path.name, lineno), f"line {lineno}: not a JSON object", lineno - 1)
+
+
+def to_messages(value) -> list[dict]:
+    """A prompt cell -> chat messages: a string (plain or HH transcript) or a messages list."""
+    if isinstance(value, str):
+        if is_hh_transcript(value):
+            conversation, _ = hh_split(value)
+            return conversation if conversation and conversation[-1]["role"] == "user" else hh_messages(value)
+        return [{"role": "user", "content": value}]
+    if isinstance(value, list) and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in value):
+        msgs = [{"role": str(m["role"]), "content": str(m["content"] or "")} for m in value]
+        # A full conversation ending with the assistant: the prompt is what precedes its last reply.
+        while msgs and msgs[-1]["role"] == "assistant":
+            msgs.pop()
+        return msgs
+    raise TypeError(f"expected a string or a list of {{role, content}} messages, got {type(value).__name__}")
+
+
+def read_prompts(path: str | Path, prompt_column: str | None = None,
+                 limit: int | None = None) -> Iterator[PromptItem | BadItem]:
+    """Prompt items of a file. The id hashes the messages (and the occurrence number for
+    repeated prompts), so it is stable across re-runs and identical prompts stay distinct."""
+    seen: Counter[str] = Counter()
+    column = prompt_column
+    for index, row in enumerate(read_rows(path)):
+        if limit is not None and index >= limit:
+            return
+        if isinstance(row, BadItem):
+            yield row
+            continue
+        if column is None:
+            column = next((c for c in PROMPT_COLUMNS if c in row), None)
+            if column is None:
+                raise InputError(f"{path}: no prompt column (tried {', '.join(PROMPT_COLUMNS)}; "
+                                 f"row has {', '.join(map(str, row))}); pass --prompt-column")
+        if column not in row:
+            yield BadItem(item_id("missing", str(path), index), f"row {index}: no column {column!r}", index)
+            continue
+        try:
+            messages = to_messages(row[column])
+        except TypeError as e:
+            yield BadItem(item_id("bad", str(path), index), f"row {index}: {e}", index)
+            continue
+        key = json.dumps(messages, sort_keys=True)
+        seen[key] += 1
+        iid = item_id(messages, seen[key])
+        if not messages or not messages[-1]["content"].strip():
+            yield BadItem(iid, f"row {index}: empty prompt", index)
+            continue
+        yield PromptItem(iid, messages, index)
