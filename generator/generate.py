@@ -1,0 +1,129 @@
+"""``rlaif generate``: sample N responses per prompt and write a resumable responses run."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from generator.engines import Engine, Sampling, make_engine
+from generator.inputs import BadItem, PromptItem, read_prompts
+from generator.models import display_name, resolve
+from generator.records import RESPONSES
+from generator.runs import RunWriter, canonical_json, iter_batches
+
+log = logging.getLogger(__name__)
+
+
+class EngineOptions(BaseModel):
+    """How to reach a model; shared by every stage that runs one (not part of any spec)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field("smollm2-135m", description="Embedded model name, local folder or Hub id.")
+    engine: str = Field("auto", description="Inference engine: auto (vllm if installed, else transformers) | "
+                                            "vllm | openai | transformers | fake | module:Class.")
+    base_urls: list[str] = Field(default_factory=list, description="OpenAI-compatible server URLs (openai engine).")
+    batch_size: int = Field(32, ge=1, description="Prompts per engine call and per written shard.")
+
+    def engine_name(self) -> str:
+        if self.engine != "auto":
+            return self.engine
+        import importlib.util
+
+        return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+
+    def build(self) -> Engine:
+        name = self.engine_name()
+        kwargs = {"base_urls": self.base_urls} if name == "openai" and self.base_urls else {}
+        # The openai engine addresses a served model by name; every other engine loads the folder.
+        model = self.model if name == "openai" else resolve(self.model)
+        return make_engine(name, model, **kwargs)
+
+
+class GenerateConfig(BaseModel):
+    """One responses run: what defines the data (the spec) and how it is run."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompts: Path = Field(description="Prompt file: jsonl/json/parquet/csv (.gz ok), text, messages or HH-RLHF.")
+    out: Path = Field(description="Run directory to write (resumed if it exists).")
+    engine: EngineOptions = Field(default_factory=EngineOptions)
+    n: int = Field(2, ge=1, description="Responses sampled per prompt.")
+    temperature: float = Field(0.7, ge=0.0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
+    max_tokens: int = Field(256, ge=1, description="Most tokens generated per response.")
+    seed: int = Field(0, description="Sampling seed.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N rows of the prompt file.")
+    prompt_column: str | None = Field(None, description="Column holding the prompt (default: auto-detect).")
+    overwrite: bool = Field(False, description="Start over when the directory holds a different spec.")
+
+    def sampling(self) -> Sampling:
+        return Sampling(n=self.n, temperature=self.temperature, top_p=self.top_p,
+                        max_tokens=self.max_tokens, seed=self.seed)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def split_too_long(engine: Engine, items: list[PromptItem], max_tokens: int) -> tuple[list, list[BadItem]]:
+    """Items whose prompt plus ``max_tokens`` exceeds the model's context become errors."""
+    fits, bad = [], []
+    for item in items:
+        n = engine.count_tokens(item.messages)
+        if n + max_tokens > engine.max_context:
+            bad.append(BadItem(item.id, f"prompt is {n} tokens; with max_tokens {max_tokens} it exceeds the "
+                                        f"model context of {engine.max_context}", item.index))
+        else:
+            fits.append(item)
+    return fits, bad
+
+
+def pending_items(config_prompts: Path, prompt_column: str | None, limit: int | None,
+                  writer: RunWriter) -> list[PromptItem | BadItem]:
+    return [it for it in read_prompts(config_prompts, prompt_column, limit) if it.id not in writer.done_ids]
+
+
+def run_generate(config: GenerateConfig, engine: Engine | None = None,
+                 progress: Callable[[int], Callable[[int], None]] | None = None) -> dict:
+    """Write ``config.out``; returns the run's counts. ``progress(total)`` returns ``advance(n)``."""
+    sampling = config.sampling()
+    spec = {
+        "input_sha256": file_sha256(config.prompts),
+        "prompt_column": config.prompt_column,
+        "model": display_name(config.engine.model),
+        "sampling": sampling.to_dict(),
+    }
+    runtime = {"engine": config.engine.engine, "batch_size": config.engine.batch_size,
+               "base_urls": config.engine.base_urls, "limit": config.limit}
+    writer = RunWriter(config.out, "generate", spec, RESPONSES, runtime=runtime, overwrite=config.overwrite)
+    todo = pending_items(config.prompts, config.prompt_column, config.limit, writer)
+    for bad in (it for it in todo if isinstance(it, BadItem)):
+        writer.error(bad.id, bad.reason, index=bad.index)
+    todo = [it for it in todo if isinstance(it, PromptItem)]
+    if not todo:
+        return writer.finish()
+    own_engine = engine is None
+    engine = engine or config.engine.build()
+    advance = progress(len(todo)) if progress else (lambda n: None)
+    try:
+        for batch in iter_batches(todo, config.engine.batch_size):
+            fits, too_long = split_too_long(engine, batch, sampling.max_tokens)
+            for bad in too_long:
+                writer.error(bad.id, bad.reason, index=bad.index)
+            outputs = engine.generate([it.messages for it in fits], sampling) if fits else []
+            writer.write([{
+                "id": it.id, "prompt": it.messages, "responses": [c.text for c in completions],
+                "model": spec["model"], "sampling": canonical_json(spec["sampling"]),
+            } for it, completions in zip(fits, outputs, strict=True)])
+            advance(len(batch))
+    finally:
+        if own_engine:
+            engine.close()
+    return writer.finish()
