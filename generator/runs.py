@@ -99,7 +99,7 @@ def shard_files(run_dir: str | Path, split: str | None = None) -> list[Path]:
 
 
 def splits(run_dir: str | Path) -> list[str]:
-    return sorted({p.name.rsplit("-", 1)[0] for p in shard_files(run_dir)})
+    return sorted({p.name.split("-", 1)[0] for p in shard_files(run_dir)})
 
 
 class RunWriter:
@@ -167,14 +167,19 @@ class RunWriter:
         """Write one shard atomically; the rows' ids count as done from now on."""
         if not rows:
             return
+        import pyarrow.parquet as pq
         from datasets import Dataset
 
+        if not split.isidentifier() or "-" in split:
+            raise RunError(f"split name {split!r} must be a plain word")
         name = f"{split}-{self._shard_counter:05d}-{int(time.time() * 1000) % 10**9:09d}.parquet"
         self._shard_counter += 1
         final = self.dir / DATA / name
         tmp = self.dir / DATA / f".{name}.tmp"
-        Dataset.from_list(rows, features=self.features).to_parquet(str(tmp))
-        with open(tmp, "rb") as f:
+        table = Dataset.from_list(rows, features=self.features).data.table
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
         self.done_ids.update(r["id"] for r in rows)
@@ -220,8 +225,14 @@ def load(run_dir: str | Path, split: str = "train"):
         known = splits(run_dir)
         if known and split not in known:
             raise RunError(f"{run_dir} has no split {split!r}; it has: {', '.join(known)}")
-        return Dataset.from_list([], features=features)
-    return Dataset.from_parquet([str(f) for f in files], features=features, keep_in_memory=True)
+        return Dataset.from_dict({k: [] for k in features}, features=features)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Read the shards directly: no copy into the datasets cache, no progress bar per load.
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    dataset = Dataset(table)
+    return dataset if dataset.features == features else dataset.cast(features)
 
 
 def load_all(run_dir: str | Path):

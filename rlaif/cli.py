@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from rlaif import cli_constitution, cli_models
+from rlaif import cli_models
 
 app = typer.Typer(
     name="rlaif",
@@ -22,7 +22,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(cli_constitution.app, name="constitution")
+try:
+    from rlaif import cli_constitution
+
+    app.add_typer(cli_constitution.app, name="constitution")
+except ImportError:
+    pass
 app.add_typer(cli_models.app, name="models")
 cli_models.register(app)
 

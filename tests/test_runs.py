@@ -1,0 +1,83 @@
+"""Run directories: atomic shards, resume keys, spec guard, torn-write tolerance."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import Features, Value
+
+from generator.runs import RunError, RunWriter, item_id, load, load_all, read_errors, read_manifest, sha256_of
+
+FEATS = Features({"id": Value("string"), "x": Value("int64")})
+
+
+def _rows(*ids):
+    return [{"id": i, "x": n} for n, i in enumerate(ids)]
+
+
+def test_write_load_and_resume(tmp_path):
+    w = RunWriter(tmp_path / "run", "generate", {"model": "m"}, FEATS)
+    w.write(_rows("a", "b"))
+    w.write(_rows("c"))
+    w.error("d", "empty prompt")
+    assert w.finish() == {"train": 3, "errors": 1}
+    assert read_manifest(tmp_path / "run")["status"] == "complete"
+    assert sorted(load(tmp_path / "run")["id"]) == ["a", "b", "c"]
+    again = RunWriter(tmp_path / "run", "generate", {"model": "m"}, FEATS)
+    assert again.done_ids == {"a", "b", "c", "d"}
+
+
+def test_changed_spec_refused_unless_overwrite(tmp_path):
+    RunWriter(tmp_path, "generate", {"model": "m", "seed": 0}, FEATS).write(_rows("a"))
+    with pytest.raises(RunError, match=r"different spec \(changed: seed\).*--overwrite"):
+        RunWriter(tmp_path, "generate", {"model": "m", "seed": 1}, FEATS)
+    w = RunWriter(tmp_path, "generate", {"model": "m", "seed": 1}, FEATS, overwrite=True)
+    assert w.done_ids == set()
+    assert load(tmp_path).num_rows == 0
+
+
+def test_runtime_knobs_do_not_change_the_spec(tmp_path):
+    RunWriter(tmp_path, "generate", {"model": "m"}, FEATS, runtime={"batch_size": 8}).write(_rows("a"))
+    w = RunWriter(tmp_path, "generate", {"model": "m"}, FEATS, runtime={"batch_size": 64})
+    assert w.done_ids == {"a"}
+
+
+def test_other_stage_and_foreign_folder_refused(tmp_path):
+    RunWriter(tmp_path / "r", "generate", {}, FEATS)
+    with pytest.raises(RunError, match="holds a 'generate' run"):
+        RunWriter(tmp_path / "r", "judge", {}, FEATS)
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="not empty"):
+        RunWriter(tmp_path / "f", "generate", {}, FEATS)
+
+
+def test_torn_error_line_and_stale_tmp_shard_are_ignored(tmp_path):
+    w = RunWriter(tmp_path, "generate", {}, FEATS)
+    w.write(_rows("a"))
+    w.error("b", "bad")
+    with open(tmp_path / "errors.jsonl", "a") as f:
+        f.write('{"id": "c", "rea')  # killed mid-line
+    (tmp_path / "data" / ".train-00009.parquet.tmp").write_bytes(b"PAR1 half")
+    w2 = RunWriter(tmp_path, "generate", {}, FEATS)
+    assert w2.done_ids == {"a", "b"}
+    assert [e["id"] for e in read_errors(tmp_path)] == ["b"]
+    assert not list((tmp_path / "data").glob(".*.tmp"))
+
+
+def test_splits_and_ids(tmp_path):
+    w = RunWriter(tmp_path, "judge", {}, FEATS)
+    w.write(_rows("a"), split="train")
+    w.write(_rows("b"), split="filtered")
+    dd = load_all(tmp_path)
+    assert set(dd) == {"train", "filtered"} and dd["filtered"]["id"] == ["b"]
+    with pytest.raises(RunError, match="no split 'test'"):
+        load(tmp_path, "test")
+    assert item_id("x", 1) == item_id("x", 1) != item_id("x", 2)
+    assert sha256_of({"a": 1, "b": 2}) == sha256_of(json.loads('{"b": 2, "a": 1}'))
+
+
+def test_not_a_run_directory(tmp_path):
+    with pytest.raises(RunError, match="not a run directory"):
+        load(tmp_path)
