@@ -1,0 +1,65 @@
+"""``JudgeConfig``: the one config of the judge stage (STYLE.md 5).
+
+Fields that define the labels (model, principles per pair, orders, CoT, pairing, seed, ...)
+go into the run's spec hash; runtime knobs (engine, base URLs, batch size, limit) do not
+(STYLE.md 6). ``judge.scoring.judge_pairs`` reads only the scoring fields, so judge
+evaluation can build a config without ``input``/``out``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class JudgeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: str | None = Field(None, description="A generate run, a revise run, or a pair file "
+                                                "(jsonl/json/parquet/csv with prompt, response_a, response_b).")
+    out: str | None = Field(None, description="Output run directory of the preference data.")
+    constitution: str | None = Field(None, description="Constitution YAML file; default: the built-in one.")
+    model: str = Field("smollm2-135m", description="Judge model: an embedded name, a folder or a Hub id.")
+    engine: str = Field("vllm", description="Inference engine: vllm | openai | transformers (fake for tests).")
+    base_urls: list[str] = Field(default_factory=list,
+                                 description="OpenAI-compatible server URLs for --engine openai (runtime only).")
+    principles_per_pair: int = Field(4, ge=1, description="Principles sampled (by weight) per pair; "
+                                                          "their probabilities are ensembled.")
+    orders: Literal["both", "one"] = Field("both", description="'both' scores each pair in both option orders "
+                                                               "to cancel position bias; 'one' only as given.")
+    cot: bool = Field(False, description="Chain-of-thought: sample rationales, then read the option letter "
+                                         "(probabilities clamped to [0.4, 0.6], arXiv 2212.08073 sec 4.1).")
+    cot_samples: int = Field(4, ge=1, description="Rationales sampled per (pair, principle, order) with --cot.")
+    cot_max_tokens: int = Field(128, ge=1, description="Token budget of one rationale.")
+    cot_temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the rationales.")
+    pairing: Literal["all", "best-worst"] = Field("all", description="For runs with N responses per prompt: "
+                                                  "'all' emits every pair; 'best-worst' ranks the responses "
+                                                  "with a Bradley-Terry fit and emits best vs worst.")
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="Rows with p_chosen below this go to the "
+                                                                   "'filtered' split instead of 'train'.")
+    templates: str | None = Field(None, description="Folder whose .jinja files shadow the built-in prompts.")
+    seed: int = Field(0, description="Seed of principle sampling and CoT rationale sampling.")
+    top_k: int = Field(20, ge=2, le=20, description="Top logprobs read at the option position.")
+    batch_size: int = Field(64, ge=1, description="Prompt items judged per engine call and per shard (runtime).")
+    limit: int | None = Field(None, ge=1, description="Judge only the first N input items (runtime).")
+    overwrite: bool = Field(False, description="Start the output run over if its spec changed.")
+
+    @field_validator("base_urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        bad = [u for u in v if not u.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"--base-url must start with http:// or https:// (got {bad[0]!r})")
+        return v
+
+    def cot_spec(self) -> dict | None:
+        if not self.cot:
+            return None
+        return {"samples": self.cot_samples, "max_tokens": self.cot_max_tokens,
+                "temperature": self.cot_temperature, "clamp": [0.4, 0.6]}
+
+    def runtime(self) -> dict:
+        """What is recorded in the manifest but never hashed."""
+        return {"engine": self.engine, "base_urls": self.base_urls, "batch_size": self.batch_size,
+                "limit": self.limit}

@@ -1,0 +1,295 @@
+"""Pairwise constitution judging with option logprobs (arXiv 2212.08073, sec 4.1).
+
+For each (pair, principle, order) the judge prompt ``judge/pairwise.jinja`` ends where the
+option letter is read; the engine returns the top-k logprobs at that ONE position and
+
+    p_a = exp(l_A) / (exp(l_A) + exp(l_B)) = 1 / (1 + exp(l_B - l_A))
+
+(a softmax over the two options only, as the paper normalises over the choices). Votes are
+kept as typed records (``Vote``) until the edge (STYLE.md 2):
+
+* order mapping: in order "ab" the pair's first response is option (A), so
+  p_first = p_a; in order "ba" it is option (B), so p_first = 1 - p_a;
+* per principle, the orders' p_first are averaged (cancels the position bias);
+* principles are ensembled by the weighted mean of their probabilities, with the
+  principles' constitution weights; ``None`` votes are left out, and a pair without any
+  scored vote gets ``p_first = None`` (unlabelled, never 0.5).
+
+CoT (``config.cot``): S rationales are sampled with ``judge/pairwise_cot.jinja``; the option
+letter is read after each, each probability is clamped to [0.4, 0.6] (the paper's fix for
+over-confident CoT labels) and the samples are averaged into the vote's ``p_a``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from generator.engines.base import ChoiceScores, Sampling
+from judge.config import JudgeConfig
+from prompts import PAIRWISE, PAIRWISE_COT, render
+
+log = logging.getLogger(__name__)
+
+OPTIONS = ("A", "B")
+COT_CLAMP = (0.4, 0.6)  # arXiv 2212.08073 sec 4.1: CoT probabilities clamped to 40-60 %
+COT_STOP = ("\n\n",)
+# A rationale that already states the answer is cut there: the template adds its own "Therefore, ...".
+_ANSWER_IN_RATIONALE = re.compile(r"(therefore,?\s*)?(the\s+)?(final\s+)?answer\s+is", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two responses to one conversation; ``first``/``second`` is the pair's own order."""
+
+    id: str
+    conversation: list[dict]
+    first: str
+    second: str
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One (principle, order) judgement. ``order`` "ab": the pair's first response was shown as
+    option (A); "ba": swapped. ``p_a`` is P(option A is better) as shown, or None with ``reason``.
+    ``raw`` keeps the top logprobs read (CoT: the rationales and per-sample probabilities)."""
+
+    principle_id: str
+    order: str
+    p_a: float | None
+    reason: str | None = None
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def p_first(self) -> float | None:
+        """P(the pair's first response is better): p_a in order "ab", 1 - p_a in "ba"."""
+        if self.p_a is None:
+            return None
+        return self.p_a if self.order == "ab" else 1.0 - self.p_a
+
+    def swapped(self) -> Vote:
+        """The same vote seen from a pair whose first/second are exchanged (p_a is unchanged:
+        it describes what the judge saw; only which response sat in (A) is relabelled)."""
+        return Vote(self.principle_id, "ba" if self.order == "ab" else "ab", self.p_a, self.reason, self.raw)
+
+    def to_record(self) -> dict:
+        """The ``VOTE`` feature of the preference schema (judge/records.py)."""
+        return {"principle_id": self.principle_id, "order": self.order, "p_a": self.p_a, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    """The ensembled verdict on one pair; ``p_first`` is None (with ``reason``) when unlabelled."""
+
+    p_first: float | None
+    votes: tuple[Vote, ...]
+    principle_ids: tuple[str, ...]
+    position_consistent: bool | None
+    reason: str | None = None
+
+
+def two_option_probability(lp_a: float, lp_b: float) -> float:
+    """Softmax over the two options: exp(lA) / (exp(lA) + exp(lB)), computed stably."""
+    d = lp_b - lp_a
+    if d > 0:
+        e = math.exp(-d)
+        return e / (1.0 + e)
+    return 1.0 / (1.0 + math.exp(d))
+
+
+def vote_from_scores(principle_id: str, order: str, scores: ChoiceScores, top_k: int = 20) -> Vote:
+    """A vote from one scored position. If EITHER option is missing from the top-k, the vote is
+    None: the missing option's logprob is only bounded (below the k-th logprob), so any p_a
+    would be a guess, and a bound is not a probability. ``raw`` keeps the top-k for analysis."""
+    lp_a, lp_b = (scores.logprobs.get(o) for o in OPTIONS)
+    missing = [o for o, lp in zip(OPTIONS, (lp_a, lp_b), strict=True) if lp is None]
+    if missing:
+        what = f"option {missing[0]}" if len(missing) == 1 else "options A and B"
+        return Vote(principle_id, order, None, f"{what} not in top-{top_k} logprobs", dict(scores.top))
+    return Vote(principle_id, order, two_option_probability(lp_a, lp_b), None, dict(scores.top))
+
+
+def clamp(p: float, lo: float = COT_CLAMP[0], hi: float = COT_CLAMP[1]) -> float:
+    return min(hi, max(lo, p))
+
+
+def cot_vote(principle_id: str, order: str, samples: Sequence[tuple[str, ChoiceScores]], top_k: int = 20) -> Vote:
+    """Average of the clamped per-rationale probabilities (arXiv 2212.08073 sec 4.1).
+    Samples whose option letter cannot be read are left out; none readable -> None."""
+    probs, raw_samples, reasons = [], [], []
+    for rationale, scores in samples:
+        v = vote_from_scores(principle_id, order, scores, top_k)
+        p = clamp(v.p_a) if v.p_a is not None else None
+        if p is None:
+            reasons.append(v.reason)
+        else:
+            probs.append(p)
+        raw_samples.append({"rationale": rationale, "p_a": p, "top": dict(scores.top)})
+    raw = {"samples": raw_samples}
+    if not probs:
+        return Vote(principle_id, order, None, f"no CoT sample scorable ({reasons[0] if reasons else 'no samples'})",
+                    raw)
+    return Vote(principle_id, order, sum(probs) / len(probs), None, raw)
+
+
+def principle_probability(votes: Sequence[Vote]) -> float | None:
+    """Mean over orders of p_first for one principle's votes; None votes excluded."""
+    ps = [v.p_first for v in votes if v.p_first is not None]
+    return sum(ps) / len(ps) if ps else None
+
+
+def ensemble(votes: Sequence[Vote], weights: dict[str, float]) -> float | None:
+    """Weighted mean of the per-principle probabilities (weights = principle weights)."""
+    num = den = 0.0
+    for pid in dict.fromkeys(v.principle_id for v in votes):
+        p = principle_probability([v for v in votes if v.principle_id == pid])
+        if p is None:
+            continue
+        w = weights.get(pid, 1.0)
+        num += w * p
+        den += w
+    return num / den if den > 0 else None
+
+
+def position_consistency(votes: Sequence[Vote]) -> bool | None:
+    """True when, for every principle scored in both orders, the same response wins in both
+    (p_a > 0.5 in "ab" and p_a < 0.5 in "ba", or the reverse); None if no principle has both."""
+    checks = []
+    for pid in dict.fromkeys(v.principle_id for v in votes):
+        by_order = {v.order: v.p_a for v in votes if v.principle_id == pid and v.p_a is not None}
+        if "ab" in by_order and "ba" in by_order:
+            ab, ba = by_order["ab"], by_order["ba"]
+            checks.append((ab > 0.5 and ba < 0.5) or (ab < 0.5 and ba > 0.5))
+    return all(checks) if checks else None
+
+
+def make_verdict(votes: Sequence[Vote], principle_ids: Sequence[str], weights: dict[str, float]) -> PairVerdict:
+    p = ensemble(votes, weights)
+    reason = None
+    if p is None:
+        reasons = list(dict.fromkeys(v.reason for v in votes if v.reason))
+        reason = "no vote could be scored: " + ("; ".join(reasons[:3]) if reasons else "no votes")
+    return PairVerdict(p, tuple(votes), tuple(principle_ids), position_consistency(votes), reason)
+
+
+# --- prompts --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Task:
+    pair: int
+    principle_id: str
+    order: str
+    context: dict  # template variables (without few_shot / rationale)
+
+
+def _few_shot(constitution) -> list[dict]:
+    few = getattr(getattr(constitution, "few_shot", None), "compare", None) or []
+    out = []
+    for ex in few:
+        d = ex.model_dump() if hasattr(ex, "model_dump") else dict(ex)
+        out.append({k: d[k] for k in ("conversation", "principle", "response_a", "response_b", "answer")})
+    return out
+
+
+def _last_user(conversation: list[dict]) -> str:
+    return next((m["content"] for m in reversed(conversation) if m.get("role") == "user"), "")
+
+
+def build_tasks(constitution, pairs: Sequence[Pair], config: JudgeConfig) -> tuple[list[_Task], list[list[str]]]:
+    """(pair, principle, order) tasks with their template variables, and each pair's principle ids.
+    Principles are sampled per pair by weight, deterministically for (seed, pair id)."""
+    k = min(config.principles_per_pair, len(constitution.principles))
+    orders = ("ab", "ba") if config.orders == "both" else ("ab",)
+    tasks, principle_ids = [], []
+    for i, pair in enumerate(pairs):
+        principles = constitution.sample_principles(k, seed=config.seed, key=pair.id)
+        principle_ids.append([p.id for p in principles])
+        for principle in principles:
+            text = constitution.render(principle, "compare", prompt=_last_user(pair.conversation),
+                                       conversation=pair.conversation)
+            for order in orders:
+                a, b = (pair.first, pair.second) if order == "ab" else (pair.second, pair.first)
+                tasks.append(_Task(i, principle.id, order, {"conversation": pair.conversation, "principle": text,
+                                                            "response_a": a, "response_b": b}))
+    return tasks, principle_ids
+
+
+def _too_long(engine, prompt: str, budget: int) -> str | None:
+    n = engine.count_tokens(prompt)
+    if n + budget > engine.max_context:
+        return f"judge prompt too long ({n} tokens + {budget} > max context {engine.max_context})"
+    return None
+
+
+def _score_prompts(engine, prompts: list[str], budget: int, top_k: int) -> list[ChoiceScores | str]:
+    """One ``score_choices`` call for every prompt that fits; a reason string for the others."""
+    out: list[ChoiceScores | str] = [_too_long(engine, p, budget) or "" for p in prompts]
+    fit = [i for i, r in enumerate(out) if not r]
+    if fit:
+        scored = engine.score_choices([prompts[i] for i in fit], OPTIONS, top_k=top_k)
+        for i, s in zip(fit, scored, strict=True):
+            out[i] = s
+    return out
+
+
+def _score_direct(engine, tasks: list[_Task], few_shot: list[dict], config: JudgeConfig) -> list[Vote]:
+    prompts = [render(PAIRWISE, config.templates, few_shot=few_shot, **t.context) for t in tasks]
+    votes = []
+    for t, s in zip(tasks, _score_prompts(engine, prompts, 1, config.top_k), strict=True):
+        votes.append(Vote(t.principle_id, t.order, None, s) if isinstance(s, str)
+                     else vote_from_scores(t.principle_id, t.order, s, config.top_k))
+    return votes
+
+
+def clean_rationale(text: str) -> str:
+    """Cut a rationale where it starts stating the answer (the template adds that line)."""
+    m = _ANSWER_IN_RATIONALE.search(text)
+    return (text[: m.start()] if m else text).strip()
+
+
+def _score_cot(engine, tasks: list[_Task], config: JudgeConfig) -> list[Vote]:
+    """S sampled rationales per task (one ``generate`` call), then one ``score_choices`` call."""
+    sampling = Sampling(n=config.cot_samples, temperature=config.cot_temperature, top_p=1.0,
+                        max_tokens=config.cot_max_tokens, seed=config.seed, stop=COT_STOP)
+    bases = [render(PAIRWISE_COT, config.templates, **t.context) for t in tasks]
+    too_long = [_too_long(engine, p, config.cot_max_tokens + 16) for p in bases]
+    fit = [i for i, r in enumerate(too_long) if r is None]
+    rationales: dict[int, list[str]] = {}
+    if fit:
+        for i, comps in zip(fit, engine.generate([bases[i] for i in fit], sampling), strict=True):
+            rationales[i] = [clean_rationale(c.text) for c in comps]
+    flat = [(i, r) for i in fit for r in rationales[i]]
+    prompts = [render(PAIRWISE_COT, config.templates, rationale=r, **tasks[i].context) for i, r in flat]
+    scored = _score_prompts(engine, prompts, 1, config.top_k)
+    samples: dict[int, list[tuple[str, ChoiceScores]]] = {i: [] for i in fit}
+    for (i, r), s in zip(flat, scored, strict=True):
+        if isinstance(s, str):  # rationale pushed it past the context: an unreadable sample
+            s = ChoiceScores(logprobs=dict.fromkeys(OPTIONS), top={})
+        samples[i].append((r, s))
+    return [Vote(t.principle_id, t.order, None, too_long[i]) if too_long[i]
+            else cot_vote(t.principle_id, t.order, samples[i], config.top_k) for i, t in enumerate(tasks)]
+
+
+def judge_pairs(engine, constitution, pairs: Sequence[Pair], config: JudgeConfig) -> list[PairVerdict]:
+    """Judge every pair: ALL (pair, principle, order) prompts go to the engine in one
+    ``score_choices`` call (CoT: one ``generate`` + one ``score_choices``), so vLLM batches
+    them and its prefix cache shares the few-shot block and each pair's conversation."""
+    if not pairs:
+        return []
+    tasks, principle_ids = build_tasks(constitution, pairs, config)
+    votes = _score_cot(engine, tasks, config) if config.cot else \
+        _score_direct(engine, tasks, _few_shot(constitution), config)
+    weights = {p.id: float(p.weight) for p in constitution.principles}
+    by_pair: list[list[Vote]] = [[] for _ in pairs]
+    for t, v in zip(tasks, votes, strict=True):
+        by_pair[t.pair].append(v)
+    return [make_verdict(by_pair[i], principle_ids[i], weights) for i in range(len(pairs))]
+
+
+def templates_used(config: JudgeConfig) -> list[str]:
+    """The template files this config renders (their hash goes into the run spec)."""
+    return [PAIRWISE_COT] if config.cot else [PAIRWISE]

@@ -1,0 +1,73 @@
+"""``rlaif judge``: constitution judge -> preference run (judge/build.py does the work)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(root: typer.Typer) -> None:
+    root.command("judge")(judge)
+
+
+def judge(
+    input: Path = typer.Option(..., "--input", help="A generate run, a revise run, or a pair file "
+                               "(jsonl/json/parquet/csv with prompt, response_a, response_b)."),
+    out: Path = typer.Option(..., "--out", help="Output run directory (preference rows)."),
+    constitution: Path | None = typer.Option(None, "--constitution", help="Constitution YAML (default: built-in)."),
+    model: str = typer.Option("smollm2-135m", help="Judge model: embedded name, folder or Hub id."),
+    engine: str = typer.Option("vllm", help="Engine: vllm | openai | transformers."),
+    base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible server URL (repeatable)."),
+    principles_per_pair: int = typer.Option(4, help="Principles sampled per pair and ensembled."),
+    orders: str = typer.Option("both", help="both | one: score both option orders to cancel position bias."),
+    cot: bool = typer.Option(False, "--cot", help="Chain-of-thought rationales before the option letter."),
+    cot_samples: int = typer.Option(4, help="Rationales per (pair, principle, order) with --cot."),
+    pairing: str = typer.Option("all", help="all | best-worst (Bradley-Terry ranking of N responses)."),
+    min_confidence: float = typer.Option(0.0, help="Rows with p_chosen below this go to split 'filtered'."),
+    templates: Path | None = typer.Option(None, "--templates", help="Folder of .jinja files shadowing prompts/."),
+    seed: int = typer.Option(0, help="Seed of principle sampling and CoT sampling."),
+    batch_size: int = typer.Option(64, help="Pairs judged per engine call (runtime only)."),
+    limit: int | None = typer.Option(None, help="Judge only the first N input items."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over if the output run's spec changed."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Judge response pairs against the constitution's principles (option logprobs, both orders,
+    principle ensembling; arXiv 2212.08073) and write a TRL preference dataset."""
+    from judge.build import run_judge
+    from judge.config import JudgeConfig
+
+    config = JudgeConfig(
+        input=str(input), out=str(out), constitution=str(constitution) if constitution else None, model=model,
+        engine=engine, base_urls=base_url, principles_per_pair=principles_per_pair, orders=orders, cot=cot,
+        cot_samples=cot_samples, pairing=pairing, min_confidence=min_confidence,
+        templates=str(templates) if templates else None, seed=seed, batch_size=batch_size, limit=limit,
+        overwrite=overwrite)
+    if quiet:
+        summary = run_judge(config)
+    else:
+        with _progress() as bar:
+            task = bar.add_task("judging", total=None)
+            summary = run_judge(config, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    typer.echo(summary.line())
+
+
+def _progress():
+    """A rich progress bar on stderr: pairs judged, pairs/s, ETA."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:.2f} pairs/s" if task.speed else "")
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"),
+                    Rate(), TimeRemainingColumn(), console=Console(stderr=True))
