@@ -32,7 +32,7 @@ app.add_typer(cli_models.app, name="models")
 cli_models.register(app)
 
 for _module in ("rlaif.cli_engine", "rlaif.cli_generate", "rlaif.cli_judge", "rlaif.cli_align",
-                "rlaif.cli_bench"):
+                "rlaif.cli_bench", "rlaif.cli_judge_eval"):
     try:
         __import__(_module)
         sys.modules[_module].register(app)
