@@ -187,12 +187,10 @@ class _Task:
 
 
 def _few_shot(constitution) -> list[dict]:
-    few = getattr(getattr(constitution, "few_shot", None), "compare", None) or []
-    out = []
-    for ex in few:
-        d = ex.model_dump() if hasattr(ex, "model_dump") else dict(ex)
-        out.append({k: d[k] for k in ("conversation", "principle", "response_a", "response_b", "answer")})
-    return out
+    """The constitution's worked comparisons (principle texts rendered) for ``few_shot``."""
+    if hasattr(constitution, "few_shot_compare"):
+        return constitution.few_shot_compare()
+    return []
 
 
 def _last_user(conversation: list[dict]) -> str:
