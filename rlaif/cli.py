@@ -41,24 +41,21 @@ for _module in ("rlaif.cli_engine", "rlaif.cli_generate", "rlaif.cli_judge", "rl
             raise
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "the input is wrong", shown as one line rather than a traceback."""
+OUR_PACKAGES = {"constitution", "prompts", "generator", "judge", "align", "rlaif"}
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Errors meaning "the input is wrong", shown as one line rather than a traceback.
+
+    Every exception class our packages define (ConstitutionError, RunError, InputError,
+    EngineError, JudgeError, RecipeError, ...) exists to carry a message for the user;
+    add to them pydantic validation errors and missing files.
+    """
     from pydantic import ValidationError
 
-    from constitution import ConstitutionError
-    from generator.engines.base import EngineError
-    from generator.models import ModelError
-    from generator.runs import RunError
-    from prompts import PromptError
-
-    types: list[type[BaseException]] = [ConstitutionError, EngineError, ModelError, RunError, PromptError,
-                                        ValidationError, FileNotFoundError, IsADirectoryError, PermissionError]
-    for module, name in (("judge.errors", "JudgeError"), ("align.config", "RecipeError")):
-        try:
-            types.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(types)
+    if type(exc).__module__.split(".")[0] in OUR_PACKAGES:
+        return True
+    return isinstance(exc, ValidationError | FileNotFoundError | IsADirectoryError | PermissionError)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -82,7 +79,7 @@ def main() -> None:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - narrowed just below
-        if os.environ.get("RLAIF_DEBUG") or not isinstance(exc, user_error_types()):
+        if os.environ.get("RLAIF_DEBUG") or not is_user_error(exc):
             raise
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
