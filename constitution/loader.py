@@ -135,15 +135,15 @@ def _check_duplicate_keys(root: Node, source: str) -> None:
             stack.extend(node.value)
 
 
-def _node_at(root: Node | None, loc: tuple) -> Node | None:
-    """The deepest node along ``loc``; a mapping key's own node when ``loc`` ends at a key."""
+def _node_at(root: Node | None, loc: tuple, *, key: bool = True) -> Node | None:
+    """The deepest node along ``loc``; a mapping key's own node when ``loc`` ends at a key and ``key``."""
     cur = root
     for i, part in enumerate(loc):
         if isinstance(cur, MappingNode):
             match = next(((k, v) for k, v in cur.value if isinstance(k, ScalarNode) and k.value == str(part)), None)
             if match is None:
                 return cur
-            cur = match[0] if i == len(loc) - 1 else match[1]
+            cur = match[0] if key and i == len(loc) - 1 else match[1]
         elif isinstance(cur, SequenceNode) and isinstance(part, int) and 0 <= part < len(cur.value):
             cur = cur.value[part]
         else:
@@ -226,7 +226,7 @@ def _check_duplicate_ids(data: dict, root: Node | None, source: str) -> None:
 
 def _text_line(root: Node | None, loc: tuple, template_line: int) -> int:
     """The file line of line ``template_line`` of the text at ``loc`` (exact for block scalars)."""
-    node = _node_at(root, loc)
+    node = _node_at(root, loc, key=False)
     if node is None:
         return 1
     start = node.start_mark.line + 1
