@@ -1,0 +1,77 @@
+"""``rlaif judge-eval`` (judge vs human labels) and ``rlaif publish`` (a judge run to the Hub)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import typer
+
+
+def judge_eval(
+    human: Path = typer.Option(..., "--human", help="HH-RLHF-format file: rows {chosen, rejected} transcripts "
+                                                    "(jsonl/json/parquet/csv, .gz ok)."),
+    out: Path = typer.Option(..., "--out", help="Folder for report.md, metrics.json, pairs.jsonl and plots."),
+    limit: int = typer.Option(None, "--limit", help="Evaluate at most N rows (after --offset)."),
+    offset: int = typer.Option(0, "--offset", help="Skip the first O rows."),
+    constitution: Path = typer.Option(None, "--constitution", help="Constitution YAML (default: built-in)."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Judge model: embedded name, folder or Hub id."),
+    engine: str = typer.Option("vllm", "--engine", help="vllm | openai | transformers | fake | module:Class."),
+    base_url: list[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (repeatable)."),
+    principles_per_pair: int = typer.Option(4, "--principles-per-pair", help="Principles sampled per pair."),
+    cot: bool = typer.Option(False, "--cot", help="Chain-of-thought judging (clamped probabilities)."),
+    templates: Path = typer.Option(None, "--templates", help="Folder of .jinja files shadowing the built-ins."),
+    seed: int = typer.Option(0, "--seed", help="Seed of principle sampling and of the bootstrap."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Pairs per engine call (runtime only)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Judge human-labelled pairs (chosen vs rejected, both orders): agreement, position bias, calibration."""
+    from judge.config import JudgeConfig
+    from judge.evaluate import JudgeEvalConfig, run_judge_eval
+    from rlaif.progress import stage_progress
+
+    judge = JudgeConfig(constitution=str(constitution) if constitution else None, model=model, engine=engine,
+                        base_urls=base_url or [], principles_per_pair=principles_per_pair, cot=cot,
+                        templates=str(templates) if templates else None, seed=seed, batch_size=batch_size)
+    config = JudgeEvalConfig(human=human, out=out, limit=limit, offset=offset, judge=judge)
+    with contextlib.ExitStack() as stack:
+        result = run_judge_eval(config, progress=lambda total: stack.enter_context(
+            stage_progress("judge-eval", total, quiet)))
+    a, c, f, e = (result[k] for k in ("agreement", "position_consistency", "first_position_win_rate", "calibration"))
+
+    def show(m: dict) -> str:
+        return "n/a" if m["value"] is None else f"{m['value']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
+
+    typer.echo(f"{out}: {result['n_pairs']} pairs ({result['unscored']} unscored, {a['ties']} ties); "
+               f"agreement {show(a)}; position consistency {show(c)}; first-position win rate {show(f)}; "
+               f"ECE {show(e)}")
+
+
+def publish(
+    run_dir: Path = typer.Argument(..., help="A judge run directory (rlaif judge --out)."),
+    repo_id: str = typer.Option(..., "--repo-id", help="Hub dataset repository, ORG/NAME."),
+    private: bool = typer.Option(False, "--private", help="Create the repository as private."),
+    dry_run: Path = typer.Option(None, "--dry-run", help="Write the files that would be uploaded into this "
+                                                         "folder and contact nothing."),
+    constitution: Path = typer.Option(None, "--constitution", help="The constitution the run was judged with "
+                                                                   "(default: the path in the run's spec); "
+                                                                   "its sha256 must match the run's."),
+    eval_dir: Path = typer.Option(None, "--eval", help="A judge-eval --out folder whose figures go in the card "
+                                                       "(default: <run>/judge-eval if present)."),
+    test_size: float = typer.Option(0.1, "--test-size", help="Share of train rows in the test split "
+                                                             "(by id hash: stable across re-publishing)."),
+    license_: str = typer.Option("cc-by-4.0", "--license", help="License id of the dataset card."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the test split's id hash."),
+) -> None:
+    """Publish a judge run as a Hub dataset (train/test + filtered config) with a dataset card."""
+    from judge.publish import PublishConfig, run_publish
+
+    config = PublishConfig(run_dir=run_dir, repo_id=repo_id, private=private, dry_run=dry_run,
+                           constitution=constitution, eval_dir=eval_dir, test_size=test_size, license=license_,
+                           seed=seed)
+    typer.echo(run_publish(config))
+
+
+def register(root: typer.Typer) -> None:
+    root.command("judge-eval")(judge_eval)
+    root.command("publish")(publish)
