@@ -243,12 +243,11 @@ def load_constitution(path: str | None):
 
 
 def make_judge_engine(config: JudgeConfig):
+    """The engine named by ``config`` (engines resolve embedded model names themselves)."""
     from generator.engines import make_engine
-    from generator.models import resolve
 
     kwargs = {"base_urls": config.base_urls} if config.base_urls else {}
-    model = config.model if config.engine == "fake" else resolve(config.model)
-    return make_engine(config.engine, model, **kwargs)
+    return make_engine(config.engine, config.model, **kwargs)
 
 
 def _batches(todo: list[tuple[Item, list]], size: int):

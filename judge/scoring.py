@@ -217,6 +217,9 @@ def build_tasks(constitution, pairs: Sequence[Pair], config: JudgeConfig) -> tup
 
 
 def _too_long(engine, prompt: str, budget: int) -> str | None:
+    """A reason when the prompt cannot fit (the engine would fail the whole batch), else None."""
+    if not engine.max_context:  # a server that does not say: let it answer
+        return None
     n = engine.count_tokens(prompt)
     if n + budget > engine.max_context:
         return f"judge prompt too long ({n} tokens + {budget} > max context {engine.max_context})"

@@ -240,3 +240,15 @@ def test_bradley_terry_hand_made_tournament():
     assert two[0] - two[1] == pytest.approx(math.log(3), abs=1e-6)
     assert best_worst([None, 1.0]) is None
     assert all_pairs(3) == [(0, 1), (0, 2), (1, 2)]
+
+
+def test_bench_parse_letter():
+    """The generate-and-parse baseline of `rlaif bench judge` reads a letter only when unambiguous."""
+    from rlaif.bench_judge import parse_letter
+
+    assert parse_letter("B") == "B" and parse_letter(" (A) because it is kind") == "A"
+    assert parse_letter("The answer is: (B).") == "B" and parse_letter("Option A is better") == "A"
+    assert parse_letter("A better response would explain why.") is None  # the article, not an option
+    assert parse_letter("B is better.") == "B" and parse_letter("a") is None
+    assert parse_letter("The response is a good one.") is None
+    assert parse_letter("Both are fine.") is None and parse_letter("") is None

@@ -1,0 +1,180 @@
+"""``rlaif bench judge``: reading option logprobs vs generating the verdict, vLLM vs transformers.
+
+The same HH-RLHF pairs (chosen vs rejected final replies), principles and model go through
+
+(a) logprob scoring on vLLM: ``judge/pairwise.jinja``, ``max_tokens=1``, top-20 logprobs
+    (arXiv 2212.08073 sec 4.1), prefix cache on;
+(b) the usual LLM-as-judge on vLLM: ``judge/pairwise_generate.jinja`` as a chat message, the
+    verdict generated greedily (max_tokens 64) and the letter parsed from the text;
+(c) logprob scoring on the transformers engine (batched, left padding).
+
+Both option orders are scored. Each method is warmed up (untimed) on two other pairs first, so
+the timed pass starts with the constitution's shared few-shot prefix cached, as in a long run,
+but never with the measured prompts themselves. Pairs longer than ``MAX_CHARS`` characters are
+skipped so that every method can judge every prompt within the model context.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+PAIRWISE_GENERATE = "judge/pairwise_generate.jinja"
+MAX_CHARS = 3000
+WARMUP_PAIRS = 2
+# A reply that starts with the letter alone ("B", "(A) ...", "A."; not the article in "A better ..."),
+# else a stated choice ("the answer is B", "option A", "B is better").
+_LEAD = re.compile(r"^\W*\(?([AB])(?:\)|[.:,;!]|\s*$)")
+_STATED = re.compile(r"(?i:\b(?:answer|option|response|choice))\s*(?:(?i:is)|:)?\s*:?\s*\(?([AB])\)?(?![A-Za-z])"
+                     r"|\(?\b([AB])\)?\s+(?i:is\s+(?:the\s+)?(?:better|best|less|more))")
+
+
+def register(bench_app: typer.Typer) -> None:
+    bench_app.command("judge")(bench_judge)
+
+
+def parse_letter(text: str) -> str | None:
+    """The option letter of a generated verdict, or None when it cannot be read unambiguously."""
+    m = _LEAD.search(text) or _STATED.search(text)
+    return next((g.upper() for g in m.groups() if g), None) if m else None
+
+
+def load_pairs(path: Path, n: int):
+    """The first ``n`` usable HH-RLHF rows as judge pairs: first = chosen reply, second = rejected."""
+    from generator.inputs import hh_split, read_rows
+    from generator.runs import item_id
+    from judge.errors import JudgeError
+    from judge.scoring import Pair
+
+    pairs = []
+    for row in read_rows(path):
+        if len(pairs) >= n:
+            break
+        if not isinstance(row, dict) or not row.get("chosen") or not row.get("rejected"):
+            continue
+        conversation, chosen = hh_split(row["chosen"])
+        other, rejected = hh_split(row["rejected"])
+        size = sum(len(m["content"]) for m in conversation) + len(chosen) + len(rejected)
+        if other != conversation or not chosen or not rejected or chosen == rejected or size > MAX_CHARS:
+            continue
+        pairs.append(Pair(item_id(conversation, chosen, rejected), conversation, chosen, rejected))
+    if len(pairs) < n:
+        raise JudgeError(f"{path}: only {len(pairs)} usable pairs (wanted {n}); lower --pairs")
+    return pairs
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def _cache_rate(before: dict, after: dict) -> float | None:
+    total = after.get("prompt_tokens", 0) - before.get("prompt_tokens", 0)
+    if "cached_prompt_tokens" not in after or total <= 0:
+        return None
+    return round((after["cached_prompt_tokens"] - before["cached_prompt_tokens"]) / total, 4)
+
+
+def logprob_pass(engine, const, pairs, config) -> tuple[float, list, float | None]:
+    """(seconds, p_a per (pair, principle, order) in task order, prefix-cache hit rate)."""
+    from judge.scoring import judge_pairs
+
+    before = engine.stats()
+    seconds, verdicts = _timed(lambda: judge_pairs(engine, const, pairs, config))
+    return seconds, [v.p_a for verdict in verdicts for v in verdict.votes], _cache_rate(before, engine.stats())
+
+
+def generate_pass(engine, const, pairs, config) -> tuple[float, list, float | None]:
+    """(seconds, parsed letter per task (None = unparseable), prefix-cache hit rate)."""
+    from generator.engines import Sampling
+    from judge.scoring import build_tasks
+    from prompts import render
+
+    tasks, _ = build_tasks(const, pairs, config)
+    prompts = [[{"role": "user", "content": render(PAIRWISE_GENERATE, config.templates, **t.context)}]
+               for t in tasks]
+    sampling = Sampling(n=1, temperature=0.0, top_p=1.0, max_tokens=64, seed=0)
+    before = engine.stats()
+    seconds, outs = _timed(lambda: engine.generate(prompts, sampling))
+    return seconds, [parse_letter(o[0].text) for o in outs], _cache_rate(before, engine.stats())
+
+
+def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size: int) -> dict:
+    from constitution import DEFAULT_PATH, load_constitution
+    from generator.engines import make_engine
+    from judge.config import JudgeConfig
+
+    const = load_constitution(DEFAULT_PATH)
+    every = load_pairs(data, pairs + WARMUP_PAIRS)
+    warm, timed = every[pairs:], every[:pairs]
+    config = JudgeConfig(model=model, principles_per_pair=principles, orders="both")
+    engine = make_engine("vllm", model)
+    try:
+        logprob_pass(engine, const, warm, config)
+        t_a, p_vllm, hit_a = logprob_pass(engine, const, timed, config)
+        generate_pass(engine, const, warm, config)
+        t_b, letters, hit_b = generate_pass(engine, const, timed, config)
+    finally:
+        engine.close()
+    engine = make_engine("transformers", model, batch_size=hf_batch_size)
+    try:
+        logprob_pass(engine, const, warm, config)
+        t_c, p_hf, _ = logprob_pass(engine, const, timed, config)
+    finally:
+        engine.close()
+    return summarize(model, pairs, principles, (t_a, p_vllm, hit_a), (t_b, letters, hit_b), (t_c, p_hf))
+
+
+def summarize(model, pairs, principles, a, b, c) -> dict:
+    (t_a, p_vllm, hit_a), (t_b, letters, hit_b), (t_c, p_hf) = a, b, c
+    n = len(p_vllm)
+    both = [(x, y) for x, y in zip(p_vllm, letters, strict=True) if x is not None and y is not None]
+    diffs = [abs(x - y) for x, y in zip(p_vllm, p_hf, strict=True) if x is not None and y is not None]
+    return {
+        "model": model, "pairs": pairs, "principles": principles, "orders": 2, "comparisons": n,
+        "logprob_per_s": round(n / t_a, 3), "generate_per_s": round(n / t_b, 3),
+        "transformers_per_s": round(n / t_c, 3),
+        "speedup_vs_generate": round(t_b / t_a, 2), "speedup_vs_transformers": round(t_c / t_a, 2),
+        "seconds": {"logprob_vllm": round(t_a, 2), "generate_vllm": round(t_b, 2),
+                    "logprob_transformers": round(t_c, 2)},
+        "prefix_cache_hit_rate": {"logprob_vllm": hit_a, "generate_vllm": hit_b},
+        "logprob_unscored": sum(p is None for p in p_vllm),
+        "parse_failures": sum(x is None for x in letters),
+        "parse_failure_rate": round(sum(x is None for x in letters) / n, 4) if n else None,
+        "agreement_logprob_vs_generate": round(sum((x > 0.5) == (y == "A") for x, y in both) / len(both), 4)
+        if both else None,
+        "mean_abs_diff_p_a_vllm_vs_transformers": round(sum(diffs) / len(diffs), 4) if diffs else None,
+    }
+
+
+def bench_judge(
+    pairs: int = typer.Option(32, help="HH-RLHF pairs to judge (chosen vs rejected final replies)."),
+    principles: int = typer.Option(4, help="Principles per pair (each scored in both orders)."),
+    model: str = typer.Option("smollm2-135m", help="Judge model."),
+    data: Path = typer.Option(DEFAULT_DATA, help="HH-RLHF jsonl(.gz) with chosen/rejected transcripts."),
+    hf_batch_size: int = typer.Option(16, help="Batch size of the transformers engine."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Judge comparisons/s: logprob scoring (vLLM) vs generate-and-parse (vLLM) vs logprob (transformers)."""
+    result = run_bench(pairs, principles, model, data, hf_batch_size)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    r = result
+    typer.echo(f"{r['comparisons']} comparisons = {pairs} pairs x {principles} principles x 2 orders ({model})")
+    typer.echo(f"(a) logprob, vllm:          {r['logprob_per_s']:8.2f} comparisons/s  "
+               f"prefix-cache hit {r['prefix_cache_hit_rate']['logprob_vllm']}")
+    typer.echo(f"(b) generate+parse, vllm:   {r['generate_per_s']:8.2f} comparisons/s  "
+               f"prefix-cache hit {r['prefix_cache_hit_rate']['generate_vllm']}  "
+               f"parse failures {r['parse_failures']}/{r['comparisons']}")
+    typer.echo(f"(c) logprob, transformers:  {r['transformers_per_s']:8.2f} comparisons/s")
+    typer.echo(f"speed-up (a)/(b) = {r['speedup_vs_generate']}x, (a)/(c) = {r['speedup_vs_transformers']}x; "
+               f"agreement (a) vs (b) {r['agreement_logprob_vs_generate']}, "
+               f"mean |p_a(vllm) - p_a(hf)| {r['mean_abs_diff_p_a_vllm_vs_transformers']}")
