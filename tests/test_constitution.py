@@ -318,3 +318,13 @@ def test_lint_warns_about_soft_problems(tmp_path):
     assert "b.compare: not phrased as a question" in warnings
     assert "b.revision: same text as a.revision" in warnings
     assert "variables.unused" in warnings
+
+
+def test_render_refuses_unsafe_text_even_without_the_loader():
+    """A Constitution built in code skips the load-time checks; the sandbox still refuses at render time."""
+    const = Constitution(name="x", version=1, principles=[
+        Principle(id="evil", critique="{{ ''.__class__.__mro__ }}", revision="r", compare="q?")])
+    with pytest.raises(ConstitutionError, match=r"evil\.critique: unsafe construct refused by the sandbox"):
+        const.render(const.principles[0], "critique", prompt="p", conversation=[])
+    with pytest.raises(ConstitutionError, match="unknown field"):
+        const.render(const.principles[0], "answer", prompt="p", conversation=[])
