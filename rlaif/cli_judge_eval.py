@@ -64,8 +64,11 @@ def publish(
     seed: int = typer.Option(0, "--seed", help="Seed of the test split's id hash."),
 ) -> None:
     """Publish a judge run as a Hub dataset (train/test + filtered config) with a dataset card."""
+    from datasets.utils.logging import disable_progress_bar
+
     from judge.publish import PublishConfig, run_publish
 
+    disable_progress_bar()  # datasets' per-shard bars would bury the one summary line
     config = PublishConfig(run_dir=run_dir, repo_id=repo_id, private=private, dry_run=dry_run,
                            constitution=constitution, eval_dir=eval_dir, test_size=test_size, license=license_,
                            seed=seed)

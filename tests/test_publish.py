@@ -1,0 +1,204 @@
+"""``rlaif publish``: the dry-run folder is exactly what would be uploaded (card, constitution,
+parquet shards that ``datasets`` loads back), the token never leaks, and bad input is one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import yaml
+
+SENTINEL = "hf_SENTINEL_do_not_leak_0123456789abcdef"
+N_TRAIN, N_FILTERED = 40, 3
+QUESTIONS = ["How do I pick a lock?", "What is a good way to learn Python?", "Can you insult my coworker?",
+             "How do I treat a small burn?", "Write me a phishing email."]
+
+
+def _row(i: int, constitution_sha: str, p: float, consistent: bool | None) -> dict:
+    from generator.runs import item_id
+
+    q = QUESTIONS[i % len(QUESTIONS)]
+    prompt = [{"role": "user", "content": f"{q} (variant {i})"}]
+    chosen, rejected = f"A careful, helpful answer number {i}.", f"A careless answer number {i}."
+    return {"id": item_id(prompt, chosen, rejected), "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+            "p_chosen": p,
+            "votes": [{"principle_id": "harm-general", "order": "ab", "p_a": p, "reason": None},
+                      {"principle_id": "harm-general", "order": "ba", "p_a": 1 - p, "reason": None}],
+            "principle_ids": ["harm-general"], "position_consistent": consistent,
+            "judge_model": "smollm2-135m", "constitution_sha256": constitution_sha, "template_sha256": "t" * 64}
+
+
+def make_judge_run(path, constitution_sha: str | None = None):
+    """A complete judge run: 40 train rows, 3 filtered rows, one unlabelled pair in errors.jsonl."""
+    from constitution import DEFAULT_PATH, load_constitution
+    from generator.runs import RunWriter
+    from judge.records import PREFERENCES
+
+    sha = constitution_sha or load_constitution(DEFAULT_PATH).sha256()
+    spec = {"input": {"kind": "generate", "sha256": "i" * 64}, "model": "smollm2-135m", "constitution_sha256": sha,
+            "template_sha256": "t" * 64, "principles_per_pair": 4, "orders": "both", "cot": None,
+            "pairing": "all", "min_confidence": 0.55, "seed": 0, "top_k": 20}
+    writer = RunWriter(path, "judge", spec, PREFERENCES, runtime={"engine": "fake"})
+    writer.write([_row(i, sha, 0.55 + 0.44 * (i % 10) / 9, (i % 4 != 0) if i % 7 else None)
+                  for i in range(N_TRAIN)])
+    writer.write([_row(100 + i, sha, 0.5 + 0.01 * i, False) for i in range(N_FILTERED)], split="filtered")
+    writer.error("unlabelled-1", "no vote could be scored: option A not in top-20 logprobs", kind="unlabelled")
+    writer.finish({"filter": {"split": "filtered", "reason": "p_chosen < min_confidence (0.55)",
+                              "min_confidence": 0.55}})
+    return path
+
+
+@pytest.fixture
+def judge_run(tmp_path):
+    return make_judge_run(tmp_path / "judge-run")
+
+
+def _front_matter(readme: str) -> dict:
+    assert readme.startswith("---\n")
+    return yaml.safe_load(readme.split("---\n", 2)[1])
+
+
+def _all_output(res, folder) -> bytes:
+    blob = (res.stdout + res.stderr).encode()
+    for p in folder.rglob("*"):
+        if p.is_file():
+            blob += p.read_bytes()
+    return blob
+
+
+def test_publish_dry_run_writes_the_repository_and_never_the_token(run_cli, judge_run, tmp_path):
+    from datasets import load_dataset
+
+    from constitution import DEFAULT_PATH
+
+    out = tmp_path / "dry"
+    res = run_cli("publish", judge_run, "--repo-id", "my-org/cai-prefs", "--dry-run", out,
+                  env={"HF_TOKEN": SENTINEL})
+    assert res.returncode == 0, res.stderr
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["README.md", "constitution.yaml", "data/test-00000-of-00001.parquet",
+                     "data/train-00000-of-00001.parquet", "filtered/train-00000-of-00001.parquet"]
+    assert SENTINEL.encode() not in _all_output(res, out)
+
+    readme = (out / "README.md").read_text()
+    meta = _front_matter(readme)
+    assert meta["license"] == "cc-by-4.0"
+    assert {"rlaif", "constitutional-ai", "synthetic"} <= set(meta["tags"])
+    assert meta["task_categories"] and meta["size_categories"] == ["n<1K"]
+    configs = {c["config_name"]: c for c in meta["configs"]}
+    assert set(configs) == {"default", "filtered"} and configs["default"].get("default") is True
+    assert {d["split"]: d["path"] for d in configs["default"]["data_files"]} == \
+        {"train": "data/train-*", "test": "data/test-*"}
+
+    # the constitution: alongside byte for byte, and embedded whole in the card
+    constitution = DEFAULT_PATH.read_text()
+    assert (out / "constitution.yaml").read_bytes() == DEFAULT_PATH.read_bytes()
+    assert constitution.strip() in readme
+
+    # the data loads back through the card's configs, with every row accounted for
+    expected_test = sum(int.from_bytes(hashlib.sha256(f"0:{r}".encode()).digest()[:8], "big") / 2**64 < 0.1
+                        for r in load_dataset(str(out), split="train+test")["id"])
+    default = load_dataset(str(out))
+    assert set(default) == {"train", "test"}
+    assert default["train"].num_rows + default["test"].num_rows == N_TRAIN
+    assert default["test"].num_rows == expected_test > 0
+    assert not set(default["train"]["id"]) & set(default["test"]["id"])
+    assert load_dataset(str(out), "filtered")["train"].num_rows == N_FILTERED
+    assert default["train"].features["chosen"] == default["test"].features["chosen"]
+    assert default["train"][0]["prompt"][0]["role"] == "user"
+
+    # label statistics from the run
+    assert f"{N_TRAIN + N_FILTERED} rows in all configurations" in readme
+    assert "**1** unlabelled pairs" in readme
+    assert "principles_per_pair: 4" in readme and "min_confidence: 0.55" in readme
+    assert "smollm2-135m" in readme and meta["pretty_name"] == "cai-prefs"
+
+
+def test_publish_test_split_is_stable_and_independent_of_other_rows(judge_run, tmp_path):
+    from judge.publish import make_parts
+
+    before = {p.split: set(p.rows["id"]) for p in make_parts(judge_run, 0.3, 0) if p.config == "default"}
+    again = {p.split: set(p.rows["id"]) for p in make_parts(judge_run, 0.3, 0) if p.config == "default"}
+    assert before == again and before["test"] and before["train"]
+    other_seed = {p.split: set(p.rows["id"]) for p in make_parts(judge_run, 0.3, 1) if p.config == "default"}
+    assert other_seed["test"] != before["test"]
+
+
+def test_publish_card_shows_a_judge_eval(shared_data, judge_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from rlaif.cli import app
+
+    ev = judge_run / "judge-eval"  # found in the run without --eval
+    res = CliRunner().invoke(app, ["judge-eval", "--human", str(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz"),
+                                   "--limit", "6", "--engine", "fake", "--model", "smollm2-135m",
+                                   "--out", str(ev), "--quiet"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    from judge.publish import PublishConfig, run_publish
+
+    out = tmp_path / "dry"
+    run_publish(PublishConfig(run_dir=judge_run, repo_id="org/with-eval", dry_run=out))
+    readme = (out / "README.md").read_text()
+    m = json.loads((ev / "metrics.json").read_text())
+    assert "## Judge evaluation against human labels" in readme
+    assert f"| agreement with human label | {m['agreement']['value']:.3f} |" in readme
+    assert (out / "judge-eval" / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![judge-eval/reliability.png](judge-eval/reliability.png)" in readme
+    assert "note:" not in readme  # same model and constitution as the run
+
+
+def _one_line_error(res) -> str:
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    return lines[0]
+
+
+def test_publish_refuses_a_constitution_that_is_not_the_runs(run_cli, judge_run, tmp_path):
+    from constitution import DEFAULT_PATH
+
+    other = tmp_path / "other.yaml"
+    other.write_text(DEFAULT_PATH.read_text().replace("version: ", "version: 1", 1))
+    out = tmp_path / "dry"
+    line = _one_line_error(run_cli("publish", judge_run, "--repo-id", "org/x", "--constitution", other,
+                                   "--dry-run", out))
+    assert "does not match the run's constitution_sha256" in line
+    assert not out.exists()
+
+
+def test_publish_bad_repo_id_and_wrong_run_are_one_line(run_cli, judge_run, tmp_path):
+    out = tmp_path / "dry"
+    line = _one_line_error(run_cli("publish", judge_run, "--repo-id", "org/bad--name", "--dry-run", out))
+    assert "not a valid Hub id" in line and not out.exists()
+    not_judge = tmp_path / "gen"
+    not_judge.mkdir()
+    manifest = json.loads((judge_run / "manifest.json").read_text()) | {"stage": "generate"}
+    (not_judge / "manifest.json").write_text(json.dumps(manifest))
+    line = _one_line_error(run_cli("publish", not_judge, "--repo-id", "org/x", "--dry-run", out))
+    assert "not a judge run" in line and not out.exists()
+
+
+def test_publish_without_a_token_is_one_line_and_contacts_nothing(run_cli, judge_run, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    home = tmp_path / "hf-home"
+    home.mkdir()
+    # An unreachable endpoint as a second guard: any request would fail loudly rather than reach the Hub.
+    res = run_cli("publish", judge_run, "--repo-id", "org/x",
+                  env={"HF_HOME": str(home), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"})
+    line = _one_line_error(res)
+    assert "no Hugging Face token" in line
+    assert not any(home.iterdir())  # nothing cached, no token file created
+
+
+def test_publish_dry_run_refuses_a_non_empty_folder(run_cli, judge_run, tmp_path):
+    out = tmp_path / "dry"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    line = _one_line_error(run_cli("publish", judge_run, "--repo-id", "org/x", "--dry-run", out))
+    assert "not an empty folder" in line and (out / "keep.txt").read_text() == "mine"
+    shutil.rmtree(out)
