@@ -156,10 +156,11 @@ def run_judge_eval(config: JudgeEvalConfig, progress: Callable[[int], Callable[[
 
     ``progress(total)`` returns an ``advance(n)`` callback (the CLI's bar); ``engine`` overrides
     the one ``config.judge`` names (tests)."""
-    from constitution import DEFAULT_PATH, load_constitution
-    from generator.generate import EngineOptions, file_sha256
+    from constitution import DEFAULT_PATH
+    from generator.generate import file_sha256
     from generator.models import display_name
     from generator.runs import versions
+    from judge.build import load_constitution, make_judge_engine
     from judge.scoring import templates_used
     from prompts import template_sha256
 
@@ -167,7 +168,7 @@ def run_judge_eval(config: JudgeEvalConfig, progress: Callable[[int], Callable[[
         raise JudgeError(f"--out {config.out} is a file; give a folder")
     human = read_human_pairs(config.human, config.offset, config.limit)
     jc = config.judge
-    constitution = load_constitution(jc.constitution or DEFAULT_PATH)
+    constitution = load_constitution(jc.constitution)
     settings = {
         "human_file": str(config.human), "human_sha256": file_sha256(config.human),
         "offset": config.offset, "limit": config.limit, "rows": human.rows, "skipped_rows": human.skipped,
@@ -179,8 +180,7 @@ def run_judge_eval(config: JudgeEvalConfig, progress: Callable[[int], Callable[[
     }
     own_engine = engine is None
     if own_engine:
-        engine = EngineOptions(model=jc.model, engine=jc.engine, base_urls=jc.base_urls,
-                               batch_size=jc.batch_size).build()
+        engine = make_judge_engine(jc)
     try:
         advance = progress(len(human.pairs)) if progress else (lambda n=1: None)
         verdicts = _judge_all(engine, constitution, human.pairs, jc, advance)
