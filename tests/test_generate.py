@@ -91,3 +91,22 @@ def test_generate_bad_input_one_line(tmp_path, run_cli):
     res = run_cli("generate", "--prompts", tmp_path / "bin.jsonl", "--out", tmp_path / "o2", "--engine", "fake")
     assert res.returncode == 2 and "not UTF-8" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "o2" / "data").exists() or not list((tmp_path / "o2" / "data").iterdir())
+
+
+def test_revise_fake_engine_records(tmp_path, shared_data, run_cli):
+    from constitution import DEFAULT_PATH, load_constitution
+
+    prompts = _prompts_file(tmp_path, shared_data, n=6)
+    out = tmp_path / "rev"
+    run_cli("revise", "--prompts", prompts, "--out", out, "--constitution", DEFAULT_PATH, "--rounds", "3",
+            "--engine", "fake", "--max-tokens", "40", "--quiet", check=True)
+    ds = load(out)
+    assert ds.num_rows == 6
+    const = load_constitution(DEFAULT_PATH)
+    for row in ds:
+        assert len(row["critiques"]) == len(row["revisions"]) == len(row["principle_ids"]) == 3
+        assert row["messages"] == row["prompt"] + [{"role": "assistant", "content": row["revisions"][-1]}]
+        assert all(const.principle(pid) for pid in row["principle_ids"])
+        assert row["constitution_sha256"] == const.sha256()
+    manifest = read_manifest(out)
+    assert manifest["stage"] == "revise" and manifest["spec"]["rounds"] == 3
