@@ -38,10 +38,10 @@ def serve_argv(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, 
                tensor_parallel_size: int = 1, data_parallel_size: int = 1, seed: int = 0,
                cpu: bool | None = None, extra: list[str] | None = None) -> list[str]:
     """The full argv (starting with the Python interpreter) that serves ``model``."""
-    from generator.models import display_name, resolve
+    from generator.models import resolve
 
     path = resolve(model)
-    name = served_model_name or display_name(model)
+    name = served_model_name or _user_name(model, path)
     cpu = (not _cuda_available()) if cpu is None else cpu
     names = [name] if name == path else [name, path]
     argv = [sys.executable, "-m", SERVER_MODULE, "--model", path, "--served-model-name", *names,
@@ -58,6 +58,16 @@ def serve_argv(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, 
     for item in extra or []:
         argv += shlex.split(item)
     return argv
+
+
+def _user_name(model: str | None, path: str) -> str:
+    """The name clients send: the embedded name even when the server is given its cache folder."""
+    from generator.models import EMBEDDED, cache_dir, display_name
+
+    for name in EMBEDDED:
+        if os.path.realpath(path) == os.path.realpath(cache_dir() / name):
+            return name
+    return display_name(model)
 
 
 @engine_app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

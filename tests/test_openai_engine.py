@@ -281,5 +281,25 @@ def test_one_line_formatting_of_engine_errors():
     assert _one_line(err) == "no answer from http://x/v1 after 4 tries in 1.0 s (connection refused)"
 
 
+# -- rlaif engine serve --------------------------------------------------------------------
+def test_serve_print_command(run_cli, embedded_model_dir):
+    res = run_cli("engine", "serve", "--model", embedded_model_dir, "--port", "8123", "--kv-cache-gib", "2",
+                  "--extra", "--max-num-seqs 64", "--print-command", "--", "--uvicorn-log-level", "warning",
+                  check=True, timeout=120)
+    argv = res.stdout.split()
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    i = argv.index("--served-model-name")
+    # Served under the user-facing name AND the folder, so clients may send either.
+    assert argv[i + 1:i + 3] == ["smollm2-135m", embedded_model_dir]
+    for flag, value in (("--port", "8123"), ("--dtype", "bfloat16"), ("--max-model-len", "2048"),
+                        ("--generation-config", "vllm"), ("--max-num-seqs", "64"), ("--uvicorn-log-level", "warning")):
+        assert argv[argv.index(flag) + 1] == value
+    assert "--enable-prefix-caching" in argv
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "--enforce-eager" in argv and argv[argv.index("--kv-cache-memory-bytes") + 1] == str(2 << 30)
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

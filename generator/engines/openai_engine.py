@@ -311,7 +311,7 @@ def _match_model(requested: str, cards: list[dict]) -> tuple[dict, str]:
         root = c.get("root")
         if root and (root == requested or os.path.realpath(str(root)) == os.path.realpath(requested)):
             return c, c["id"]
-    if len(cards) == 1:
+    if len({c.get("root") or c.get("id") for c in cards}) == 1:  # one model (maybe under several names)
         return cards[0], cards[0]["id"]
     raise EngineError(f"model {requested!r} is not served; the server has: {', '.join(map(str, by_id))}")
 
