@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from judge import metrics
 from judge.config import JudgeConfig
@@ -54,6 +54,13 @@ class JudgeEvalConfig(BaseModel):
                                description="The judge settings under evaluation (model, principles, seed, ...).")
     n_bins: int = Field(10, ge=2, description="Equal-width bins of the ECE and the reliability diagram.")
     resamples: int = Field(1000, ge=100, description="Bootstrap resamples of the ECE interval (seeded by judge.seed).")
+
+    @model_validator(mode="after")
+    def _both_orders(self) -> JudgeEvalConfig:
+        if self.judge.orders != "both":
+            raise ValueError("judge-eval measures position bias, so the judge must score both orders "
+                             "(set judge.orders to 'both')")
+        return self
 
 
 @dataclass(frozen=True)
@@ -217,6 +224,8 @@ def write_outputs(out: Path, result: dict, pairs: list, verdicts: list) -> None:
         out.mkdir(exist_ok=True)
         for name in (*files, METRICS, PAIRS, REPORT):  # report last: it points at the others
             os.replace(tmp / name, out / name)
+        if PRINCIPLES_PNG not in files:  # an earlier evaluation's plot would contradict this report
+            (out / PRINCIPLES_PNG).unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("judge-eval: wrote %s", out)

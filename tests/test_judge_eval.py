@@ -110,6 +110,18 @@ def test_compute_metrics_on_hand_built_verdicts():
     assert m["calibration"]["n_pairs"] == 2
 
 
+def test_judge_eval_config_requires_both_orders(tmp_path):
+    from pydantic import ValidationError
+
+    from judge.config import JudgeConfig
+    from judge.evaluate import JudgeEvalConfig
+
+    with pytest.raises(ValidationError, match="both orders"):
+        JudgeEvalConfig(human=tmp_path / "h.jsonl", out=tmp_path / "o", judge=JudgeConfig(orders="one"))
+    with pytest.raises(ValidationError, match="extra"):
+        JudgeEvalConfig(human=tmp_path / "h.jsonl", out=tmp_path / "o", bins=5)
+
+
 # --- rlaif judge-eval end to end ------------------------------------------------------------------
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
