@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(help="Embedded models: convert once into the user cache.", no_args_is_help=True)
@@ -30,22 +32,11 @@ def register(root: typer.Typer) -> None:
 
 
 def demo(
-    model: str = typer.Option("smollm2-135m", help="Model for the demo reply."),
-    engine: str = typer.Option("transformers", help="Engine: vllm | transformers."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the demo's runs (resumed if present)."),
+    model: str = typer.Option("smollm2-135m", help="Model for generation and judging."),
+    engine: str = typer.Option("auto", help="auto (vllm if installed, else transformers) | vllm | transformers."),
 ) -> None:
-    """Lint the default constitution and show one reply of the embedded model."""
-    from constitution import DEFAULT_PATH, load_constitution
-    from generator.engines import Sampling, make_engine
-    from generator.models import resolve
+    """Lint the default constitution, show a reply of the embedded model, then generate and judge a few pairs."""
+    from rlaif.demo import run_demo
 
-    const = load_constitution(DEFAULT_PATH)
-    typer.echo(f"constitution {const.name} v{const.version}: {len(const.principles)} principles, "
-               f"sha256 {const.sha256()}")
-    prompt = [{"role": "user", "content": "In one sentence: why should an assistant refuse harmful requests?"}]
-    eng = make_engine(engine, resolve(model))
-    try:
-        reply = eng.generate([prompt], Sampling(n=1, temperature=0.0, max_tokens=64))[0][0].text
-    finally:
-        eng.close()
-    typer.echo(f"user: {prompt[0]['content']}\n{model}: {reply.strip()}")
+    run_demo(out, model, engine, typer.echo)
