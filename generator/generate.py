@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from generator.engines import Engine, Sampling, make_engine
 from generator.inputs import BadItem, PromptItem, read_prompts
-from generator.models import display_name, resolve
+from generator.models import display_name
 from generator.records import RESPONSES
 from generator.runs import RunWriter, canonical_json, iter_batches
 
@@ -38,9 +38,7 @@ class EngineOptions(BaseModel):
     def build(self) -> Engine:
         name = self.engine_name()
         kwargs = {"base_urls": self.base_urls} if name == "openai" and self.base_urls else {}
-        # The openai engine addresses a served model by name; every other engine loads the folder.
-        model = self.model if name == "openai" else resolve(self.model)
-        return make_engine(name, model, **kwargs)
+        return make_engine(name, self.model, **kwargs)  # engines resolve embedded names themselves
 
 
 class GenerateConfig(BaseModel):
