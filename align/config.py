@@ -1,0 +1,256 @@
+"""Alignment recipes: one pydantic model per method, loaded from YAML with ``--set key=value`` overrides.
+
+A recipe holds what a user decides (model, data, output folder, the few hyper-parameters that
+matter) and passes everything else to TRL's own config class through the ``trl:`` mapping, so
+we never re-declare TRL's fields (STYLE.md 5)::
+
+    model: smollm2-135m
+    data: {path: runs/judge, eval_ratio: 0.1}
+    output_dir: models/dpo
+    learning_rate: 5.0e-7
+    max_steps: 200
+    beta: 0.1
+    trl: {lr_scheduler_type: cosine, warmup_ratio: 0.1, bf16: true}
+
+Every check that can be made without loading a model is made here or in ``align/data.py``,
+before any weights are read: a bad recipe costs a second, not a model load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class RecipeError(ValueError):
+    """A recipe or its data cannot be used; the message names the key or file and how to fix it."""
+
+
+class DataSource(BaseModel):
+    """Where the training rows come from and how the held-out rows are chosen."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="A run directory written by `rlaif revise`/`rlaif judge` (it has "
+                                  "manifest.json), or a dataset file: .jsonl, .json or .parquet.")
+    split: str = Field("train", description="Split of the run used for training.")
+    eval_split: str | None = Field(None, description="Split of the run held out for evaluation (e.g. `test`).")
+    eval_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of the training rows held out for "
+                              "evaluation when no eval_split is given; 0 = no evaluation.")
+    max_rows: int | None = Field(None, gt=0, description="Use at most this many training rows (smoke runs).")
+
+
+class _Recipe(BaseModel):
+    """Fields every method shares; TRL's own fields go under ``trl``."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: ClassVar[str]
+    trl_config: ClassVar[str]  # name of the TRL config class built from the recipe
+    ours: ClassVar[tuple[str, ...]] = ("output_dir", "learning_rate", "num_train_epochs", "max_steps",
+                                       "per_device_train_batch_size", "gradient_accumulation_steps",
+                                       "max_length", "seed")
+
+    model: str = Field("smollm2-135m", description="Base model: an embedded name (smollm2-135m), a local "
+                       "folder or a Hugging Face Hub id.")
+    data: DataSource = Field(description="Training data; a bare string is the path.")
+    output_dir: str = Field(description="Folder the trained model, model card, metrics.json and curve go to.")
+    learning_rate: float = Field(gt=0, description="Peak learning rate.")
+    num_train_epochs: float = Field(1.0, gt=0, description="Epochs over the training rows (max_steps wins).")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = use num_train_epochs.")
+    per_device_train_batch_size: int = Field(4, gt=0, description="Rows (pairs for reward/DPO) per device per step.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches accumulated per optimizer step.")
+    max_length: int | None = Field(1024, gt=0, description="Longest tokenized sequence (prompt + completion).")
+    seed: int = Field(42, description="Seed for initialisation, shuffling and the eval_ratio split.")
+    quiet: bool = Field(False, description="Silence progress bars (TRL's disable_tqdm); logs remain.")
+    trl: dict[str, Any] = Field(default_factory=dict, description="Passed unchanged to TRL's config class "
+                                "(e.g. warmup_ratio, bf16, gradient_checkpointing, save_steps).")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _path_shorthand(cls, v: Any) -> Any:
+        return {"path": v} if isinstance(v, str | Path) else v
+
+    def method_fields(self) -> dict[str, Any]:
+        """Recipe fields that map onto the TRL config beyond the shared ones."""
+        return {}
+
+    def check_trl_keys(self) -> None:
+        """Refuse ``trl:`` keys TRL does not know, or that duplicate a recipe field."""
+        import trl
+
+        cls = getattr(trl, self.trl_config)
+        known = {f.name for f in dataclasses.fields(cls)}
+        ours = set(self.ours) | set(self.method_fields()) | {"disable_tqdm"}
+        for key in self.trl:
+            if key in ours:
+                raise RecipeError(f"trl.{key}: set by the recipe field `{key}`"
+                                  f"{' (`quiet`)' if key == 'disable_tqdm' else ''}; set it there, not under trl:")
+            if key not in known:
+                close = sorted(k for k in known if key.lower() in k or k in key.lower())[:4]
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise RecipeError(f"trl.{key}: not a field of trl.{self.trl_config} (TRL {trl.__version__}){hint}")
+
+    def trl_args(self, **forced: Any):
+        """TRL's config object: our few fields, then ``trl:``, then what this code needs (``forced``)."""
+        import trl
+
+        self.check_trl_keys()
+        kwargs: dict[str, Any] = {"report_to": "none", "logging_steps": 1, "save_strategy": "no"}
+        kwargs.update({k: getattr(self, k) for k in self.ours})
+        kwargs.update(self.method_fields())
+        kwargs["disable_tqdm"] = self.quiet
+        if not _has_accelerator():  # TRL defaults to bf16=True, which a CPU-only box refuses
+            kwargs["bf16"] = False
+        kwargs.update(self.trl)
+        kwargs.update(forced)
+        try:
+            return getattr(trl, self.trl_config)(**kwargs)
+        except (ValueError, TypeError) as e:
+            raise RecipeError(f"trl.{self.trl_config}: {' '.join(str(e).split())}") from None
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+class SFTRecipe(_Recipe):
+    """Supervised fine-tuning on the revisions of ``rlaif revise`` (SL-CAI, arXiv 2212.08073 sec. 3)."""
+
+    method: ClassVar[str] = "sft"
+    trl_config: ClassVar[str] = "SFTConfig"
+    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate.")
+
+
+class RewardRecipe(_Recipe):
+    """A Bradley-Terry reward model on ``rlaif judge`` preferences (arXiv 2203.02155, 2212.08073 sec. 4)."""
+
+    method: ClassVar[str] = "reward"
+    trl_config: ClassVar[str] = "RewardConfig"
+    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate.")
+    soft_labels: bool = Field(False, description="Train towards the judge's p_chosen: "
+                              "-[p log s(r_c - r_r) + (1-p) log s(r_r - r_c)] instead of -log s(r_c - r_r).")
+
+
+class DPORecipe(_Recipe):
+    """Direct Preference Optimization (arXiv 2305.18290) on ``rlaif judge`` preferences."""
+
+    method: ClassVar[str] = "dpo"
+    trl_config: ClassVar[str] = "DPOConfig"
+    learning_rate: float = Field(1e-6, gt=0, description="Peak learning rate.")
+    beta: float = Field(0.1, gt=0, description="DPO's KL strength: higher stays closer to the reference model.")
+    loss_type: str | list[str] = Field("sigmoid", description="TRL DPOConfig.loss_type: sigmoid, ipo, robust, "
+                                       "hinge, ... or a list of them (combined with trl.loss_weights).")
+    soft_labels: bool = Field(False, description="Conservative DPO with eps_i = 1 - p_chosen_i per pair: "
+                              "-(1-eps) log s(beta h) - eps log s(-beta h). Needs loss_type sigmoid.")
+    precompute_ref_log_probs: bool = Field(False, description="Score the data with the reference model once "
+                                           "before training and free it (less memory, faster steps).")
+
+    def method_fields(self) -> dict[str, Any]:
+        return {"beta": self.beta, "loss_type": self.loss_type,
+                "precompute_ref_log_probs": self.precompute_ref_log_probs}
+
+    @model_validator(mode="after")
+    def _soft_needs_sigmoid(self) -> DPORecipe:
+        if self.soft_labels:
+            types = [self.loss_type] if isinstance(self.loss_type, str) else self.loss_type
+            clashes = [k for k in ("ld_alpha", "use_weighting", "loss_weights") if self.trl.get(k)]
+            if self.trl.get("f_divergence_type", "reverse_kl") != "reverse_kl":
+                clashes.append("f_divergence_type")
+            if types != ["sigmoid"] or clashes:
+                raise ValueError("soft_labels (cDPO) replaces the sigmoid loss only: set loss_type: sigmoid and "
+                                 "drop trl f_divergence_type/ld_alpha/use_weighting/loss_weights, or soft_labels: false")
+        return self
+
+
+RECIPES: dict[str, type[_Recipe]] = {"sft": SFTRecipe, "reward": RewardRecipe, "dpo": DPORecipe}
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "trl.bf16=true"]`` -> ``{"a": {"b": 1}, "trl": {"bf16": True}}``; values are YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--set {item!r}: expected key=value, e.g. --set learning_rate=1e-5")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"--set {item!r}: {part} is set both as a value and as a mapping")
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``over`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        elif key == "data" and isinstance(value, dict) and isinstance(out.get(key), str):
+            out[key] = merge({"path": out[key]}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"--config {p}: no such recipe file")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{p}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{p}: a recipe is a YAML mapping (model:, data:, output_dir:, ...)")
+    return raw
+
+
+def build_recipe(method: str, raw: dict[str, Any], source: str = "recipe") -> _Recipe:
+    """Validate a raw mapping as ``method``'s recipe; errors become one RecipeError line."""
+    if method not in RECIPES:
+        raise RecipeError(f"unknown align method {method!r}; known: {', '.join(RECIPES)}")
+    raw = dict(raw)
+    declared = raw.pop("method", method)
+    if declared != method:
+        raise RecipeError(f"{source} is a {declared!r} recipe; run `rlaif align {declared}` or change method:")
+    cls = RECIPES[method]
+    try:
+        recipe = cls.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ())) or "recipe"
+        msg = first.get("msg", "invalid")
+        if first.get("type") == "extra_forbidden":
+            known = ", ".join(cls.model_fields) if len(first.get("loc", ())) == 1 else ", ".join(DataSource.model_fields)
+            msg = f"unknown key (known: {known}; TRL options go under trl:)"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise RecipeError(f"{source}: {loc}: {msg}{more}") from None
+    recipe.check_trl_keys()
+    return recipe
+
+
+def load_recipe(method: str, config: str | Path | None = None, overrides: list[str] | None = None,
+                quick: dict[str, Any] | None = None) -> _Recipe:
+    """A recipe from ``--config`` (optional), then the quick-form flags, then ``--set`` overrides."""
+    raw = read_yaml(config) if config else {}
+    raw = merge(raw, {k: v for k, v in (quick or {}).items() if v is not None})
+    raw = merge(raw, parse_set(overrides or []))
+    return build_recipe(method, raw, source=str(config) if config else "recipe")

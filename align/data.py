@@ -1,0 +1,144 @@
+"""Training data for align methods: a run directory or a dataset file, checked before any model loads.
+
+A run directory's ``manifest.json`` says which stage wrote it; SFT needs a ``revise`` run
+(``messages``), reward models and DPO a ``judge`` run (``prompt``, ``chosen``, ``rejected``,
+``p_chosen``). A dataset file (.jsonl/.json/.parquet, optionally from elsewhere) is accepted when it
+has the columns. Only the columns the trainer reads are kept, so TRL never sees nested
+provenance columns (votes) it does not need; provenance is summarised for the model card.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from align.config import DataSource, RecipeError
+
+log = logging.getLogger(__name__)
+
+# method kind -> (stage of a run that can feed it, columns the trainer needs)
+KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "sft": ("revise", ("messages",)),
+    "preferences": ("judge", ("prompt", "chosen", "rejected")),
+}
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+@dataclass
+class AlignData:
+    """Training rows, optional held-out rows, and where they came from (for the model card)."""
+
+    train: Any  # datasets.Dataset
+    eval: Any | None
+    source: str
+    stage: str | None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_file(path: Path):
+    from datasets import Dataset
+
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    try:
+        if name.endswith(".parquet"):
+            return Dataset.from_parquet(str(path), keep_in_memory=True)
+        if name.endswith((".jsonl", ".json")):
+            return Dataset.from_json(str(path), keep_in_memory=True)
+    except Exception as e:  # noqa: BLE001 - datasets raises many types for a bad file
+        raise RecipeError(f"data.path {path}: cannot read it as a dataset ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:200]})") from None
+    raise RecipeError(f"data.path {path}: unknown file type; give a run directory or a "
+                      f"{'/'.join(FILE_SUFFIXES)} file")
+
+
+def _read_run(path: Path, kind: str, src: DataSource, method: str):
+    from generator.runs import RunError, load, read_manifest, splits
+
+    try:
+        manifest = read_manifest(path)
+    except RunError as e:
+        raise RecipeError(f"data.path: {e}") from None
+    stage = manifest.get("stage")
+    want = KINDS[kind][0]
+    if stage != want:
+        raise RecipeError(f"data.path {path} is a {stage!r} run; `rlaif align {method}` needs a {want!r} run "
+                          f"(the --out folder of `rlaif {want}`)")
+    known = splits(path)
+    for name in filter(None, (src.split, src.eval_split)):
+        if name not in known:
+            raise RecipeError(f"data.path {path} has no split {name!r}; it has: {', '.join(known) or 'no rows'}")
+    train = load(path, src.split)
+    evals = load(path, src.eval_split) if src.eval_split else None
+    prov = {"run_stage": stage, "run_spec_sha256": manifest.get("spec_sha256"),
+            "run_status": manifest.get("status"), "run_counts": manifest.get("counts")}
+    spec = manifest.get("spec") or {}
+    for key in ("constitution_sha256", "model", "judge_model"):
+        if isinstance(spec.get(key), str):
+            prov[f"spec_{key}"] = spec[key]
+    return train, evals, stage, prov
+
+
+def _check_columns(ds, need: tuple[str, ...], where: str, hint: str) -> None:
+    missing = [c for c in need if c not in ds.column_names]
+    if missing:
+        raise RecipeError(f"{where}: column(s) {', '.join(missing)} missing (it has: "
+                          f"{', '.join(ds.column_names)}); {hint}")
+
+
+def _summarise(ds) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for col in ("constitution_sha256", "judge_model", "model", "template_sha256"):
+        if col in ds.column_names:
+            out[col] = sorted({v for v in ds[col] if v})
+    if "p_chosen" in ds.column_names and len(ds):
+        ps = [p for p in ds["p_chosen"] if p is not None]
+        out["p_chosen_mean"] = round(sum(ps) / max(len(ps), 1), 4)
+    return out
+
+
+def load_data(src: DataSource, method: str, *, soft_labels: bool = False, seed: int = 0) -> AlignData:
+    """Read, check and split the data of ``method`` (sft / reward / dpo); raises RecipeError."""
+    kind = "sft" if method == "sft" else "preferences"
+    path = Path(src.path)
+    if not path.exists():
+        raise RecipeError(f"data.path {path}: no such run directory or dataset file")
+    need = KINDS[kind][1] + (("p_chosen",) if soft_labels else ())
+    if path.is_dir():
+        train, evals, stage, prov = _read_run(path, kind, src, method)
+    else:
+        if src.eval_split:
+            raise RecipeError(f"data.eval_split {src.eval_split!r}: a dataset file has one split; use eval_ratio")
+        train, evals, stage, prov = _read_file(path), None, None, {}
+    hint = ("soft_labels needs the judge's p_chosen; set soft_labels: false or use a `rlaif judge` run"
+            if soft_labels and "p_chosen" not in train.column_names else
+            f"`rlaif align {method}` reads {', '.join(KINDS[kind][1])}")
+    _check_columns(train, need, f"data.path {path}", hint)
+    if evals is not None:
+        _check_columns(evals, need, f"data.eval_split {src.eval_split}", hint)
+    if len(train) == 0:
+        raise RecipeError(f"data.path {path}: split {src.split!r} has no rows")
+    prov.update(_summarise(train))
+    if src.max_rows:
+        train = train.select(range(min(src.max_rows, len(train))))
+    if evals is None and src.eval_ratio > 0:
+        n_eval = max(1, round(len(train) * src.eval_ratio))
+        if n_eval >= len(train):
+            raise RecipeError(f"data.eval_ratio {src.eval_ratio}: leaves no training rows out of {len(train)}")
+        parts = train.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
+        train, evals = parts["train"], parts["test"]
+    keep = list(need)
+    train = train.select_columns(keep)
+    evals = evals.select_columns(keep) if evals is not None else None
+    if soft_labels:
+        _check_p_chosen(train, path)
+    log.info("data %s: %d train rows, %d eval rows", path, len(train), len(evals) if evals is not None else 0)
+    return AlignData(train=train, eval=evals, source=str(path), stage=stage, provenance=prov)
+
+
+def _check_p_chosen(ds, path: Path) -> None:
+    bad = [i for i, p in enumerate(ds["p_chosen"]) if p is None or not 0.0 <= p <= 1.0]
+    if bad:
+        raise RecipeError(f"data.path {path}: p_chosen missing or outside [0, 1] in {len(bad)} rows "
+                          f"(first at row {bad[0]}); drop them or set soft_labels: false")
