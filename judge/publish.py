@@ -51,8 +51,9 @@ class PublishConfig(BaseModel):
     repo_id: str = Field(description="Hub dataset repository, ORG/NAME (checked with huggingface_hub's validator).")
     private: bool = Field(False, description="Create the repository as private.")
     dry_run: Path | None = Field(None, description="Write the files that would be uploaded here; contact nothing.")
-    constitution: Path | None = Field(None, description="The constitution file the run was judged with "
-                                                        "(default: the built-in one); its sha256 must match.")
+    constitution: Path | None = Field(None, description="The constitution file the run was judged with (default: "
+                                                        "the file the run records, else the built-in one); its "
+                                                        "sha256 must match.")
     eval_dir: Path | None = Field(None, description="A judge-eval output folder to show in the card "
                                                     "(default: <run>/judge-eval when it exists).")
     test_size: float = Field(0.1, ge=0.0, lt=1.0, description="Share of train rows drawn (by id hash) into test.")
@@ -94,8 +95,18 @@ def read_judge_run(run_dir: Path) -> dict:
     return manifest
 
 
+def recorded_constitution(manifest: dict) -> Path | None:
+    """The constitution file a run names (``runtime`` or ``spec`` key ``constitution``), if still on disk."""
+    for section in ("runtime", "spec"):
+        path = (manifest.get(section) or {}).get("constitution")
+        if isinstance(path, str) and Path(path).is_file():
+            return Path(path)
+    return None
+
+
 def load_constitution_for(run_shas: set[str], path: Path | None):
-    """(file, Constitution) of the constitution the rows were judged with, or refuse."""
+    """(file, Constitution) of the constitution the rows were judged with, or refuse. ``path``
+    defaults to the built-in constitution; either way its sha256 must be the run's."""
     from constitution import DEFAULT_PATH, load_constitution
 
     if len(run_shas) != 1:
@@ -349,7 +360,8 @@ def run_publish(config: PublishConfig) -> str:
     parts = make_parts(config.run_dir, config.test_size, config.seed)
     shas = {s for p in parts for s in p.rows["constitution_sha256"]}
     shas |= {manifest["spec"]["constitution_sha256"]} if manifest.get("spec", {}).get("constitution_sha256") else set()
-    constitution_path, constitution = load_constitution_for(shas, config.constitution)
+    constitution_path, constitution = load_constitution_for(shas, config.constitution or
+                                                            recorded_constitution(manifest))
     eval_dir = find_evaluation(config)
     counts = ", ".join(f"{len(p.rows)} {p.config}/{p.split}" for p in parts)
     if config.dry_run is not None:

@@ -54,7 +54,8 @@ def publish(
     dry_run: Path = typer.Option(None, "--dry-run", help="Write the files that would be uploaded into this "
                                                          "folder and contact nothing."),
     constitution: Path = typer.Option(None, "--constitution", help="The constitution the run was judged with "
-                                                                   "(default: the path in the run's spec); "
+                                                                   "(default: the file the run records, else "
+                                                                   "the built-in one); "
                                                                    "its sha256 must match the run's."),
     eval_dir: Path = typer.Option(None, "--eval", help="A judge-eval --out folder whose figures go in the card "
                                                        "(default: <run>/judge-eval if present)."),

@@ -32,7 +32,7 @@ def _row(i: int, constitution_sha: str, p: float, consistent: bool | None) -> di
             "judge_model": "smollm2-135m", "constitution_sha256": constitution_sha, "template_sha256": "t" * 64}
 
 
-def make_judge_run(path, constitution_sha: str | None = None):
+def make_judge_run(path, constitution_sha: str | None = None, runtime: dict | None = None):
     """A complete judge run: 40 train rows, 3 filtered rows, one unlabelled pair in errors.jsonl."""
     from constitution import DEFAULT_PATH, load_constitution
     from generator.runs import RunWriter
@@ -42,7 +42,7 @@ def make_judge_run(path, constitution_sha: str | None = None):
     spec = {"input": {"kind": "generate", "sha256": "i" * 64}, "model": "smollm2-135m", "constitution_sha256": sha,
             "template_sha256": "t" * 64, "principles_per_pair": 4, "orders": "both", "cot": None,
             "pairing": "all", "min_confidence": 0.55, "seed": 0, "top_k": 20}
-    writer = RunWriter(path, "judge", spec, PREFERENCES, runtime={"engine": "fake"})
+    writer = RunWriter(path, "judge", spec, PREFERENCES, runtime=runtime or {"engine": "fake"})
     writer.write([_row(i, sha, 0.55 + 0.44 * (i % 10) / 9, (i % 4 != 0) if i % 7 else None)
                   for i in range(N_TRAIN)])
     writer.write([_row(100 + i, sha, 0.5 + 0.01 * i, False) for i in range(N_FILTERED)], split="filtered")
@@ -168,6 +168,23 @@ def test_publish_refuses_a_constitution_that_is_not_the_runs(run_cli, judge_run,
                                    "--dry-run", out))
     assert "does not match the run's constitution_sha256" in line
     assert not out.exists()
+
+
+def test_publish_finds_the_constitution_the_run_records(tmp_path):
+    from constitution import DEFAULT_PATH, load_constitution
+    from judge.errors import JudgeError
+    from judge.publish import PublishConfig, run_publish
+
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(DEFAULT_PATH.read_text().replace("version: 1", "version: 7", 1))
+    sha = load_constitution(custom).sha256()
+    recorded = make_judge_run(tmp_path / "recorded", sha, runtime={"constitution": str(custom)})
+    run_publish(PublishConfig(run_dir=recorded, repo_id="org/x", dry_run=tmp_path / "dry"))
+    assert (tmp_path / "dry" / "constitution.yaml").read_bytes() == custom.read_bytes()
+    unrecorded = make_judge_run(tmp_path / "unrecorded", sha)
+    with pytest.raises(JudgeError, match="not judged with the built-in constitution"):
+        run_publish(PublishConfig(run_dir=unrecorded, repo_id="org/x", dry_run=tmp_path / "dry2"))
+    assert not (tmp_path / "dry2").exists()
 
 
 def test_publish_bad_repo_id_and_wrong_run_are_one_line(run_cli, judge_run, tmp_path):
