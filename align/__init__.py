@@ -34,4 +34,18 @@ def get_method(name: str) -> Callable[[Any], dict]:
 
 def run(recipe) -> dict:
     """Train with ``recipe`` (its method picks the trainer); returns the metrics."""
+    if recipe.quiet:
+        quiet_progress()
     return get_method(recipe.method)(recipe)
+
+
+def quiet_progress() -> None:
+    """No progress bars from TRL, transformers or datasets (logs stay)."""
+    import os
+
+    import datasets
+    import transformers
+
+    os.environ["TQDM_DISABLE"] = "1"
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()

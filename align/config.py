@@ -10,7 +10,7 @@ we never re-declare TRL's fields (STYLE.md 5)::
     learning_rate: 5.0e-7
     max_steps: 200
     beta: 0.1
-    trl: {lr_scheduler_type: cosine, warmup_ratio: 0.1, bf16: true}
+    trl: {lr_scheduler_type: cosine, warmup_steps: 0.1, bf16: true}
 
 Every check that can be made without loading a model is made here or in ``align/data.py``,
 before any weights are read: a bad recipe costs a second, not a model load.
@@ -66,7 +66,7 @@ class _Recipe(BaseModel):
     seed: int = Field(42, description="Seed for initialisation, shuffling and the eval_ratio split.")
     quiet: bool = Field(False, description="Silence progress bars (TRL's disable_tqdm); logs remain.")
     trl: dict[str, Any] = Field(default_factory=dict, description="Passed unchanged to TRL's config class "
-                                "(e.g. warmup_ratio, bf16, gradient_checkpointing, save_steps).")
+                                "(e.g. warmup_steps, bf16, gradient_checkpointing, save_steps).")
 
     @field_validator("data", mode="before")
     @classmethod
@@ -102,8 +102,8 @@ class _Recipe(BaseModel):
         kwargs.update({k: getattr(self, k) for k in self.ours})
         kwargs.update(self.method_fields())
         kwargs["disable_tqdm"] = self.quiet
-        if not _has_accelerator():  # TRL defaults to bf16=True, which a CPU-only box refuses
-            kwargs["bf16"] = False
+        if not _has_accelerator():  # TRL defaults to bf16=True, which a CPU-only box refuses;
+            kwargs.update(bf16=False, use_cpu=True)  # use_cpu: DDP children join a gloo group
         kwargs.update(self.trl)
         kwargs.update(forced)
         try:

@@ -38,9 +38,12 @@ class AlignData:
 
 
 def _read_file(path: Path):
+    import datasets
     from datasets import Dataset
 
     name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a "Generating train split" bar is noise before a one-line error
     try:
         if name.endswith(".parquet"):
             return Dataset.from_parquet(str(path), keep_in_memory=True)
@@ -49,6 +52,9 @@ def _read_file(path: Path):
     except Exception as e:  # noqa: BLE001 - datasets raises many types for a bad file
         raise RecipeError(f"data.path {path}: cannot read it as a dataset ({type(e).__name__}: "
                           f"{' '.join(str(e).split())[:200]})") from None
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     raise RecipeError(f"data.path {path}: unknown file type; give a run directory or a "
                       f"{'/'.join(FILE_SUFFIXES)} file")
 

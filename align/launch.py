@@ -1,0 +1,87 @@
+"""Multi-process training: re-launch ``rlaif align <method>`` under ``accelerate launch``.
+
+The parent checks the recipe and the data (fast, no model), writes the resolved recipe to a
+temporary YAML file and starts ``accelerate launch ... -m rlaif align <method> --config FILE``;
+each child trains with TRL as usual and accelerate/torch.distributed does the rest (STYLE: no
+home-made distribution layer).
+
+* GPUs: ``--accelerate-config recipes/accelerate/zero3.yaml`` (or zero2.yaml, ddp.yaml);
+  ``--num-processes`` overrides the file's ``num_processes``.
+* CPU only (tests, laptops): accelerate 1.15's ``--cpu`` flag goes through its *simple* launcher,
+  which starts ONE process unless MPI is configured; so without a config file we use its torchrun
+  launcher (``--multi_gpu``) with ``ACCELERATE_USE_CPU=true``, and each process joins a gloo
+  group as accelerate's ``MULTI_CPU`` (``recipes/accelerate/cpu-ddp.yaml`` says the same as a file).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from align.config import RecipeError
+
+log = logging.getLogger(__name__)
+
+LAUNCHED = "RLAIF_ALIGN_LAUNCHED"  # set in children, so they train instead of launching again
+
+
+def in_child() -> bool:
+    return os.environ.get(LAUNCHED) == "1" or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def should_launch(num_processes: int | None, accelerate_config: str | None) -> bool:
+    if in_child():
+        return False
+    return bool(accelerate_config) or (num_processes or 1) > 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def accelerate_command(method: str, recipe_file: str, num_processes: int | None,
+                       accelerate_config: str | None) -> tuple[list[str], dict[str, str]]:
+    """The ``accelerate launch`` command line and environment for the children."""
+    env = {**os.environ, LAUNCHED: "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if accelerate_config:
+        if not Path(accelerate_config).is_file():
+            raise RecipeError(f"--accelerate-config {accelerate_config}: no such file; see recipes/accelerate/")
+        cmd += ["--config_file", str(accelerate_config)]
+    else:
+        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        if (num_processes or 1) > 1:
+            cmd += ["--multi_gpu"]  # the torchrun launcher; see the module docstring for CPU
+    if num_processes:
+        cmd += ["--num_processes", str(num_processes)]
+    if not _has_gpu():
+        env["ACCELERATE_USE_CPU"] = "true"
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(num_processes or 1, 1))))
+    cmd += ["--main_process_port", str(_free_port()), "-m", "rlaif", "align", method, "--config", recipe_file]
+    return cmd, env
+
+
+def launch(recipe, num_processes: int | None, accelerate_config: str | None) -> int:
+    """Run ``recipe`` in ``num_processes`` processes; returns the launcher's exit code."""
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="rlaif-align-") as tmp:
+        recipe_file = Path(tmp) / f"{recipe.method}.yaml"
+        recipe_file.write_text(yaml.safe_dump({"method": recipe.method, **recipe.model_dump(mode="json")},
+                                              sort_keys=False))
+        cmd, env = accelerate_command(recipe.method, str(recipe_file), num_processes, accelerate_config)
+        log.info("launching: %s", " ".join(cmd))
+        return subprocess.run(cmd, env=env, check=False).returncode

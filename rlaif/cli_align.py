@@ -1,0 +1,74 @@
+"""``rlaif align sft|reward|dpo``: train on a run directory from a recipe or the quick flags.
+
+    rlaif align dpo --config recipes/cpu-tiny-dpo.yaml --set beta=0.2 --set trl.warmup_steps=0.1
+    rlaif align dpo --data runs/judge --model smollm2-135m --out models/dpo --max-steps 100
+    rlaif align dpo --config recipes/gpu-7b-dpo.yaml --accelerate-config recipes/accelerate/zero3.yaml
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+align_app = typer.Typer(help="Train on AI feedback: SFT on revisions, reward models and DPO on preferences.",
+                        no_args_is_help=True)
+
+HELP = {
+    "sft": "Supervised fine-tuning on a `rlaif revise` run (messages column).",
+    "reward": "Reward model (sequence classifier, Bradley-Terry loss) on a `rlaif judge` run.",
+    "dpo": "DPO on a `rlaif judge` run (TRL loss types; soft_labels = cDPO with the judge's p_chosen).",
+}
+
+
+def _train(method: str, config: Path | None, sets: list[str], data: str | None, model: str | None,
+           out: str | None, max_steps: int | None, num_processes: int, accelerate_config: str | None,
+           quiet: bool) -> None:
+    from align.config import RecipeError, load_recipe
+    from align.data import load_data
+    from align.launch import launch, should_launch
+
+    if config is None and not (data and out):
+        raise RecipeError(f"give --config RECIPE.yaml, or --data RUN_DIR and --out DIR (rlaif align {method} --help)")
+    quick = {"data": data, "model": model, "output_dir": out, "max_steps": max_steps, "quiet": quiet or None}
+    recipe = load_recipe(method, config, sets, quick)
+    if should_launch(num_processes, accelerate_config):
+        load_data(recipe.data, method, soft_labels=getattr(recipe, "soft_labels", False), seed=recipe.seed)
+        raise typer.Exit(launch(recipe, num_processes, accelerate_config))
+    from align import run
+
+    metrics = run(recipe)
+    if metrics.get("method"):  # rank 0 only
+        final = {k: v for k, v in (metrics.get("eval") or {}).items() if isinstance(v, float)}
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(final.items()) if "runtime" not in k
+                          and "per_second" not in k)
+        typer.echo(f"{method}: {metrics['global_step']} steps, saved to {recipe.output_dir}"
+                   + (f" ({shown})" if shown else ""))
+
+
+def _make(method: str):
+    def command(
+        config: Path = typer.Option(None, "--config", help="Recipe YAML (see recipes/)."),
+        sets: list[str] = typer.Option([], "--set", help="Override a recipe key: key=value, e.g. trl.bf16=true."),
+        data: str = typer.Option(None, "--data", help="Run directory or dataset file (quick form)."),
+        model: str = typer.Option(None, "--model", help="Base model: smollm2-135m, a folder or a Hub id."),
+        out: str = typer.Option(None, "--out", help="Output folder for the trained model."),
+        max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+        num_processes: int = typer.Option(1, "--num-processes", help="Train in this many processes "
+                                          "(accelerate launch; DDP over gloo on CPU)."),
+        accelerate_config: str = typer.Option(None, "--accelerate-config",
+                                              help="accelerate config file, e.g. recipes/accelerate/zero3.yaml."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    ) -> None:
+        _train(method, config, sets, data, model, out, max_steps, num_processes, accelerate_config, quiet)
+
+    command.__doc__ = HELP[method]
+    return command
+
+
+for _method in HELP:
+    align_app.command(_method)(_make(_method))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(align_app, name="align")
