@@ -234,44 +234,51 @@ def write_outputs(out: Path, result: dict, pairs: list, verdicts: list) -> None:
 # --- report --------------------------------------------------------------------------------------
 
 
-def _fmt(x: float | None) -> str:
+def fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _row(name: str, m: dict, n_label: str, method: str) -> str:
-    interval = "n/a" if m.get("lo") is None else f"[{_fmt(m['lo'])}, {_fmt(m['hi'])}]"
-    return f"| {name} | {_fmt(m.get('value'))} | {interval} | {n_label} | {method} |"
+def fmt_interval(m: dict) -> str:
+    return "n/a" if m.get("lo") is None else f"[{fmt(m['lo'])}, {fmt(m['hi'])}]"
+
+
+def headline_rows(result: dict) -> list[dict]:
+    """The four headline metrics as table cells; report.md and the dataset card both show these."""
+    agree, cons = result["agreement"], result["position_consistency"]
+    first, cal = result["first_position_win_rate"], result["calibration"]
+    rows = [("agreement with human label", agree, f"{agree['k']}/{agree['n']}", "Wilson"),
+            ("position consistency", cons, f"{cons['k']}/{cons['n']}", "Wilson"),
+            ("first-position (A) win rate", first, f"{first['k']}/{first['n']} votes", "Wilson"),
+            (f"ECE ({cal['n_bins']} bins)", cal, f"{cal['n_pairs']} pairs",
+             f"bootstrap ({cal['resamples']}, seed {result['settings']['judge']['seed']})")]
+    return [{"name": name, "value": fmt(m.get("value")), "interval": fmt_interval(m), "n": n, "method": method}
+            for name, m, n, method in rows]
 
 
 def render_report(result: dict, images: list[str]) -> str:
     """report.md: the headline table, per-principle table, settings and the plots."""
-    s, agree, cons = result["settings"], result["agreement"], result["position_consistency"]
-    first, cal = result["first_position_win_rate"], result["calibration"]
+    s, cal = result["settings"], result["calibration"]
     lines = [
         f"# Judge evaluation: {s['model']} vs human labels", "",
         f"{result['n_pairs']} pairs from `{s['human_file']}` (rows {s['offset']}..{s['offset'] + s['rows'] - 1}; "
-        f"{len(s['skipped_rows'])} rows skipped), {result['unscored']} unscored pairs, {agree['ties']} ties. "
+        f"{len(s['skipped_rows'])} rows skipped), {result['unscored']} unscored pairs, "
+        f"{result['agreement']['ties']} ties. "
         "Intervals are 95 %: Wilson for proportions, percentile bootstrap over pairs for the ECE.", "",
         "| metric | value | 95% interval | n | method |", "|---|---|---|---|---|",
-        _row("agreement with human label", agree, f"{agree['k']}/{agree['n']}", "Wilson"),
-        _row("position consistency", cons, f"{cons['k']}/{cons['n']}", "Wilson"),
-        _row("first-position (A) win rate", first, f"{first['k']}/{first['n']} votes", "Wilson"),
-        _row(f"ECE ({cal['n_bins']} bins)", cal, f"{cal['n_pairs']} pairs",
-             f"bootstrap ({cal['resamples']}, seed {s['judge']['seed']})"),
+        *(f"| {r['name']} | {r['value']} | {r['interval']} | {r['n']} | {r['method']} |" for r in headline_rows(result)),
         "", "## Per principle", "",
         "Each principle's own probability per pair (mean over both orders); principles are sampled per pair.", "",
         "| principle | agreement | 95% interval | n | ties | unscored |", "|---|---|---|---|---|---|",
     ]
     for pid, m in result["per_principle"].items():
-        interval = "n/a" if m["lo"] is None else f"[{_fmt(m['lo'])}, {_fmt(m['hi'])}]"
-        lines.append(f"| {pid} | {_fmt(m['value'])} | {interval} | {m['k']}/{m['n']} | {m['ties']} | "
+        lines.append(f"| {pid} | {fmt(m['value'])} | {fmt_interval(m)} | {m['k']}/{m['n']} | {m['ties']} | "
                      f"{m['unscored']} |")
     lines += ["", "## Calibration", "",
               "Each pair contributes P(chosen better) = p (outcome 1) and P(rejected better) = 1 - p (outcome 0); "
               "the diagram is symmetric and its ECE equals the top-label ECE (arXiv 1706.04599).", "",
               "| bin | n | mean predicted | observed |", "|---|---|---|---|"]
     lines += [f"| [{b['lo']:.1f}, {b['hi']:.1f}{']' if b['hi'] >= 1 else ')'} | {b['n']} | "
-              f"{_fmt(b['mean_predicted'])} | {_fmt(b['observed'])} |" for b in cal["bins"]]
+              f"{fmt(b['mean_predicted'])} | {fmt(b['observed'])} |" for b in cal["bins"]]
     lines += [""] + [f"![{name}]({name})" for name in images]
     j = s["judge"]
     lines += ["", "## Settings", "",

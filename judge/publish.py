@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 CARD_TEMPLATE = Path(__file__).with_name("card.md.jinja")
 CONSTITUTION_FILE = "constitution.yaml"
 EVAL_DIR = "judge-eval"  # where a judge-eval's figures go, in the run and in the repository
-EVAL_IMAGES = ("reliability.png", "per_principle.png")
 TAGS = ["rlaif", "constitutional-ai", "synthetic", "preference", "dpo"]
 # Hub size buckets (huggingface_hub DatasetCardData.size_categories), upper bounds exclusive.
 SIZE_CATEGORIES = [(10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M"),
@@ -221,36 +220,25 @@ def find_evaluation(config: PublishConfig) -> Path | None:
     return default if (default / "metrics.json").is_file() else None
 
 
-def _show(m: dict) -> tuple[str, str]:
-    if m.get("value") is None:
-        return "n/a", "n/a"
-    return f"{m['value']:.3f}", f"[{m['lo']:.3f}, {m['hi']:.3f}]"
-
-
 def evaluation_section(eval_dir: Path, manifest: dict, folder: Path) -> dict:
     """The card's judge-eval table; its metrics.json and plots are copied under ``judge-eval/``."""
+    from judge.evaluate import METRICS, PRINCIPLES_PNG, RELIABILITY_PNG, headline_rows
+
     try:
-        m = json.loads((eval_dir / "metrics.json").read_text())
+        m = json.loads((eval_dir / METRICS).read_text())
         s = m["settings"]
-        heads = [("agreement with human label", m["agreement"], "pairs"),
-                 ("position consistency", m["position_consistency"], "pairs"),
-                 ("first-position (A) win rate", m["first_position_win_rate"], "votes")]
-        rows = [{"name": name, **dict(zip(("value", "interval"), _show(v), strict=True)), "n": f"{v['n']} {unit}"}
-                for name, v, unit in heads]
-        cal = m["calibration"]
-        rows.append({"name": f"ECE ({cal['n_bins']} bins)", **dict(zip(("value", "interval"), _show(cal), strict=True)),
-                     "n": f"{cal['n_pairs']} pairs"})
+        rows = headline_rows(m)
     except (KeyError, TypeError, json.JSONDecodeError) as e:
-        raise JudgeError(f"{eval_dir / 'metrics.json'}: not a judge-eval metrics file ({e!r})") from None
+        raise JudgeError(f"{eval_dir / METRICS}: not a judge-eval metrics file ({e!r})") from None
     spec = manifest.get("spec", {})
     mismatch = [f"evaluated with {what} {got}, the data was labelled with {want}"
                 for what, got, want in (("model", s.get("model"), spec.get("model")),
                                         ("constitution", s.get("constitution_sha256"), spec.get("constitution_sha256")))
                 if got != want]
     (folder / EVAL_DIR).mkdir(exist_ok=True)
-    shutil.copyfile(eval_dir / "metrics.json", folder / EVAL_DIR / "metrics.json")
+    shutil.copyfile(eval_dir / METRICS, folder / EVAL_DIR / METRICS)
     images = []
-    for name in EVAL_IMAGES:
+    for name in (RELIABILITY_PNG, PRINCIPLES_PNG):
         if (eval_dir / name).is_file():
             shutil.copyfile(eval_dir / name, folder / EVAL_DIR / name)
             images.append(f"{EVAL_DIR}/{name}")
