@@ -120,6 +120,7 @@ def _judge_all(engine, constitution, pairs: list, config: JudgeConfig, advance: 
     for chunk in iter_batches(pairs, config.batch_size):
         verdicts.extend(judge_pairs(engine, constitution, chunk, config))
         advance(len(chunk))
+        log.info("judge-eval: %d/%d pairs judged", len(verdicts), len(pairs))  # progress where no bar shows
     return verdicts
 
 
