@@ -50,8 +50,9 @@ def finish(trainer, recipe, data, train_result) -> dict[str, Any]:
     if not trainer.is_world_process_zero():
         return metrics
     history = trainer.state.log_history
+    last = next((h for h in reversed(history) if "loss" in h), {})
     metrics.update({"method": recipe.method, "global_step": trainer.state.global_step,
-                    "world_size": trainer.args.world_size, "log_history": history})
+                    "world_size": trainer.args.world_size, "last_train_log": last, "log_history": history})
     (out / METRICS).write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     plot_curve(history, recipe.method, out / CURVE)
     write_card(out, recipe, data, metrics)
@@ -94,7 +95,7 @@ def plot_curve(history: list[dict], method: str, path: Path) -> None:
 
 def _final_table(metrics: dict[str, Any]) -> str:
     rows = []
-    for part in ("train", "eval"):
+    for part in ("train", "last_train_log", "eval"):
         for key, value in sorted((metrics.get(part) or {}).items()):
             if isinstance(value, int | float):
                 rows.append(f"| {part} | {key} | {value:.6g} |")

@@ -201,6 +201,8 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
             out[key] = merge(out[key], value)
         elif key == "data" and isinstance(value, dict) and isinstance(out.get(key), str):
             out[key] = merge({"path": out[key]}, value)
+        elif key == "data" and isinstance(value, str | Path) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], "path": str(value)}  # --data keeps the recipe's split settings
         else:
             out[key] = value
     return out

@@ -44,6 +44,7 @@ def test_parse_set_and_merge():
         "beta": 0.2, "trl": {"bf16": True}, "data": {"eval_ratio": 0.1}, "model": "a/b"}
     assert merge({"data": "runs/x", "trl": {"a": 1}}, {"data": {"eval_ratio": 0.1}, "trl": {"b": 2}}) == {
         "data": {"path": "runs/x", "eval_ratio": 0.1}, "trl": {"a": 1, "b": 2}}
+    assert merge({"data": {"path": "a", "eval_ratio": 0.2}}, {"data": "b"}) == {"data": {"path": "b", "eval_ratio": 0.2}}
     with pytest.raises(RecipeError, match="expected key=value"):
         parse_set(["beta"])
 
