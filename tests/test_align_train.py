@@ -87,3 +87,19 @@ def test_sft_trains_on_a_revise_run(tiny_model_dir, tmp_path):
     assert "eval_loss" in metrics["eval"]
     card = (out / "README.md").read_text()
     assert "c" * 64 in card and "revise" in card and tiny_model_dir in card
+
+
+def test_precomputed_reference_gives_the_same_losses(tiny_model_dir, toy_run, tmp_path):
+    """precompute_ref_log_probs only moves the reference pass before training: same losses step by step,
+    with the soft-label loss too (its p_chosen must reach the loss, not the reference pass)."""
+    from align.dpo import train
+
+    runs = {}
+    for precompute in (False, True):
+        metrics = train(_recipe("dpo", tiny_model_dir, toy_run, tmp_path / f"dpo-{precompute}", max_steps=3,
+                                learning_rate=5e-4, soft_labels=True, per_device_train_batch_size=4,
+                                precompute_ref_log_probs=precompute))
+        runs[precompute] = _logged(metrics, "loss")
+    assert len(runs[True]) == 3
+    assert runs[True] == pytest.approx(runs[False], abs=1e-4)
+    assert runs[True][2] != pytest.approx(runs[True][0], abs=1e-4)  # the policy did move away from the reference
