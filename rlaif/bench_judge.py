@@ -17,6 +17,7 @@ skipped so that every method can judge every prompt within the model context.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -24,7 +25,10 @@ from pathlib import Path
 import typer
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+_DATA_NAME = "hh-rlhf-harmless-base-test.jsonl.gz"
+# ../shared/data next to the repository, else $RLAIF_SHARED_DATA (as the tests find it).
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / _DATA_NAME if (ROOT.parent / "shared" / "data").is_dir() \
+    else Path(os.environ.get("RLAIF_SHARED_DATA", "/work/shared/data")) / _DATA_NAME
 PAIRWISE_GENERATE = "judge/pairwise_generate.jinja"
 MAX_CHARS = 3000
 WARMUP_PAIRS = 2
