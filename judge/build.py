@@ -242,6 +242,14 @@ def load_constitution(path: str | None):
     return _load(path or DEFAULT_PATH)
 
 
+def _runtime(config: JudgeConfig) -> dict:
+    """Recorded, not hashed: how it was run, and which constitution FILE (its sha is in the spec;
+    ``rlaif publish`` finds the file here)."""
+    from constitution import DEFAULT_PATH
+
+    return {**config.runtime(), "constitution": str(Path(config.constitution or DEFAULT_PATH).resolve())}
+
+
 def make_judge_engine(config: JudgeConfig):
     """The engine named by ``config`` (engines resolve embedded model names themselves)."""
     from generator.engines import make_engine
@@ -285,7 +293,7 @@ def run_judge(config: JudgeConfig, *, engine=None, constitution=None,
     const = constitution if constitution is not None else load_constitution(config.constitution)
     tsha = template_sha256(templates_used(config), config.templates)
     writer = RunWriter(config.out, STAGE, judge_spec(config, inp, const.sha256(), tsha), PREFERENCES,
-                       runtime=config.runtime(), overwrite=config.overwrite)
+                       runtime=_runtime(config), overwrite=config.overwrite)
     for bid, reason in inp.bad:
         if bid not in writer.done_ids:
             writer.error(bid, reason, kind="bad_input")

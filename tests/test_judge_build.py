@@ -107,6 +107,7 @@ def test_generate_run_all_pairs_schema(generate_run, constitution_file, tmp_path
     assert manifest["stage"] == "judge" and manifest["status"] == "complete"
     assert manifest["spec"]["input"] == {"kind": "generate", "sha256": read_manifest(generate_run)["spec_sha256"]}
     assert "batch_size" not in json.dumps(manifest["spec"])
+    assert manifest["runtime"]["constitution"] == constitution_file  # where `rlaif publish` finds the file
 
 
 def test_resume_skips_finished_ids(generate_run, constitution_file, tmp_path):
