@@ -8,9 +8,11 @@ separately as ``precompute_s`` (it is paid once per dataset).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -79,7 +81,8 @@ def _one(data: str, model: str, out: Path, steps: int, precompute: bool) -> dict
         "per_device_train_batch_size": 4, "max_length": 128, "quiet": True,
         "precompute_ref_log_probs": precompute, "trl": {"logging_steps": max(1, steps // 5)}})
     start = time.perf_counter()
-    metrics = train(recipe)
+    with contextlib.redirect_stdout(sys.stderr):  # TRL prints its logs; stdout is for the result (--json)
+        metrics = train(recipe)
     total = time.perf_counter() - start
     runtime = metrics["train"]["train_runtime"]
     return {"steps_per_s": steps / runtime, "train_s": runtime, "total_s": total}
