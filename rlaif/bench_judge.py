@@ -17,12 +17,15 @@ skipped so that every method can judge every prompt within the model context.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
 from pathlib import Path
 
 import typer
+
+log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 _DATA_NAME = "hh-rlhf-harmless-base-test.jsonl.gz"
@@ -123,14 +126,17 @@ def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size
     try:
         logprob_pass(engine, const, warm, config)
         t_a, p_vllm, hit_a = logprob_pass(engine, const, timed, config)
+        log.info("(a) logprob on vllm: %d comparisons in %.1f s", len(p_vllm), t_a)
         generate_pass(engine, const, warm, config)
         t_b, letters, hit_b = generate_pass(engine, const, timed, config)
+        log.info("(b) generate+parse on vllm: %d comparisons in %.1f s", len(letters), t_b)
     finally:
         engine.close()
     engine = make_engine("transformers", model, batch_size=hf_batch_size)
     try:
         logprob_pass(engine, const, warm, config)
         t_c, p_hf, _ = logprob_pass(engine, const, timed, config)
+        log.info("(c) logprob on transformers: %d comparisons in %.1f s", len(p_hf), t_c)
     finally:
         engine.close()
     return summarize(model, pairs, principles, (t_a, p_vllm, hit_a), (t_b, letters, hit_b), (t_c, p_hf))
@@ -142,7 +148,7 @@ def summarize(model, pairs, principles, a, b, c) -> dict:
     both = [(x, y) for x, y in zip(p_vllm, letters, strict=True) if x is not None and y is not None]
     diffs = [abs(x - y) for x, y in zip(p_vllm, p_hf, strict=True) if x is not None and y is not None]
     return {
-        "model": model, "pairs": pairs, "principles": principles, "orders": 2, "comparisons": n,
+        "model": model, "vllm_omp_threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto"), "pairs": pairs, "principles": principles, "orders": 2, "comparisons": n,
         "logprob_per_s": round(n / t_a, 3), "generate_per_s": round(n / t_b, 3),
         "transformers_per_s": round(n / t_c, 3),
         "speedup_vs_generate": round(t_b / t_a, 2), "speedup_vs_transformers": round(t_c / t_a, 2),
