@@ -62,6 +62,14 @@ def _front_matter(readme: str) -> dict:
     return yaml.safe_load(readme.split("---\n", 2)[1])
 
 
+def _load(folder, *args, **kwargs):
+    """``load_dataset`` on a dry-run folder through its card's configs, with a fresh cache: datasets
+    keys its cache by folder name and, offline, would hand back an older folder's rows."""
+    from datasets import load_dataset
+
+    return load_dataset(str(folder), *args, cache_dir=str(folder.parent / f".cache-{folder.name}"), **kwargs)
+
+
 def _all_output(res, folder) -> bytes:
     blob = (res.stdout + res.stderr).encode()
     for p in folder.rglob("*"):
@@ -71,8 +79,6 @@ def _all_output(res, folder) -> bytes:
 
 
 def test_publish_dry_run_writes_the_repository_and_never_the_token(run_cli, judge_run, tmp_path):
-    from datasets import load_dataset
-
     from constitution import DEFAULT_PATH
 
     out = tmp_path / "dry"
@@ -101,13 +107,13 @@ def test_publish_dry_run_writes_the_repository_and_never_the_token(run_cli, judg
 
     # the data loads back through the card's configs, with every row accounted for
     expected_test = sum(int.from_bytes(hashlib.sha256(f"0:{r}".encode()).digest()[:8], "big") / 2**64 < 0.1
-                        for r in load_dataset(str(out), split="train+test")["id"])
-    default = load_dataset(str(out))
+                        for r in _load(out, split="train+test")["id"])
+    default = _load(out)
     assert set(default) == {"train", "test"}
     assert default["train"].num_rows + default["test"].num_rows == N_TRAIN
     assert default["test"].num_rows == expected_test > 0
     assert not set(default["train"]["id"]) & set(default["test"]["id"])
-    assert load_dataset(str(out), "filtered")["train"].num_rows == N_FILTERED
+    assert _load(out, "filtered")["train"].num_rows == N_FILTERED
     assert default["train"].features["chosen"] == default["test"].features["chosen"]
     assert default["train"][0]["prompt"][0]["role"] == "user"
 
@@ -219,3 +225,27 @@ def test_publish_dry_run_refuses_a_non_empty_folder(run_cli, judge_run, tmp_path
     line = _one_line_error(run_cli("publish", judge_run, "--repo-id", "org/x", "--dry-run", out))
     assert "not an empty folder" in line and (out / "keep.txt").read_text() == "mine"
     shutil.rmtree(out)
+
+
+def test_publish_a_real_judge_run(tmp_path):
+    """`rlaif judge` (fake engine) -> `rlaif publish --dry-run`: the stage's own output publishes as is."""
+    from typer.testing import CliRunner
+
+    from rlaif.cli import app
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"{q} ({i})", "response_a": f"Sure, here is how {i}.",
+                                         "response_b": f"I would rather not say {i}."}) + "\n"
+                             for i, q in enumerate(QUESTIONS * 4)))
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["judge", "--input", str(pairs), "--out", str(run), "--engine", "fake",
+                                   "--model", "fake-judge", "--min-confidence", "0.52", "--quiet"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    manifest = json.loads((run / "manifest.json").read_text())
+    out = tmp_path / "dry"
+    res = CliRunner().invoke(app, ["publish", str(run), "--repo-id", "org/real-run", "--dry-run", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert _load(out, split="train+test").num_rows == manifest["counts"]["train"] > 0
+    assert _load(out, "filtered")["train"].num_rows == manifest["counts"]["filtered"] > 0
+    readme = (out / "README.md").read_text()
+    assert "judge model: `fake-judge`" in readme and manifest["spec_sha256"] in readme
