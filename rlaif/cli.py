@@ -1,6 +1,7 @@
 """The ``rlaif`` command line. Each command imports lazily, builds a config and calls one function.
 
-Every stage command lives in a ``cli_<area>.py`` module and is mounted here. Errors a user can
+Every stage command lives in a ``cli_<area>.py`` module (typer definitions only, heavy imports
+inside the commands) and is mounted here. Errors a user can
 fix (bad input, missing files, a run of the wrong kind) end in ONE line on stderr and exit
 code 2; set ``RLAIF_DEBUG=1`` to see the traceback instead.
 """
@@ -13,7 +14,16 @@ import sys
 
 import typer
 
-from rlaif import cli_models
+from rlaif import (
+    cli_align,
+    cli_bench,
+    cli_constitution,
+    cli_engine,
+    cli_generate,
+    cli_judge,
+    cli_judge_eval,
+    cli_models,
+)
 
 app = typer.Typer(
     name="rlaif",
@@ -22,23 +32,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-try:
-    from rlaif import cli_constitution
-
-    app.add_typer(cli_constitution.app, name="constitution")
-except ImportError:
-    pass
+app.add_typer(cli_constitution.app, name="constitution")
 app.add_typer(cli_models.app, name="models")
-cli_models.register(app)
-
-for _module in ("rlaif.cli_engine", "rlaif.cli_generate", "rlaif.cli_judge", "rlaif.cli_align",
-                "rlaif.cli_bench", "rlaif.cli_judge_eval"):
-    try:
-        __import__(_module)
-        sys.modules[_module].register(app)
-    except ModuleNotFoundError as _e:  # an area not built into this checkout yet
-        if _e.name != _module:
-            raise
+# Command order in --help follows the pipeline.
+for _area in (cli_models, cli_engine, cli_generate, cli_judge, cli_judge_eval, cli_align, cli_bench):
+    _area.register(app)
 
 
 OUR_PACKAGES = {"constitution", "prompts", "generator", "judge", "align", "rlaif"}
