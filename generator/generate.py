@@ -89,8 +89,8 @@ def pending_items(config_prompts: Path, prompt_column: str | None, limit: int | 
 
 
 def run_generate(config: GenerateConfig, engine: Engine | None = None,
-                 progress: Callable[[int], Callable[[int], None]] | None = None) -> dict:
-    """Write ``config.out``; returns the run's counts. ``progress(total)`` returns ``advance(n)``."""
+                 progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write ``config.out``; returns the run's counts. ``progress(done, total)`` is called per batch."""
     sampling = config.sampling()
     spec = {
         "input_sha256": file_sha256(config.prompts),
@@ -109,7 +109,9 @@ def run_generate(config: GenerateConfig, engine: Engine | None = None,
         return writer.finish()
     own_engine = engine is None
     engine = engine or config.engine.build()
-    advance = progress(len(todo)) if progress else (lambda n: None)
+    report = progress or (lambda done, total: None)
+    report(0, len(todo))
+    done = 0
     try:
         for batch in iter_batches(todo, config.engine.batch_size):
             fits, too_long = split_too_long(engine, batch, sampling.max_tokens)
@@ -120,7 +122,8 @@ def run_generate(config: GenerateConfig, engine: Engine | None = None,
                 "id": it.id, "prompt": it.messages, "responses": [c.text for c in completions],
                 "model": spec["model"], "sampling": canonical_json(spec["sampling"]),
             } for it, completions in zip(fits, outputs, strict=True)])
-            advance(len(batch))
+            done += len(batch)
+            report(done, len(todo))
     finally:
         if own_engine:
             engine.close()

@@ -104,7 +104,7 @@ def _drop_too_long(engine: Engine, trajs: list[Trajectory], convs: dict, max_tok
 
 
 def run_revise(config: ReviseConfig, engine: Engine | None = None,
-               progress: Callable[[int], Callable[[int], None]] | None = None) -> dict:
+               progress: Callable[[int, int], None] | None = None) -> dict:
     const = load_constitution(config.constitution)
     sampling = config.sampling()
     spec = {
@@ -128,11 +128,14 @@ def run_revise(config: ReviseConfig, engine: Engine | None = None,
         return writer.finish()
     own_engine = engine is None
     engine = engine or config.engine.build()
-    advance = progress(len(todo)) if progress else (lambda n: None)
+    report = progress or (lambda done, total: None)
+    report(0, len(todo))
+    done = 0
     try:
         for batch in iter_batches(todo, config.engine.batch_size):
             _revise_batch(engine, const, batch, config, sampling, spec, writer)
-            advance(len(batch))
+            done += len(batch)
+            report(done, len(todo))
     finally:
         if own_engine:
             engine.close()

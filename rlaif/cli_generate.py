@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rlaif.progress import stage_progress
+from rlaif.progress import StageProgress
 
 PROMPTS = typer.Option(..., "--prompts", help="Prompt file: jsonl/json/parquet/csv (.gz ok); text, messages or HH-RLHF.")
 OUT = typer.Option(..., "--out", help="Run directory (resumed when it already holds this spec).")
@@ -48,7 +48,7 @@ def generate(
     config = GenerateConfig(prompts=prompts, out=out, engine=_engine_options(model, engine, base_url, batch_size),
                             n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                             limit=limit, prompt_column=prompt_column, overwrite=overwrite)
-    with _progress("generate", quiet) as progress:
+    with StageProgress("generate", unit="prompts", quiet=quiet) as progress:
         counts = run_generate(config, progress=progress)
     typer.echo(_summary(out, counts))
 
@@ -75,25 +75,9 @@ def revise(
                           engine=_engine_options(model, engine, base_url, batch_size), temperature=temperature,
                           max_tokens=max_tokens, seed=seed, limit=limit, prompt_column=prompt_column,
                           templates=templates, overwrite=overwrite)
-    with _progress("revise", quiet) as progress:
+    with StageProgress("revise", unit="prompts", quiet=quiet) as progress:
         counts = run_revise(config, progress=progress)
     typer.echo(_summary(out, counts))
-
-
-class _progress:
-    """Hands the stage a ``progress(total) -> advance`` factory backed by one rich bar."""
-
-    def __init__(self, description: str, quiet: bool):
-        self.description, self.quiet, self._cm = description, quiet, None
-
-    def __enter__(self):
-        def factory(total: int):
-            self._cm = stage_progress(self.description, total, self.quiet)
-            return self._cm.__enter__()
-        return factory
-
-    def __exit__(self, *exc):
-        return self._cm.__exit__(*exc) if self._cm else False
 
 
 def register(root: typer.Typer) -> None:

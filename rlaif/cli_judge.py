@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from rlaif.progress import StageProgress
+
 
 def register(root: typer.Typer) -> None:
     root.command("judge")(judge)
@@ -43,31 +45,7 @@ def judge(
         cot_samples=cot_samples, pairing=pairing, min_confidence=min_confidence,
         templates=str(templates) if templates else None, seed=seed, batch_size=batch_size, limit=limit,
         overwrite=overwrite)
-    if quiet:
-        summary = run_judge(config)
-    else:
-        with _progress() as bar:
-            task = bar.add_task("judging", total=None)
-            summary = run_judge(config, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    with StageProgress("judging", unit="pairs", quiet=quiet) as progress:
+        summary = run_judge(config, progress=progress)
     typer.echo(summary.line())
 
-
-def _progress():
-    """A rich progress bar on stderr: pairs judged, pairs/s, ETA."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:
-            return Text(f"{task.speed:.2f} pairs/s" if task.speed else "")
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"),
-                    Rate(), TimeRemainingColumn(), console=Console(stderr=True))
