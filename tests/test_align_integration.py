@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, shared_data, embedded_model_dir):
+def runs(tmp_path_factory, shared_data, embedded_model_dir, vllm_server):
     import subprocess
     import sys
 
@@ -38,7 +38,8 @@ def runs(tmp_path_factory, shared_data, embedded_model_dir):
                                   timeout=1500, cwd=str(ROOT), env=env).returncode
         assert code == 0, f"rlaif {' '.join(map(str, args))}:\n{log.read_text()[-3000:]}"
 
-    common = ["--engine", "vllm", "--model", "smollm2-135m", "--quiet"]
+    # The real commands on the session's vLLM server (one engine start-up for the whole suite).
+    common = ["--engine", "openai", "--base-url", vllm_server, "--model", "smollm2-135m", "--quiet"]
     rlaif("generate", "--prompts", prompts, "--out", tmp / "gen", "--n", 2, "--max-tokens", 32, *common)
     rlaif("judge", "--input", tmp / "gen", "--out", tmp / "prefs", *common)
     rlaif("revise", "--prompts", prompts, "--out", tmp / "rev", "--constitution", ROOT / "constitution/default.yaml",

@@ -253,10 +253,11 @@ def test_judge_eval_bad_inputs_one_line_and_nothing_written(run_cli, shared_data
 
 
 @pytest.mark.integration
-def test_judge_eval_on_the_embedded_model_with_vllm(run_cli, shared_data, tmp_path):
+def test_judge_eval_on_the_embedded_model_with_vllm(run_cli, shared_data, tmp_path, vllm_server):
+    # The session's vLLM server: the real model behind the real CLI, without another engine start-up.
     out = tmp_path / "eval"
     res = run_cli("judge-eval", "--human", shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", "--limit", 8,
-                  "--engine", "vllm", "--out", out, "--quiet", timeout=1200)
+                  "--engine", "openai", "--base-url", vllm_server, "--out", out, "--quiet", timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_pairs"] == 8 and m["settings"]["model"] == "smollm2-135m"

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import importlib
 
-from generator.engines.base import ChoiceScores, Completion, Engine, EngineError, Prompt, Sampling, option_logprobs
+from generator.engines.base import (
+    ChoiceScores,
+    Completion,
+    Engine,
+    EngineError,
+    Prompt,
+    Sampling,
+    option_logprobs,
+)
 
 ENGINES: dict[str, str] = {
     "vllm": "generator.engines.vllm_engine:VLLMEngine",
