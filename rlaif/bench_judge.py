@@ -113,7 +113,8 @@ def generate_pass(engine, const, pairs, config) -> tuple[float, list, float | No
     return seconds, [parse_letter(o[0].text) for o in outs], _cache_rate(before, engine.stats())
 
 
-def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size: int) -> dict:
+def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size: int,
+              vllm_dtype: str = "bfloat16") -> dict:
     from constitution import DEFAULT_PATH, load_constitution
     from generator.engines import make_engine
     from judge.config import JudgeConfig
@@ -122,7 +123,7 @@ def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size
     every = load_pairs(data, pairs + WARMUP_PAIRS)
     warm, timed = every[pairs:], every[:pairs]
     config = JudgeConfig(model=model, principles_per_pair=principles, orders="both")
-    engine = make_engine("vllm", model)
+    engine = make_engine("vllm", model, dtype=vllm_dtype)
     try:
         logprob_pass(engine, const, warm, config)
         t_a, p_vllm, hit_a = logprob_pass(engine, const, timed, config)
@@ -139,7 +140,8 @@ def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size
         log.info("(c) logprob on transformers: %d comparisons in %.1f s", len(p_hf), t_c)
     finally:
         engine.close()
-    return summarize(model, pairs, principles, (t_a, p_vllm, hit_a), (t_b, letters, hit_b), (t_c, p_hf))
+    out = summarize(model, pairs, principles, (t_a, p_vllm, hit_a), (t_b, letters, hit_b), (t_c, p_hf))
+    return {**out, "vllm_dtype": vllm_dtype, "transformers_batch_size": hf_batch_size}
 
 
 def summarize(model, pairs, principles, a, b, c) -> dict:
@@ -170,10 +172,12 @@ def bench_judge(
     model: str = typer.Option("smollm2-135m", help="Judge model."),
     data: Path = typer.Option(DEFAULT_DATA, help="HH-RLHF jsonl(.gz) with chosen/rejected transcripts."),
     hf_batch_size: int = typer.Option(16, help="Batch size of the transformers engine."),
+    vllm_dtype: str = typer.Option("bfloat16", help="vLLM weights dtype (the engine default is bfloat16; "
+                                                    "CPUs without native bf16 may be faster in float32)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Judge comparisons/s: logprob scoring (vLLM) vs generate-and-parse (vLLM) vs logprob (transformers)."""
-    result = run_bench(pairs, principles, model, data, hf_batch_size)
+    result = run_bench(pairs, principles, model, data, hf_batch_size, vllm_dtype)
     if as_json:
         typer.echo(json.dumps(result))
         return
