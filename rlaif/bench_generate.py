@@ -111,7 +111,7 @@ def time_engine(name: str, model: str, prompts: list, sampling, **engine_kwargs)
 
 def bench_generate(*, prompts: int = 64, n: int = 2, max_tokens: int = 64, model: str = "smollm2-135m",
                    data: Path | None = None, seed: int = 0, hf_batch_size: int = 8,
-                   kv_cache_gib: float = 1.0) -> dict:
+                   kv_cache_gib: float = 1.0, vllm_dtype: str = "bfloat16") -> dict:
     import torch
 
     from generator.engines import Sampling
@@ -121,7 +121,7 @@ def bench_generate(*, prompts: int = 64, n: int = 2, max_tokens: int = 64, model
     sampling = Sampling(n=n, temperature=0.7, top_p=1.0, max_tokens=max_tokens, seed=seed)
     load_before = os.getloadavg()[0]
     with _stdout_to_stderr():
-        v = time_engine("vllm", model, chats, sampling, kv_cache_gib=kv_cache_gib)
+        v = time_engine("vllm", model, chats, sampling, kv_cache_gib=kv_cache_gib, dtype=vllm_dtype)
         h = time_engine("transformers", model, chats, sampling, batch_size=hf_batch_size)
     return {"vllm_tok_s": round(v["tok_s"], 2), "transformers_tok_s": round(h["tok_s"], 2),
             "speedup": round(v["tok_s"] / h["tok_s"], 2),
@@ -130,7 +130,7 @@ def bench_generate(*, prompts: int = 64, n: int = 2, max_tokens: int = 64, model
             "model": model, "temperature": sampling.temperature, "seed": seed,
             "vllm": {k: round(x, 2) if isinstance(x, float) else x for k, x in v.items()},
             "transformers": {k: round(x, 2) if isinstance(x, float) else x for k, x in h.items()},
-            "transformers_batch_size": hf_batch_size, "torch_threads": torch.get_num_threads(),
+            "vllm_dtype": vllm_dtype, "transformers_batch_size": hf_batch_size, "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "vllm_omp_threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto"),
             # The box may be shared: a 1-minute load average above cpu_count means the figures are noisy.
@@ -149,11 +149,13 @@ def register(bench_app: typer.Typer) -> None:
                  seed: int = typer.Option(0, "--seed", help="Sampling seed (same for both engines)."),
                  hf_batch_size: int = typer.Option(8, "--hf-batch-size", help="Prompts per transformers batch."),
                  kv_cache_gib: float = typer.Option(1.0, "--kv-cache-gib", help="vLLM KV cache (CPU)."),
+                 vllm_dtype: str = typer.Option("bfloat16", "--vllm-dtype", help="vLLM dtype (float32 on CPUs "
+                                                                                 "without native bf16)."),
                  as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
                  ) -> None:
         """Tokens/s of vllm vs transformers on the same prompts and sampling, and the ratio."""
         result = bench_generate(prompts=prompts, n=n, max_tokens=max_tokens, model=model, data=data, seed=seed,
-                                hf_batch_size=hf_batch_size, kv_cache_gib=kv_cache_gib)
+                                hf_batch_size=hf_batch_size, kv_cache_gib=kv_cache_gib, vllm_dtype=vllm_dtype)
         if as_json:
             typer.echo(json.dumps(result))
             return
