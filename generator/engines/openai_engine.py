@@ -2,7 +2,8 @@
 
 Scale-out is several servers: requests go round-robin over ``base_urls`` (a retry moves on to
 the next one), at most ``max_concurrency`` in flight. Each logical request has a deadline
-(``deadline_s``) that bounds all its tries and backoff waits together; only connection errors,
+(``deadline_s``, default 10 minutes: a long sample queued behind a big batch on a busy CPU
+server legitimately takes minutes) that bounds all its tries and backoff waits together; only connection errors,
 timeouts and 5xx answers are retried, with jittered exponential backoff. A 4xx answer is a
 request the server will never accept: it fails at once. When a request fails for good the
 whole batch is cancelled and ONE ``EngineError`` line says what happened, so a dead server
@@ -45,7 +46,7 @@ class OpenAIEngine:
     name = "openai"
 
     def __init__(self, model: str | None = None, *, base_urls: Sequence[str] | str | None = None,
-                 max_concurrency: int = 16, deadline_s: float = 60.0, retries: int = 4,
+                 max_concurrency: int = 16, deadline_s: float = 600.0, retries: int = 4,
                  connect_timeout_s: float = 5.0, backoff_s: float = 0.5, api_key: str | None = None,
                  max_context: int | None = None):
         import httpx
