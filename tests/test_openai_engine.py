@@ -17,15 +17,16 @@ import pytest
 from generator.engines import EngineError, Sampling, option_logprobs
 from generator.engines.openai_engine import OpenAIEngine
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_HELD: list[socket.socket] = []
 
 
 def _dead_url() -> str:
-    return f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    """A port that refuses connections: bound but never listening, and held for the whole session so
+    no other process (nor a client's own ephemeral port, the TCP self-connect case) can take it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _HELD.append(s)
+    return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
 
 
 class FakeOpenAI:
@@ -34,21 +35,24 @@ class FakeOpenAI:
     ``fail`` = a list of status codes answered (in order) before the normal 200 answers;
     ``delay_s`` sleeps before every answer; ``hits`` counts requests per path."""
 
-    def __init__(self, *, port: int | None = None, fail: list[int] | None = None, delay_s: float = 0.0,
+    def __init__(self, *, fail: list[int] | None = None, delay_s: float = 0.0,
                  model_id: str = "served-model", start_after_s: float = 0.0):
-        self.port = port or _free_port()
         self.fail = list(fail or [])
         self.delay_s = delay_s
         self.model_id = model_id
         self.hits: dict[str, int] = {}
         self.bodies: list[dict] = []
         self.lock = threading.Lock()
-        self.server = None
+        # Bind now (the port is ours, refusing connections), listen only after start_after_s.
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(), bind_and_activate=False)
+        self.server.daemon_threads = True
+        self.server.server_bind()
+        self.port = self.server.server_address[1]
+        self._serving = threading.Event()
         self._thread = threading.Thread(target=self._start, args=(start_after_s,), daemon=True)
         self._thread.start()
         if not start_after_s:
-            while self.server is None:
-                time.sleep(0.01)
+            self._serving.wait(5)
 
     @property
     def url(self) -> str:
@@ -56,6 +60,11 @@ class FakeOpenAI:
 
     def _start(self, after: float) -> None:
         time.sleep(after)
+        self.server.server_activate()
+        self._serving.set()
+        self.server.serve_forever(poll_interval=0.05)
+
+    def _handler(self):
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -87,9 +96,7 @@ class FakeOpenAI:
                     return self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
                 self._send(200, fake.answer(self.path, body))
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        self.server.serve_forever(poll_interval=0.05)
+        return Handler
 
     def _count(self, path: str, body: dict | None = None) -> int:
         with self.lock:
@@ -111,9 +118,9 @@ class FakeOpenAI:
         return {"choices": choices, "usage": {"prompt_tokens": 5, "completion_tokens": 3 * n}}
 
     def close(self) -> None:
-        if self.server is not None:
+        if self._serving.wait(5):
             self.server.shutdown()
-            self.server.server_close()
+        self.server.server_close()
 
 
 @pytest.fixture
