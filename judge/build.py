@@ -251,11 +251,10 @@ def _runtime(config: JudgeConfig) -> dict:
 
 
 def make_judge_engine(config: JudgeConfig):
-    """The engine named by ``config`` (engines resolve embedded model names themselves)."""
-    from generator.engines import make_engine
+    """The engine named by ``config``, built like every other stage's (generator.generate.EngineOptions)."""
+    from generator.generate import EngineOptions
 
-    kwargs = {"base_urls": config.base_urls} if config.base_urls else {}
-    return make_engine(config.engine, config.model, **kwargs)
+    return EngineOptions(model=config.model, engine=config.engine, base_urls=config.base_urls).build()
 
 
 def _batches(todo: list[tuple[Item, list]], size: int):
