@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import typer
@@ -28,15 +27,14 @@ def judge_eval(
     """Judge human-labelled pairs (chosen vs rejected, both orders): agreement, position bias, calibration."""
     from judge.config import JudgeConfig
     from judge.evaluate import JudgeEvalConfig, run_judge_eval
-    from rlaif.progress import stage_progress
+    from rlaif.progress import StageProgress
 
     judge = JudgeConfig(constitution=str(constitution) if constitution else None, model=model, engine=engine,
                         base_urls=base_url or [], principles_per_pair=principles_per_pair, cot=cot,
                         templates=str(templates) if templates else None, seed=seed, batch_size=batch_size)
     config = JudgeEvalConfig(human=human, out=out, limit=limit, offset=offset, judge=judge)
-    with contextlib.ExitStack() as stack:
-        result = run_judge_eval(config, progress=lambda total: stack.enter_context(
-            stage_progress("judge-eval", total, quiet)))
+    with StageProgress("judge-eval", unit="pairs", quiet=quiet) as bar:
+        result = run_judge_eval(config, progress=bar.counter)
     a, c, f, e = (result[k] for k in ("agreement", "position_consistency", "first_position_win_rate", "calibration"))
 
     def show(m: dict) -> str:
