@@ -18,12 +18,12 @@ rule is recorded in the manifest under ``filter`` (one rule, so one reason for e
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from generator.generate import file_sha256
 from generator.runs import MANIFEST, RunWriter, item_id, read_manifest, shard_files
 from judge.config import JudgeConfig
 from judge.errors import JudgeError
@@ -103,14 +103,6 @@ def _read_run(path: Path, manifest: dict, limit: int | None) -> JudgeInput:
     return JudgeInput(stage, str(path), manifest.get("spec_sha256", ""), items)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_file(path: Path, limit: int | None) -> JudgeInput:
     from generator.inputs import BadItem, InputError, read_rows, to_messages
 
@@ -142,7 +134,7 @@ def _read_file(path: Path, limit: int | None) -> JudgeInput:
         raise JudgeError(str(e)) from None
     if not items and not bad:
         raise JudgeError(f"--input {path} has no rows; {INPUT_HELP}")
-    return JudgeInput("file", str(path), _file_sha256(path), items, bad)
+    return JudgeInput("file", str(path), file_sha256(path), items, bad)
 
 
 # --- spec and rows --------------------------------------------------------------------------------
