@@ -83,9 +83,17 @@ def split_too_long(engine: Engine, items: list[PromptItem], max_tokens: int) -> 
     return fits, bad
 
 
-def pending_items(config_prompts: Path, prompt_column: str | None, limit: int | None,
-                  writer: RunWriter) -> list[PromptItem | BadItem]:
-    return [it for it in read_prompts(config_prompts, prompt_column, limit) if it.id not in writer.done_ids]
+def pending_items(config: GenerateConfig, writer: RunWriter) -> list[PromptItem]:
+    """Prompt items not yet done in ``writer``'s run; bad rows are recorded as errors on the way."""
+    todo = []
+    for it in read_prompts(config.prompts, config.prompt_column, config.limit):
+        if it.id in writer.done_ids:
+            continue
+        if isinstance(it, BadItem):
+            writer.error(it.id, it.reason, index=it.index)
+        else:
+            todo.append(it)
+    return todo
 
 
 def run_generate(config: GenerateConfig, engine: Engine | None = None,
@@ -101,10 +109,7 @@ def run_generate(config: GenerateConfig, engine: Engine | None = None,
     runtime = {"engine": config.engine.engine, "batch_size": config.engine.batch_size,
                "base_urls": config.engine.base_urls, "limit": config.limit}
     writer = RunWriter(config.out, "generate", spec, RESPONSES, runtime=runtime, overwrite=config.overwrite)
-    todo = pending_items(config.prompts, config.prompt_column, config.limit, writer)
-    for bad in (it for it in todo if isinstance(it, BadItem)):
-        writer.error(bad.id, bad.reason, index=bad.index)
-    todo = [it for it in todo if isinstance(it, PromptItem)]
+    todo = pending_items(config, writer)
     if not todo:
         return writer.finish()
     own_engine = engine is None

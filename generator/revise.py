@@ -26,7 +26,7 @@ import prompts
 from constitution import Constitution, load_constitution
 from generator.engines import Engine, Sampling
 from generator.generate import GenerateConfig, file_sha256, pending_items, split_too_long
-from generator.inputs import BadItem, PromptItem
+from generator.inputs import PromptItem
 from generator.models import display_name
 from generator.records import REVISIONS
 from generator.runs import RunWriter, iter_batches
@@ -120,10 +120,7 @@ def run_revise(config: ReviseConfig, engine: Engine | None = None,
                "base_urls": config.engine.base_urls, "limit": config.limit,
                "constitution_path": str(config.constitution)}
     writer = RunWriter(config.out, "revise", spec, REVISIONS, runtime=runtime, overwrite=config.overwrite)
-    todo = pending_items(config.prompts, config.prompt_column, config.limit, writer)
-    for bad in (it for it in todo if isinstance(it, BadItem)):
-        writer.error(bad.id, bad.reason, index=bad.index)
-    todo = [it for it in todo if isinstance(it, PromptItem)]
+    todo = pending_items(config, writer)
     if not todo:
         return writer.finish()
     own_engine = engine is None
