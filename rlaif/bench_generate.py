@@ -104,14 +104,14 @@ def time_engine(name: str, model: str, prompts: list, sampling, **engine_kwargs)
     log.info("%s: %d tokens in %.2f s = %.1f tok/s (startup %.1f s)", name, tokens, seconds, tokens / seconds,
              startup)
     # tok per CPU-second is the contention-robust figure on a shared box; tok/s is the headline.
-    return {"tok_s": tokens / seconds, "tokens": tokens, "seconds": seconds, "cpu_s": cpu_s,
+    return {"dtype": getattr(engine, "dtype", None), "tok_s": tokens / seconds, "tokens": tokens, "seconds": seconds, "cpu_s": cpu_s,
             "tok_per_cpu_s": tokens / cpu_s if cpu_s else None, "startup_s": startup,
             "samples": sum(len(s) for s in out), "empty_samples": empty}
 
 
 def bench_generate(*, prompts: int = 64, n: int = 2, max_tokens: int = 64, model: str = "smollm2-135m",
                    data: Path | None = None, seed: int = 0, hf_batch_size: int = 8,
-                   kv_cache_gib: float = 1.0, vllm_dtype: str = "bfloat16") -> dict:
+                   kv_cache_gib: float = 1.0, vllm_dtype: str = "auto") -> dict:
     import torch
 
     from generator.engines import Sampling
@@ -130,7 +130,7 @@ def bench_generate(*, prompts: int = 64, n: int = 2, max_tokens: int = 64, model
             "model": model, "temperature": sampling.temperature, "seed": seed,
             "vllm": {k: round(x, 2) if isinstance(x, float) else x for k, x in v.items()},
             "transformers": {k: round(x, 2) if isinstance(x, float) else x for k, x in h.items()},
-            "vllm_dtype": vllm_dtype, "transformers_batch_size": hf_batch_size, "torch_threads": torch.get_num_threads(),
+            "vllm_dtype": v["dtype"], "transformers_batch_size": hf_batch_size, "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "vllm_omp_threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto"),
             # The box may be shared: a 1-minute load average above cpu_count means the figures are noisy.
@@ -149,8 +149,8 @@ def register(bench_app: typer.Typer) -> None:
                  seed: int = typer.Option(0, "--seed", help="Sampling seed (same for both engines)."),
                  hf_batch_size: int = typer.Option(8, "--hf-batch-size", help="Prompts per transformers batch."),
                  kv_cache_gib: float = typer.Option(1.0, "--kv-cache-gib", help="vLLM KV cache (CPU)."),
-                 vllm_dtype: str = typer.Option("bfloat16", "--vllm-dtype", help="vLLM dtype (float32 on CPUs "
-                                                                                 "without native bf16)."),
+                 vllm_dtype: str = typer.Option("auto", "--vllm-dtype", help="vLLM dtype (auto: float32 on CPUs "
+                                                                             "without native bf16, else bfloat16)."),
                  as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
                  ) -> None:
         """Tokens/s of vllm vs transformers on the same prompts and sampling, and the ratio."""

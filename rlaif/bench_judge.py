@@ -114,7 +114,7 @@ def generate_pass(engine, const, pairs, config) -> tuple[float, list, float | No
 
 
 def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size: int,
-              vllm_dtype: str = "bfloat16") -> dict:
+              vllm_dtype: str = "auto") -> dict:
     from constitution import DEFAULT_PATH, load_constitution
     from generator.engines import make_engine
     from judge.config import JudgeConfig
@@ -124,6 +124,7 @@ def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size
     warm, timed = every[pairs:], every[:pairs]
     config = JudgeConfig(model=model, principles_per_pair=principles, orders="both")
     engine = make_engine("vllm", model, dtype=vllm_dtype)
+    vllm_dtype_used = getattr(engine, "dtype", vllm_dtype)
     try:
         logprob_pass(engine, const, warm, config)
         t_a, p_vllm, hit_a = logprob_pass(engine, const, timed, config)
@@ -141,7 +142,7 @@ def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size
     finally:
         engine.close()
     out = summarize(model, pairs, principles, (t_a, p_vllm, hit_a), (t_b, letters, hit_b), (t_c, p_hf))
-    return {**out, "vllm_dtype": vllm_dtype, "transformers_batch_size": hf_batch_size}
+    return {**out, "vllm_dtype": vllm_dtype_used, "transformers_batch_size": hf_batch_size}
 
 
 def summarize(model, pairs, principles, a, b, c) -> dict:
@@ -172,8 +173,8 @@ def bench_judge(
     model: str = typer.Option("smollm2-135m", help="Judge model."),
     data: Path = typer.Option(DEFAULT_DATA, help="HH-RLHF jsonl(.gz) with chosen/rejected transcripts."),
     hf_batch_size: int = typer.Option(16, help="Batch size of the transformers engine."),
-    vllm_dtype: str = typer.Option("bfloat16", help="vLLM weights dtype (the engine default is bfloat16; "
-                                                    "CPUs without native bf16 may be faster in float32)."),
+    vllm_dtype: str = typer.Option("auto", help="vLLM weights dtype (auto: float32 on CPUs without native "
+                                                "bf16, else bfloat16)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Judge comparisons/s: logprob scoring (vLLM) vs generate-and-parse (vLLM) vs logprob (transformers)."""

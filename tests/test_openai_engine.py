@@ -306,12 +306,15 @@ def test_serve_print_command(run_cli, embedded_model_dir):
     i = argv.index("--served-model-name")
     # Served under the user-facing name AND the folder, so clients may send either.
     assert argv[i + 1:i + 3] == ["smollm2-135m", embedded_model_dir]
-    for flag, value in (("--port", "8123"), ("--dtype", "bfloat16"), ("--max-model-len", "2048"),
+    import torch
+
+    from generator.engines.vllm_cpu import resolve_dtype
+
+    dtype = resolve_dtype("auto", cpu=not torch.cuda.is_available())
+    for flag, value in (("--port", "8123"), ("--dtype", dtype), ("--max-model-len", "2048"),
                         ("--generation-config", "vllm"), ("--max-num-seqs", "64"), ("--uvicorn-log-level", "warning")):
         assert argv[argv.index(flag) + 1] == value
     assert "--enable-prefix-caching" in argv
-    import torch
-
     if not torch.cuda.is_available():
         assert "--enforce-eager" in argv and argv[argv.index("--kv-cache-memory-bytes") + 1] == str(2 << 30)
 

@@ -43,6 +43,7 @@ class TransformersEngine:
         torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         if torch_dtype is None:
             torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        self.dtype = str(torch_dtype).removeprefix("torch.")
         started = time.perf_counter()
         self._tok = AutoTokenizer.from_pretrained(self.path)
         self._tok.padding_side = "left"

@@ -8,7 +8,8 @@ logprobs), never ``prompt_logprobs``, which would bypass the prefix cache.
 
 On CPU vLLM cannot size its KV cache from "free memory" on a shared box, so the cache size is
 always explicit (``kv_cache_gib``, default 1 GiB); CUDA graphs do not exist there, so the
-engine runs eager. vLLM starts worker processes: scripts using it need ``if __name__ ==
+engine runs eager, in float32 where the CPU lacks native bf16, with its OpenMP threads on every
+CPU of a small machine (see ``vllm_cpu``). vLLM starts worker processes: scripts using it need ``if __name__ ==
 "__main__":``.
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 
 from generator.engines.base import ChoiceScores, Completion, EngineError, Prompt, Sampling, option_logprobs
 from generator.engines.chat import prompt_ids
+from generator.engines.vllm_cpu import apply_thread_binding, resolve_dtype
 from generator.models import display_name, resolve
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ class VLLMEngine:
 
     def __init__(self, model: str | None = None, *, max_model_len: int = 2048, seed: int = 0,
                  kv_cache_gib: float | None = None, tensor_parallel_size: int = 1, data_parallel_size: int = 1,
-                 enforce_eager: bool | None = None, dtype: str = "bfloat16", enable_prefix_caching: bool = True,
+                 enforce_eager: bool | None = None, dtype: str = "auto", enable_prefix_caching: bool = True,
                  **llm_kwargs):
         if data_parallel_size > 1:
             # vLLM 0.32 refuses LLM(data_parallel_size>1) in one process ("may hang").
@@ -54,6 +56,9 @@ class VLLMEngine:
         self.model = display_name(model)
         self.path = resolve(model)
         cpu = self._cpu = _on_cpu()
+        dtype = resolve_dtype(dtype, cpu=cpu)
+        if cpu:
+            apply_thread_binding(ranks=tensor_parallel_size)
         if cpu and "kv_cache_memory_bytes" not in llm_kwargs:
             llm_kwargs["kv_cache_memory_bytes"] = int((kv_cache_gib or 1.0) * GiB)
         elif kv_cache_gib is not None and "kv_cache_memory_bytes" not in llm_kwargs:
@@ -70,8 +75,9 @@ class VLLMEngine:
         self._tokenizer = self._llm.get_tokenizer()
         self._stats = {"requests": 0, "prompt_tokens": 0, "cached_prompt_tokens": 0, "generated_tokens": 0,
                        "seconds": 0.0, "startup_seconds": round(time.perf_counter() - started, 2)}
-        log.info("vLLM engine on %s ready in %.1f s (max_model_len %d, cpu=%s)", self.path,
-                 self._stats["startup_seconds"], self.max_context, cpu)
+        self.dtype = dtype
+        log.info("vLLM engine on %s ready in %.1f s (max_model_len %d, %s, cpu=%s)", self.path,
+                 self._stats["startup_seconds"], self.max_context, dtype, cpu)
 
     # -- helpers ---------------------------------------------------------------------------
     def _live(self):
