@@ -96,10 +96,8 @@ def pending_items(config: GenerateConfig, writer: RunWriter) -> list[PromptItem]
     return todo
 
 
-def run_generate(config: GenerateConfig, engine: Engine | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> dict:
-    """Write ``config.out``; returns the run's counts. ``progress(done, total)`` is called per batch."""
-    sampling = config.sampling()
+def base_spec(config: GenerateConfig, sampling: Sampling) -> tuple[dict, dict]:
+    """(spec, runtime) shared by every prompt-driven stage: what defines the output vs how it ran."""
     spec = {
         "input_sha256": file_sha256(config.prompts),
         "prompt_column": config.prompt_column,
@@ -108,7 +106,15 @@ def run_generate(config: GenerateConfig, engine: Engine | None = None,
     }
     runtime = {"engine": config.engine.engine, "batch_size": config.engine.batch_size,
                "base_urls": config.engine.base_urls, "limit": config.limit}
-    writer = RunWriter(config.out, "generate", spec, RESPONSES, runtime=runtime, overwrite=config.overwrite)
+    return spec, runtime
+
+
+def run_batches(config: GenerateConfig, writer: RunWriter, engine: Engine | None,
+                progress: Callable[[int, int], None] | None,
+                handle: Callable[[Engine, list[PromptItem]], None]) -> dict:
+    """Feed the items the run still lacks to ``handle(engine, batch)``, batch by batch; finish the run.
+
+    The engine is built only when there is work, and closed again if it was built here."""
     todo = pending_items(config, writer)
     if not todo:
         return writer.finish()
@@ -119,17 +125,30 @@ def run_generate(config: GenerateConfig, engine: Engine | None = None,
     done = 0
     try:
         for batch in iter_batches(todo, config.engine.batch_size):
-            fits, too_long = split_too_long(engine, batch, sampling.max_tokens)
-            for bad in too_long:
-                writer.error(bad.id, bad.reason, index=bad.index)
-            outputs = engine.generate([it.messages for it in fits], sampling) if fits else []
-            writer.write([{
-                "id": it.id, "prompt": it.messages, "responses": [c.text for c in completions],
-                "model": spec["model"], "sampling": canonical_json(spec["sampling"]),
-            } for it, completions in zip(fits, outputs, strict=True)])
+            handle(engine, batch)
             done += len(batch)
             report(done, len(todo))
     finally:
         if own_engine:
             engine.close()
     return writer.finish()
+
+
+def run_generate(config: GenerateConfig, engine: Engine | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write ``config.out``; returns the run's counts. ``progress(done, total)`` is called per batch."""
+    sampling = config.sampling()
+    spec, runtime = base_spec(config, sampling)
+    writer = RunWriter(config.out, "generate", spec, RESPONSES, runtime=runtime, overwrite=config.overwrite)
+
+    def handle(engine: Engine, batch: list[PromptItem]) -> None:
+        fits, too_long = split_too_long(engine, batch, sampling.max_tokens)
+        for bad in too_long:
+            writer.error(bad.id, bad.reason, index=bad.index)
+        outputs = engine.generate([it.messages for it in fits], sampling) if fits else []
+        writer.write([{
+            "id": it.id, "prompt": it.messages, "responses": [c.text for c in completions],
+            "model": spec["model"], "sampling": canonical_json(spec["sampling"]),
+        } for it, completions in zip(fits, outputs, strict=True)])
+
+    return run_batches(config, writer, engine, progress, handle)

@@ -25,11 +25,10 @@ from pydantic import Field
 import prompts
 from constitution import Constitution, load_constitution
 from generator.engines import Engine, Sampling
-from generator.generate import GenerateConfig, file_sha256, pending_items, split_too_long
+from generator.generate import GenerateConfig, base_spec, run_batches, split_too_long
 from generator.inputs import PromptItem
-from generator.models import display_name
 from generator.records import REVISIONS
-from generator.runs import RunWriter, iter_batches
+from generator.runs import RunWriter
 
 log = logging.getLogger(__name__)
 TEMPLATES = (prompts.CRITIQUE, prompts.REVISION)
@@ -107,36 +106,13 @@ def run_revise(config: ReviseConfig, engine: Engine | None = None,
                progress: Callable[[int, int], None] | None = None) -> dict:
     const = load_constitution(config.constitution)
     sampling = config.sampling()
-    spec = {
-        "input_sha256": file_sha256(config.prompts),
-        "prompt_column": config.prompt_column,
-        "model": display_name(config.engine.model),
-        "sampling": sampling.to_dict(),
-        "rounds": config.rounds,
-        "constitution_sha256": const.sha256(),
-        "template_sha256": prompts.template_sha256(TEMPLATES, config.templates),
-    }
-    runtime = {"engine": config.engine.engine, "batch_size": config.engine.batch_size,
-               "base_urls": config.engine.base_urls, "limit": config.limit,
-               "constitution_path": str(config.constitution)}
+    spec, runtime = base_spec(config, sampling)
+    spec.update(rounds=config.rounds, constitution_sha256=const.sha256(),
+                template_sha256=prompts.template_sha256(TEMPLATES, config.templates))
+    runtime["constitution_path"] = str(config.constitution)
     writer = RunWriter(config.out, "revise", spec, REVISIONS, runtime=runtime, overwrite=config.overwrite)
-    todo = pending_items(config, writer)
-    if not todo:
-        return writer.finish()
-    own_engine = engine is None
-    engine = engine or config.engine.build()
-    report = progress or (lambda done, total: None)
-    report(0, len(todo))
-    done = 0
-    try:
-        for batch in iter_batches(todo, config.engine.batch_size):
-            _revise_batch(engine, const, batch, config, sampling, spec, writer)
-            done += len(batch)
-            report(done, len(todo))
-    finally:
-        if own_engine:
-            engine.close()
-    return writer.finish()
+    return run_batches(config, writer, engine, progress,
+                       lambda engine, batch: _revise_batch(engine, const, batch, config, sampling, spec, writer))
 
 
 def _revise_batch(engine, const, batch, config, sampling, spec, writer) -> None:

@@ -12,6 +12,7 @@ prefix cache). An option not among the top-k is ``None``: no verdict, never a gu
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,37 @@ class Engine(Protocol):
     def stats(self) -> dict: ...
 
     def close(self) -> None: ...
+
+
+class ClosingEngine:
+    """``with make_engine(...) as engine:`` closes the engine (its ``close()``) on the way out."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def release_memory() -> None:
+    """After dropping a model: collect it, and hand cached GPU memory back to the driver."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def add_logprob(top: dict[str, float], token: str, logprob: float) -> None:
+    """Put one top-k token into ``top``; two ids that decode to the same text add up (log-sum-exp)."""
+    if token not in top:
+        top[token] = logprob
+        return
+    m = max(top[token], logprob)
+    top[token] = m + math.log(math.exp(top[token] - m) + math.exp(logprob - m))
 
 
 def option_logprobs(top: dict[str, float], options: Sequence[str]) -> dict[str, float | None]:

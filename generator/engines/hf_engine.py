@@ -13,20 +13,28 @@ vLLM's ``max_tokens=1, logprobs=k``.
 
 from __future__ import annotations
 
-import gc
 import logging
-import math
 import time
 from collections.abc import Sequence
 
-from generator.engines.base import ChoiceScores, Completion, EngineError, Prompt, Sampling, option_logprobs
+from generator.engines.base import (
+    ChoiceScores,
+    ClosingEngine,
+    Completion,
+    EngineError,
+    Prompt,
+    Sampling,
+    add_logprob,
+    option_logprobs,
+    release_memory,
+)
 from generator.engines.chat import cut_at_stop, prompt_ids
 from generator.models import display_name, resolve
 
 log = logging.getLogger(__name__)
 
 
-class TransformersEngine:
+class TransformersEngine(ClosingEngine):
     """Batched generation and choice scoring with ``AutoModelForCausalLM``."""
 
     name = "transformers"
@@ -152,7 +160,7 @@ class TransformersEngine:
                 top: dict[str, float] = {}
                 for v, i in zip(v_row, i_row, strict=True):
                     tok = self._tok.decode([i])
-                    top[tok] = v if tok not in top else _logaddexp(top[tok], v)
+                    add_logprob(top, tok, v)
                 out.append(ChoiceScores(logprobs=option_logprobs(top, options), top=top))
         self._stats["seconds"] += time.perf_counter() - started
         self._stats["requests"] += len(rows)
@@ -173,22 +181,4 @@ class TransformersEngine:
         if self._model is None:
             return
         self._model = None
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _logaddexp(a: float, b: float) -> float:
-    m = max(a, b)
-    return m + math.log(math.exp(a - m) + math.exp(b - m))
+        release_memory()

@@ -29,7 +29,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from generator.engines.base import ChoiceScores, Completion, EngineError, Prompt, Sampling, option_logprobs
+from generator.engines.base import (
+    ChoiceScores,
+    ClosingEngine,
+    Completion,
+    EngineError,
+    Prompt,
+    Sampling,
+    option_logprobs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +48,7 @@ class _Retryable(Exception):
     """One try failed in a way another try may fix (connection, timeout, 5xx)."""
 
 
-class OpenAIEngine:
+class OpenAIEngine(ClosingEngine):
     """Synchronous facade over an async httpx client talking to one or more OpenAI-compatible servers."""
 
     name = "openai"
@@ -299,12 +307,6 @@ class OpenAIEngine:
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(timeout=5)
         loop.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _match_model(requested: str, cards: list[dict]) -> tuple[dict, str]:

@@ -15,13 +15,22 @@ CPU of a small machine (see ``vllm_cpu``). vLLM starts worker processes: scripts
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import time
 from collections.abc import Sequence
 
-from generator.engines.base import ChoiceScores, Completion, EngineError, Prompt, Sampling, option_logprobs
+from generator.engines.base import (
+    ChoiceScores,
+    ClosingEngine,
+    Completion,
+    EngineError,
+    Prompt,
+    Sampling,
+    add_logprob,
+    option_logprobs,
+    release_memory,
+)
 from generator.engines.chat import prompt_ids
 from generator.engines.vllm_cpu import apply_thread_binding, resolve_dtype
 from generator.models import display_name, resolve
@@ -37,7 +46,7 @@ def _on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
-class VLLMEngine:
+class VLLMEngine(ClosingEngine):
     """Batch generation and choice scoring on an in-process vLLM engine."""
 
     name = "vllm"
@@ -146,7 +155,7 @@ class VLLMEngine:
                 if not math.isfinite(val):
                     continue
                 # Two ids can decode to the same text: their probabilities add up.
-                top[tok] = val if tok not in top else _logaddexp(top[tok], val)
+                add_logprob(top, tok, val)
             out.append(ChoiceScores(logprobs=option_logprobs(top, options), top=top))
         return out
 
@@ -173,22 +182,4 @@ class VLLMEngine:
         except Exception as e:  # noqa: BLE001 - shutting down: report, never mask the caller's error
             log.warning("vLLM shutdown: %s", e)
         del llm
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _logaddexp(a: float, b: float) -> float:
-    m = max(a, b)
-    return m + math.log(math.exp(a - m) + math.exp(b - m))
+        release_memory()
