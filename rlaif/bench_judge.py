@@ -82,24 +82,28 @@ def _timed(fn):
     return time.perf_counter() - start, out
 
 
-def _cache_rate(before: dict, after: dict) -> float | None:
-    total = after.get("prompt_tokens", 0) - before.get("prompt_tokens", 0)
-    if "cached_prompt_tokens" not in after or total <= 0:
-        return None
-    return round((after["cached_prompt_tokens"] - before["cached_prompt_tokens"]) / total, 4)
+def _token_use(before: dict, after: dict) -> dict:
+    """Prompt tokens, the part computed afresh (not from the prefix cache), generated tokens, hit rate."""
+    def delta(key):
+        return after[key] - before[key] if key in after and key in before else None
+
+    total, cached, generated = delta("prompt_tokens"), delta("cached_prompt_tokens"), delta("generated_tokens")
+    return {"prompt_tokens": total, "uncached_prompt_tokens": total - cached if total is not None and
+            cached is not None else None, "generated_tokens": generated,
+            "hit_rate": round(cached / total, 4) if total and cached is not None else None}
 
 
 def logprob_pass(engine, const, pairs, config) -> tuple[float, list, float | None]:
-    """(seconds, p_a per (pair, principle, order) in task order, prefix-cache hit rate)."""
+    """(seconds, p_a per (pair, principle, order) in task order, token use)."""
     from judge.scoring import judge_pairs
 
     before = engine.stats()
     seconds, verdicts = _timed(lambda: judge_pairs(engine, const, pairs, config))
-    return seconds, [v.p_a for verdict in verdicts for v in verdict.votes], _cache_rate(before, engine.stats())
+    return seconds, [v.p_a for verdict in verdicts for v in verdict.votes], _token_use(before, engine.stats())
 
 
 def generate_pass(engine, const, pairs, config) -> tuple[float, list, float | None]:
-    """(seconds, parsed letter per task (None = unparseable), prefix-cache hit rate)."""
+    """(seconds, parsed letter per task (None = unparseable), token use)."""
     from generator.engines import Sampling
     from judge.scoring import build_tasks
     from prompts import render
@@ -110,7 +114,7 @@ def generate_pass(engine, const, pairs, config) -> tuple[float, list, float | No
     sampling = Sampling(n=1, temperature=0.0, top_p=1.0, max_tokens=64, seed=0)
     before = engine.stats()
     seconds, outs = _timed(lambda: engine.generate(prompts, sampling))
-    return seconds, [parse_letter(o[0].text) for o in outs], _cache_rate(before, engine.stats())
+    return seconds, [parse_letter(o[0].text) for o in outs], _token_use(before, engine.stats())
 
 
 def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size: int,
@@ -157,7 +161,12 @@ def summarize(model, pairs, principles, a, b, c) -> dict:
         "speedup_vs_generate": round(t_b / t_a, 2), "speedup_vs_transformers": round(t_c / t_a, 2),
         "seconds": {"logprob_vllm": round(t_a, 2), "generate_vllm": round(t_b, 2),
                     "logprob_transformers": round(t_c, 2)},
-        "prefix_cache_hit_rate": {"logprob_vllm": hit_a, "generate_vllm": hit_b},
+        "prefix_cache_hit_rate": {"logprob_vllm": hit_a["hit_rate"], "generate_vllm": hit_b["hit_rate"]},
+        # Per comparison: the prompt tokens computed afresh and the tokens generated. On a CPU the
+        # forward pass is compute-bound, so time follows (uncached prompt + generated) tokens.
+        "tokens_per_comparison": {name: {k: round(use[k] / n, 1) for k in ("prompt_tokens", "uncached_prompt_tokens",
+                                                                            "generated_tokens") if use[k] is not None}
+                                  for name, use in (("logprob_vllm", hit_a), ("generate_vllm", hit_b))} if n else {},
         "logprob_unscored": sum(p is None for p in p_vllm),
         "parse_failures": sum(x is None for x in letters),
         "parse_failure_rate": round(sum(x is None for x in letters) / n, 4) if n else None,

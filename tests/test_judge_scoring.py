@@ -254,6 +254,16 @@ def test_bench_parse_letter():
     assert parse_letter("Both are fine.") is None and parse_letter("") is None
 
 
+def test_bench_token_use_from_engine_stats():
+    from rlaif.bench_judge import _token_use
+
+    before = {"prompt_tokens": 100, "cached_prompt_tokens": 40, "generated_tokens": 10}
+    after = {"prompt_tokens": 300, "cached_prompt_tokens": 140, "generated_tokens": 30}
+    assert _token_use(before, after) == {"prompt_tokens": 200, "uncached_prompt_tokens": 100,
+                                         "generated_tokens": 20, "hit_rate": 0.5}
+    assert _token_use({}, {"requests": 3})["hit_rate"] is None  # an engine that does not count tokens
+
+
 def test_bench_passes_on_fake_engine(const, shared_data):
     """The bench's three passes and its summary, on the fake engine (the real run needs vLLM)."""
     from rlaif.bench_judge import DEFAULT_DATA, generate_pass, load_pairs, logprob_pass, summarize
@@ -261,10 +271,10 @@ def test_bench_passes_on_fake_engine(const, shared_data):
     pairs = load_pairs(DEFAULT_DATA, 3)
     assert all(p.first != p.second and p.conversation[-1]["role"] == "user" for p in pairs)
     cfg = JudgeConfig(principles_per_pair=2)
-    t_a, p_a, _ = logprob_pass(FakeEngine(scorer=lambda p, o: {"A": -1.0, "B": -2.0}), const, pairs, cfg)
-    t_b, letters, _ = generate_pass(FakeEngine(replies=lambda p, k: "(A) is kinder"), const, pairs, cfg)
+    t_a, p_a, use_a = logprob_pass(FakeEngine(scorer=lambda p, o: {"A": -1.0, "B": -2.0}), const, pairs, cfg)
+    t_b, letters, use_b = generate_pass(FakeEngine(replies=lambda p, k: "(A) is kinder"), const, pairs, cfg)
     assert len(p_a) == len(letters) == 3 * 2 * 2 and set(letters) == {"A"}
-    out = summarize("m", 3, 2, (t_a, p_a, 0.5), (t_b, letters, None), (t_a, p_a))
+    out = summarize("m", 3, 2, (t_a, p_a, use_a), (t_b, letters, use_b), (t_a, p_a))
     assert out["comparisons"] == 12 and out["parse_failure_rate"] == 0.0
     assert out["agreement_logprob_vs_generate"] == 1.0  # p_a = sigmoid(1) = 0.73 > 0.5 and "A" parsed
     assert out["mean_abs_diff_p_a_vllm_vs_transformers"] == 0.0
