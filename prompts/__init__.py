@@ -4,7 +4,8 @@ Every prompt is a ``.jinja`` file in this folder (documented in ``prompts/README
 users can point any stage at their own folder, whose files shadow the built-in ones.
 Templates and constitution texts render in ``ImmutableSandboxedEnvironment`` with
 ``StrictUndefined``: they can never reach Python objects, files or the network, and a
-misspelt variable is an error rather than an empty string.
+misspelt variable is an error rather than an empty string. ``*`` and ``**`` are bounded so a
+template cannot allocate gigabytes (other filters, e.g. ``center``, are not).
 """
 
 from __future__ import annotations
@@ -42,8 +43,30 @@ class PromptError(ValueError):
     """A template could not be found, parsed or rendered; the message says which and why."""
 
 
+# The most characters/items one `*` may build and the most bits one `**` may produce: a template
+# cannot make the renderer allocate gigabytes (`{{ 'a' * 10**9 }}`, `{{ 9 ** 9 ** 9 }}`).
+MAX_REPEAT = 1_000_000
+MAX_POWER_BITS = 4096
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with `*` and `**` refused when their result would be huge."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            seq, count = (left, right) if isinstance(left, (str, list, tuple)) else (right, left)
+            if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and len(seq) * count > MAX_REPEAT:
+                raise SecurityError(f"'*' would build {len(seq) * count:,} items (limit {MAX_REPEAT:,})")
+        elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
+            if right * abs(left).bit_length() > MAX_POWER_BITS:
+                raise SecurityError(f"'**' result too large (over {MAX_POWER_BITS} bits)")
+        return super().call_binop(context, operator, left, right)
+
+
 def _make_env(search_path: tuple[str, ...]) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    return BoundedSandbox(
         loader=FileSystemLoader(list(search_path)) if search_path else None,
         undefined=StrictUndefined,
         autoescape=False,

@@ -66,6 +66,7 @@ BAD_FILES: dict[str, tuple[str | bytes, list[str]]] = {
     "unsafe_in_dead_branch": (_principle_b(critique='"{% if false %}{{ prompt.__class__ }}{% endif %}x"'),
                               [":10:", "b.critique", "unsafe"]),
     "sandbox_render": (_principle_b(critique='"{{ conversation.append(1) }}"'), [":10:", "b.critique", "unsafe"]),
+    "huge_repeat": (_principle_b(critique="\"{{ 'a' * 10**9 }}\""), [":10:", "b.critique", "unsafe", "limit"]),
     "render_error": (_principle_b(critique='"{{ 1 / 0 }}"'), [":10:", "b.critique", "does not render"]),
     "jinja_syntax": (_principle_b(critique="|\n      line one\n      {{ prompt }"), [":12:", "b.critique", "Jinja"]),
     "few_shot_compare": (BASE + "few_shot:\n  compare:\n    - conversation: [{role: user, content: hi}]\n"

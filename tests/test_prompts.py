@@ -124,10 +124,18 @@ def test_default_constitution_renders_through_every_stage_template():
     "{{ prompt.__class__.__base__.__subclasses__() }}",
     "{{ ''['__class__'] }}",
     "{{ conversation.append(1) }}",
+    "{{ 'a' * 10**9 }}",              # bounded arithmetic: no gigabyte strings or lists
+    "{{ 10**9 * [0] }}",
+    "{{ 2 ** 100000 }}",
 ])
 def test_sandbox_refuses_python_internals(source):
     with pytest.raises(SecurityError):
         render_text(source, prompt="x", conversation=[])
+
+
+def test_bounded_arithmetic_still_computes():
+    assert render_text("{{ 'ab' * 3 }} {{ 3 * 4 }} {{ [1] * 2 }} {{ 2 ** 10 }} {{ 2.5 ** 2 }}") == \
+        "ababab 12 [1, 1] 1024 6.25"
 
 
 @pytest.mark.parametrize("source,what", [
