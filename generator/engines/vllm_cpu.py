@@ -20,6 +20,7 @@ from collections.abc import MutableMapping
 
 SMALL_MACHINE = 8
 BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+DTYPE_ENV = "RLAIF_VLLM_DTYPE"  # the in-process engine's dtype for every stage (default: auto)
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 
@@ -32,7 +33,7 @@ from generator.engines.base import (
     release_memory,
 )
 from generator.engines.chat import prompt_ids
-from generator.engines.vllm_cpu import apply_thread_binding, resolve_dtype
+from generator.engines.vllm_cpu import DTYPE_ENV, apply_thread_binding, resolve_dtype
 from generator.models import display_name, resolve
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class VLLMEngine(ClosingEngine):
 
     def __init__(self, model: str | None = None, *, max_model_len: int = 2048, seed: int = 0,
                  kv_cache_gib: float | None = None, tensor_parallel_size: int = 1, data_parallel_size: int = 1,
-                 enforce_eager: bool | None = None, dtype: str = "auto", enable_prefix_caching: bool = True,
+                 enforce_eager: bool | None = None, dtype: str | None = None, enable_prefix_caching: bool = True,
                  **llm_kwargs):
         if data_parallel_size > 1:
             # vLLM 0.32 refuses LLM(data_parallel_size>1) in one process ("may hang").
@@ -65,7 +66,7 @@ class VLLMEngine(ClosingEngine):
         self.model = display_name(model)
         self.path = resolve(model)
         cpu = self._cpu = _on_cpu()
-        dtype = resolve_dtype(dtype, cpu=cpu)
+        dtype = resolve_dtype(dtype or os.environ.get(DTYPE_ENV, "auto"), cpu=cpu)
         if cpu:
             apply_thread_binding(ranks=tensor_parallel_size)
         if cpu and "kv_cache_memory_bytes" not in llm_kwargs:
