@@ -49,7 +49,7 @@ def run_demo(out: Path, model: str, engine_name: str, say: Callable[[str], None]
         jc = JudgeConfig(input=str(gen.out), out=str(out / "preferences"), constitution=str(DEFAULT_PATH),
                          model=model, engine=options.engine_name(), principles_per_pair=4)
         summary = run_judge(jc, engine=engine, constitution=const)
-        say(f"judge: {summary.line()}")
+        say(summary.line())
     finally:
         engine.close()
     prefs = load(out / "preferences")
