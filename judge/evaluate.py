@@ -110,16 +110,17 @@ def read_human_pairs(path: Path, offset: int = 0, limit: int | None = None) -> H
     return HumanPairs(pairs, rows, skipped)
 
 
-def _judge_all(engine, constitution, pairs: list, config: JudgeConfig, advance: Callable[[int], None]) -> list:
+def _judge_all(engine, constitution, pairs: list, config: JudgeConfig, report: Callable[[int, int], None]) -> list:
     """Judge in chunks of ``batch_size`` pairs to report progress. Chunking does not change
     any verdict: principles are drawn per (seed, pair id) in ``Constitution.sample_principles``."""
     from generator.runs import iter_batches
     from judge.scoring import judge_pairs
 
     verdicts = []
+    report(0, len(pairs))
     for chunk in iter_batches(pairs, config.batch_size):
         verdicts.extend(judge_pairs(engine, constitution, chunk, config))
-        advance(len(chunk))
+        report(len(verdicts), len(pairs))
         log.info("judge-eval: %d/%d pairs judged", len(verdicts), len(pairs))  # progress where no bar shows
     return verdicts
 
@@ -158,11 +159,11 @@ def compute_metrics(verdicts: list, *, n_bins: int = 10, resamples: int = 1000, 
     }
 
 
-def run_judge_eval(config: JudgeEvalConfig, progress: Callable[[int], Callable[[int], None]] | None = None,
+def run_judge_eval(config: JudgeEvalConfig, progress: Callable[[int, int], None] | None = None,
                    engine=None) -> dict:
     """Judge the human pairs, compute the metrics, write the outputs; returns metrics.json's content.
 
-    ``progress(total)`` returns an ``advance(n)`` callback (the CLI's bar); ``engine`` overrides
+    ``progress(done, total)`` is called per chunk of pairs (the CLI's bar); ``engine`` overrides
     the one ``config.judge`` names (tests)."""
     from constitution import DEFAULT_PATH
     from generator.generate import file_sha256
@@ -190,8 +191,7 @@ def run_judge_eval(config: JudgeEvalConfig, progress: Callable[[int], Callable[[
     if own_engine:
         engine = make_judge_engine(jc)
     try:
-        advance = progress(len(human.pairs)) if progress else (lambda n=1: None)
-        verdicts = _judge_all(engine, constitution, human.pairs, jc, advance)
+        verdicts = _judge_all(engine, constitution, human.pairs, jc, progress or (lambda done, total: None))
     finally:
         if own_engine:
             engine.close()

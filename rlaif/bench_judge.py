@@ -88,12 +88,12 @@ def _token_use(before: dict, after: dict) -> dict:
         return after[key] - before[key] if key in after and key in before else None
 
     total, cached, generated = delta("prompt_tokens"), delta("cached_prompt_tokens"), delta("generated_tokens")
-    return {"prompt_tokens": total, "uncached_prompt_tokens": total - cached if total is not None and
-            cached is not None else None, "generated_tokens": generated,
-            "hit_rate": round(cached / total, 4) if total and cached is not None else None}
+    counted = total is not None and cached is not None
+    return {"prompt_tokens": total, "uncached_prompt_tokens": total - cached if counted else None,
+            "generated_tokens": generated, "hit_rate": round(cached / total, 4) if counted and total else None}
 
 
-def logprob_pass(engine, const, pairs, config) -> tuple[float, list, float | None]:
+def logprob_pass(engine, const, pairs, config) -> tuple[float, list, dict]:
     """(seconds, p_a per (pair, principle, order) in task order, token use)."""
     from judge.scoring import judge_pairs
 
@@ -102,7 +102,7 @@ def logprob_pass(engine, const, pairs, config) -> tuple[float, list, float | Non
     return seconds, [v.p_a for verdict in verdicts for v in verdict.votes], _token_use(before, engine.stats())
 
 
-def generate_pass(engine, const, pairs, config) -> tuple[float, list, float | None]:
+def generate_pass(engine, const, pairs, config) -> tuple[float, list, dict]:
     """(seconds, parsed letter per task (None = unparseable), token use)."""
     from generator.engines import Sampling
     from judge.scoring import build_tasks
@@ -128,7 +128,6 @@ def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size
     warm, timed = every[pairs:], every[:pairs]
     config = JudgeConfig(model=model, principles_per_pair=principles, orders="both")
     engine = make_engine("vllm", model, dtype=vllm_dtype)
-    vllm_dtype_used = getattr(engine, "dtype", vllm_dtype)
     try:
         logprob_pass(engine, const, warm, config)
         t_a, p_vllm, hit_a = logprob_pass(engine, const, timed, config)
@@ -136,6 +135,7 @@ def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size
         generate_pass(engine, const, warm, config)
         t_b, letters, hit_b = generate_pass(engine, const, timed, config)
         log.info("(b) generate+parse on vllm: %d comparisons in %.1f s", len(letters), t_b)
+        vllm_dtype_resolved = engine.dtype
     finally:
         engine.close()
     engine = make_engine("transformers", model, batch_size=hf_batch_size)
@@ -146,7 +146,7 @@ def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size
     finally:
         engine.close()
     out = summarize(model, pairs, principles, (t_a, p_vllm, hit_a), (t_b, letters, hit_b), (t_c, p_hf))
-    return {**out, "vllm_dtype": vllm_dtype_used, "transformers_batch_size": hf_batch_size}
+    return {**out, "vllm_dtype": vllm_dtype_resolved, "transformers_batch_size": hf_batch_size}
 
 
 def summarize(model, pairs, principles, a, b, c) -> dict:

@@ -33,8 +33,8 @@ def judge_eval(
                         base_urls=base_url or [], principles_per_pair=principles_per_pair, cot=cot,
                         templates=str(templates) if templates else None, seed=seed, batch_size=batch_size)
     config = JudgeEvalConfig(human=human, out=out, limit=limit, offset=offset, judge=judge)
-    with StageProgress("judge-eval", unit="pairs", quiet=quiet) as bar:
-        result = run_judge_eval(config, progress=bar.counter)
+    with StageProgress("judge-eval", unit="pairs", quiet=quiet) as progress:
+        result = run_judge_eval(config, progress=progress)
     a, c, f, e = (result[k] for k in ("agreement", "position_consistency", "first_position_win_rate", "calibration"))
 
     def show(m: dict) -> str:

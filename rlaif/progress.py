@@ -29,18 +29,6 @@ class StageProgress:
             self._task = self._bar.add_task(self.description, total=total)
         self._bar.update(self._task, completed=done, total=total)
 
-    def counter(self, total: int):
-        """For stages that report increments: returns ``advance(n=1)`` over ``total`` items."""
-        done = 0
-        self(0, total)
-
-        def advance(n: int = 1) -> None:
-            nonlocal done
-            done += n
-            self(done, total)
-
-        return advance
-
     def _make_bar(self):
         from rich.console import Console
         from rich.progress import (

@@ -6,7 +6,7 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 
-from generator.engines.base import ChoiceScores, Completion, Prompt, Sampling, option_logprobs
+from generator.engines.base import ChoiceScores, ClosingEngine, Completion, Prompt, Sampling, option_logprobs
 
 
 def _h(*parts) -> int:
@@ -19,7 +19,7 @@ def _text(prompt: Prompt) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
 
 
-class FakeEngine:
+class FakeEngine(ClosingEngine):
     """``generate`` returns ``"<reply k> ..."`` texts derived from the prompt hash;
     ``score_choices`` calls ``scorer(prompt, options) -> {token: logprob}`` when given,
     else a deterministic hash-based distribution over the options."""
