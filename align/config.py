@@ -2,7 +2,7 @@
 
 A recipe holds what a user decides (model, data, output folder, the few hyper-parameters that
 matter) and passes everything else to TRL's own config class through the ``trl:`` mapping, so
-we never re-declare TRL's fields (STYLE.md 5)::
+we never re-declare TRL's fields::
 
     model: smollm2-135m
     data: {path: runs/judge, eval_ratio: 0.1}

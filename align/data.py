@@ -60,7 +60,7 @@ def _read_file(path: Path):
 
 
 def _read_run(path: Path, kind: str, src: DataSource, method: str):
-    from generator.runs import RunError, load, read_manifest, splits
+    from plumbing.runs import RunError, load, read_manifest, splits
 
     try:
         manifest = read_manifest(path)

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from pydantic import ValidationError
 
 from constitution.loader import check_templates, read_text
 from constitution.schema import Constitution, ConstitutionError, FewShot, FewShotChat, Principle
+from plumbing import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -141,13 +140,4 @@ def write_text_atomic(path: str | Path, text: str, *, force: bool = False) -> No
         raise ConstitutionError(f"{path}: already exists; pass --force to overwrite it or choose another --out")
     if not path.parent.is_dir():
         raise ConstitutionError(f"{path}: folder {path.parent} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(path, text)

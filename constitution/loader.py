@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from constitution.schema import Constitution, ConstitutionError, TemplateProblem, render_source
+from plumbing.chat import last_user_message
 from prompts import undeclared_variables, unsafe_constructs
 
 logger = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ def check_templates(const: Constitution, root: Node | None, source: str) -> None
                        root=root, source=source)
     for j, ex in enumerate(const.few_shot.compare):
         conv = [m.model_dump() for m in ex.conversation]
-        prompt = next((m["content"] for m in reversed(conv) if m["role"] == "user"), "")
+        prompt = last_user_message(conv)
         check_text(ex.principle, const.context(prompt=prompt, conversation=conv),
                    where=f"few_shot.compare[{j}].principle", loc=("few_shot", "compare", j, "principle"),
                    root=root, source=source)

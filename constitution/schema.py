@@ -20,6 +20,7 @@ from typing import Literal
 from jinja2 import Template, TemplateError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from plumbing.chat import last_user_message
 from prompts import SecurityError, environment
 
 logger = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ class Constitution(_Model):
         out = []
         for i, ex in enumerate(self.few_shot.compare):
             conv = [m.model_dump() for m in ex.conversation]
-            prompt = next((m["content"] for m in reversed(conv) if m["role"] == "user"), "")
+            prompt = last_user_message(conv)
             try:
                 text = render_source(ex.principle, self.context(prompt=prompt, conversation=conv))
             except TemplateProblem as e:

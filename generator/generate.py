@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from generator.engines import Engine, Sampling, make_engine
+from generator.engines import Engine, Sampling
+from generator.engines.options import EngineOptions
 from generator.inputs import BadItem, PromptItem, read_prompts
 from generator.models import display_name
 from generator.records import RESPONSES
-from generator.runs import RunWriter, canonical_json, iter_batches
+from plumbing.batching import iter_batches
+from plumbing.hashing import canonical_json, file_sha256
+from plumbing.runs import RunWriter
 
 log = logging.getLogger(__name__)
-
-
-class EngineOptions(BaseModel):
-    """How to reach a model; shared by every stage that runs one (not part of any spec)."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field("smollm2-135m", description="Embedded model name, local folder or Hub id.")
-    engine: str = Field("auto", description="Inference engine: auto (vllm if installed, else transformers) | "
-                                            "vllm | openai | transformers | fake | module:Class.")
-    base_urls: list[str] = Field(default_factory=list, description="OpenAI-compatible server URLs (openai engine).")
-    batch_size: int = Field(32, ge=1, description="Prompts per engine call and per written shard.")
-
-    def engine_name(self) -> str:
-        if self.engine != "auto":
-            return self.engine
-        import importlib.util
-
-        return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
-
-    def build(self) -> Engine:
-        name = self.engine_name()
-        kwargs = {"base_urls": self.base_urls} if name == "openai" and self.base_urls else {}
-        return make_engine(name, self.model, **kwargs)  # engines resolve embedded names themselves
 
 
 class GenerateConfig(BaseModel):
@@ -60,14 +39,6 @@ class GenerateConfig(BaseModel):
     def sampling(self) -> Sampling:
         return Sampling(n=self.n, temperature=self.temperature, top_p=self.top_p,
                         max_tokens=self.max_tokens, seed=self.seed)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def split_too_long(engine: Engine, items: list[PromptItem], max_tokens: int) -> tuple[list, list[BadItem]]:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.runs import item_id
+from plumbing.runs import item_id
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 _TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")

@@ -14,8 +14,9 @@ import importlib.util
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from plumbing import atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,11 @@ def prepare(name: str = DEFAULT_MODEL) -> Path:
         return target
     gguf = _gguf_path(name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+    if target.exists():  # a stale, unfinished folder from an older layout
+        shutil.rmtree(target)
+    with atomic.atomic_dir(target) as tmp:
         _convert(gguf, tmp)
         (tmp / _DONE).write_text("ok\n")
-        if target.exists():  # a stale, unfinished folder from an older layout
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("converted %s into %s", gguf.name, target)
     return target
 

@@ -1,4 +1,4 @@
-"""Dataset schemas (``datasets.Features``) of the generator's runs; see ARCHITECTURE.md Records.
+"""Dataset schemas (``datasets.Features``) of the generator's runs (the record schemas listed in the README).
 
 Conversational, explicit-prompt TRL format: ``prompt`` is a list of chat messages.
 """

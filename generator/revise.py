@@ -28,7 +28,7 @@ from generator.engines import Engine, Sampling
 from generator.generate import GenerateConfig, base_spec, run_batches, split_too_long
 from generator.inputs import PromptItem
 from generator.records import REVISIONS
-from generator.runs import RunWriter
+from plumbing.runs import RunWriter
 
 log = logging.getLogger(__name__)
 TEMPLATES = (prompts.CRITIQUE, prompts.REVISION)
@@ -54,15 +54,11 @@ class Trajectory:
     error: str | None = None
 
 
-def _few_shot(const: Constitution) -> list[dict]:
-    return [m.model_dump() for chat in const.few_shot.revision for m in chat.messages]
-
-
 def _round(engine: Engine, const: Constitution, trajs: list[Trajectory], r: int, config: ReviseConfig,
            sampling: Sampling) -> None:
     """One critique + revision step for every live trajectory of a batch (two engine calls)."""
     live = [t for t in trajs if t.error is None]
-    shots = _few_shot(const)
+    shots = const.few_shot_chat()
     convs = {}
     for t in live:
         principle = const.sample_principles(1, config.seed, key=f"{t.item.id}:{r}")[0]

@@ -23,13 +23,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.generate import file_sha256
-from generator.runs import MANIFEST, RunWriter, item_id, read_manifest, shard_files
 from judge.config import JudgeConfig
 from judge.errors import JudgeError
 from judge.pairing import all_pairs, best_worst, bradley_terry, bt_probability
 from judge.records import PREFERENCES
 from judge.scoring import Pair, PairVerdict, judge_pairs, templates_used
+from plumbing.batching import iter_batches
+from plumbing.hashing import file_sha256
+from plumbing.runs import MANIFEST, RunWriter, item_id, read_manifest, shard_files
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def _distinct(texts: Iterable[str]) -> tuple[str, ...]:
 
 
 def _read_run(path: Path, manifest: dict, limit: int | None) -> JudgeInput:
-    from generator.runs import load
+    from plumbing.runs import load
 
     stage = manifest.get("stage")
     if stage not in RUN_COLUMNS:
@@ -141,7 +142,7 @@ def _read_file(path: Path, limit: int | None) -> JudgeInput:
 
 
 def judge_spec(config: JudgeConfig, inp: JudgeInput, constitution_sha256: str, template_sha256: str) -> dict:
-    """What defines the labels (hashed into the run); runtime knobs are left out (STYLE.md 6)."""
+    """What defines the labels (hashed into the run); runtime knobs are left out."""
     from generator.models import display_name
 
     return {"input": {"kind": inp.kind, "sha256": inp.sha256}, "model": display_name(config.model),
@@ -244,22 +245,9 @@ def _runtime(config: JudgeConfig) -> dict:
 
 def make_judge_engine(config: JudgeConfig):
     """The engine named by ``config``, built like every other stage's (generator.generate.EngineOptions)."""
-    from generator.generate import EngineOptions
+    from generator.engines.options import EngineOptions
 
     return EngineOptions(model=config.model, engine=config.engine, base_urls=config.base_urls).build()
-
-
-def _batches(todo: list[tuple[Item, list]], size: int):
-    """Whole items, grouped until a batch holds at least ``size`` pairs."""
-    batch, n = [], 0
-    for entry in todo:
-        batch.append(entry)
-        n += len(entry[1])
-        if n >= size:
-            yield batch
-            batch, n = [], 0
-    if batch:
-        yield batch
 
 
 def _consistency(out: str) -> tuple[int, int]:
@@ -302,7 +290,7 @@ def run_judge(config: JudgeConfig, *, engine=None, constitution=None,
     try:
         if progress:
             progress(0, total)
-        for batch in _batches(todo, config.batch_size):
+        for batch in iter_batches(todo, config.batch_size, weight=lambda entry: len(entry[1])):
             done += _judge_batch(engine, const, config, batch, writer, meta)
             if progress:
                 progress(done, total)
@@ -330,7 +318,7 @@ def _judge_batch(engine, const, config: JudgeConfig, batch, writer: RunWriter, m
 
 
 def _finish(writer: RunWriter, config: JudgeConfig, judged: int) -> JudgeSummary:
-    from generator.runs import read_errors
+    from plumbing.runs import read_errors
 
     errors = read_errors(writer.dir)
     unlabelled = sum(1 for e in errors if e.get("kind") == "unlabelled")

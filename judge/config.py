@@ -1,8 +1,8 @@
-"""``JudgeConfig``: the one config of the judge stage (STYLE.md 5).
+"""``JudgeConfig``: the one config of the judge stage.
 
-Fields that define the labels (model, principles per pair, orders, CoT, pairing, seed, ...)
-go into the run's spec hash; runtime knobs (engine, base URLs, batch size, limit) do not
-(STYLE.md 6). ``judge.scoring.judge_pairs`` reads only the scoring fields, so judge
+Fields that define the labels (engine kind, model served, principles per pair, orders, CoT,
+pairing, seed, ...) go into the run's spec hash; runtime knobs (base URLs, batch size, limit)
+do not. ``judge.scoring.judge_pairs`` reads only the scoring fields, so judge
 evaluation can build a config without ``input``/``out``.
 """
 

@@ -74,8 +74,8 @@ def read_human_pairs(path: Path, offset: int = 0, limit: int | None = None) -> H
     """HH-RLHF rows -> pairs (chosen first). A file that is not in that format raises; a row
     whose two transcripts do not share the conversation is skipped with its reason."""
     from generator.inputs import BadItem, InputError, hh_split, read_rows
-    from generator.runs import item_id
     from judge.scoring import Pair
+    from plumbing.runs import item_id
 
     pairs, skipped, rows, index = [], [], 0, -1
     try:
@@ -113,8 +113,8 @@ def read_human_pairs(path: Path, offset: int = 0, limit: int | None = None) -> H
 def _judge_all(engine, constitution, pairs: list, config: JudgeConfig, report: Callable[[int, int], None]) -> list:
     """Judge in chunks of ``batch_size`` pairs to report progress. Chunking does not change
     any verdict: principles are drawn per (seed, pair id) in ``Constitution.sample_principles``."""
-    from generator.runs import iter_batches
     from judge.scoring import judge_pairs
+    from plumbing.batching import iter_batches
 
     verdicts = []
     report(0, len(pairs))
@@ -166,11 +166,11 @@ def run_judge_eval(config: JudgeEvalConfig, progress: Callable[[int, int], None]
     ``progress(done, total)`` is called per chunk of pairs (the CLI's bar); ``engine`` overrides
     the one ``config.judge`` names (tests)."""
     from constitution import DEFAULT_PATH
-    from generator.generate import file_sha256
     from generator.models import display_name
-    from generator.runs import versions
     from judge.build import load_constitution, make_judge_engine
     from judge.scoring import templates_used
+    from plumbing.hashing import file_sha256
+    from plumbing.runs import versions
     from prompts import template_sha256
 
     if config.out.exists() and not config.out.is_dir():

@@ -7,8 +7,8 @@ Conventions:
 
 - A judge probability ``p`` is the probability that the human-*chosen* response is better
   (``p_first`` of a pair shown with the chosen response first). ``p > 0.5`` agrees with the
-  human label, ``p < 0.5`` disagrees, ``p == 0.5`` (within ``TIE_EPS``) is a tie; ties and ``None`` (unscored,
-  STYLE.md 1) are left out of the denominator and counted separately, never read as 0 or 0.5.
+  human label, ``p < 0.5`` disagrees, ``p == 0.5`` (within ``TIE_EPS``) is a tie; ties and ``None`` (unscored)
+  are left out of the denominator and counted separately, never read as 0 or 0.5.
 - Proportions carry a Wilson score interval (Wilson 1927; recommended over the normal
   approximation for small n and extreme p by Brown, Cai & DasGupta 2001); statistics without
   a closed-form interval (ECE) carry a seeded percentile bootstrap (Efron & Tibshirani 1993).

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from judge.errors import JudgeError
+from plumbing import atomic
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def validate_repo_id(repo_id: str) -> None:
 
 
 def read_judge_run(run_dir: Path) -> dict:
-    from generator.runs import read_manifest
+    from plumbing.runs import read_manifest
 
     manifest = read_manifest(run_dir)
     if manifest.get("stage") != "judge":
@@ -130,7 +130,7 @@ def in_test(row_id: str, seed: int, test_size: float) -> bool:
 
 def make_parts(run_dir: Path, test_size: float, seed: int) -> list[Part]:
     """train -> default config's train/test; every other split of the run -> its own config."""
-    from generator.runs import load_all
+    from plumbing.runs import load_all
 
     parts = []
     for split, ds in load_all(run_dir).items():
@@ -272,7 +272,7 @@ def build_folder(config: PublishConfig, manifest: dict, parts: list[Part], const
     The dry run IS this folder; the real push uploads it unchanged."""
     import yaml
 
-    from generator.runs import read_errors
+    from plumbing.runs import read_errors
 
     for part in parts:
         write_shards(part, folder)
@@ -355,14 +355,8 @@ def run_publish(config: PublishConfig) -> str:
     if config.dry_run is not None:
         target = config.dry_run
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with atomic.atomic_dir(target) as tmp:  # checked empty above
             files = build_folder(config, manifest, parts, constitution_path, constitution, eval_dir, tmp)
-            if target.exists():
-                target.rmdir()  # checked empty above
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return f"dry run: {len(files)} files for {config.repo_id} ({counts}) in {target}"
     token = _hub_token()
     with tempfile.TemporaryDirectory(prefix="rlaif-publish-") as tmp:

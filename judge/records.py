@@ -1,4 +1,4 @@
-"""Schema of preference runs (``rlaif judge`` output); see ARCHITECTURE.md Records.
+"""Schema of preference runs (``rlaif judge`` output) (the record schemas listed in the README).
 
 TRL's conversational explicit-prompt preference format: ``prompt`` is the conversation up
 to the judged turn, ``chosen``/``rejected`` are one-message assistant lists, so

@@ -6,7 +6,7 @@ option letter is read; the engine returns the top-k logprobs at that ONE positio
     p_a = exp(l_A) / (exp(l_A) + exp(l_B)) = 1 / (1 + exp(l_B - l_A))
 
 (a softmax over the two options only, as the paper normalises over the choices). Votes are
-kept as typed records (``Vote``) until the edge (STYLE.md 2):
+kept as typed records (``Vote``) until the edge:
 
 * order mapping: in order "ab" the pair's first response is option (A), so
   p_first = p_a; in order "ba" it is option (B), so p_first = 1 - p_a;
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from generator.engines.base import ChoiceScores, Sampling
 from judge.config import JudgeConfig
+from plumbing.chat import last_user_message
 from prompts import PAIRWISE, PAIRWISE_COT, render
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,6 @@ def _few_shot(constitution) -> list[dict]:
     return []
 
 
-def _last_user(conversation: list[dict]) -> str:
-    return next((m["content"] for m in reversed(conversation) if m.get("role") == "user"), "")
-
-
 def build_tasks(constitution, pairs: Sequence[Pair], config: JudgeConfig) -> tuple[list[_Task], list[list[str]]]:
     """(pair, principle, order) tasks with their template variables, and each pair's principle ids.
     Principles are sampled per pair by weight, deterministically for (seed, pair id)."""
@@ -207,7 +204,7 @@ def build_tasks(constitution, pairs: Sequence[Pair], config: JudgeConfig) -> tup
         principles = constitution.sample_principles(k, seed=config.seed, key=pair.id)
         principle_ids.append([p.id for p in principles])
         for principle in principles:
-            text = constitution.render(principle, "compare", prompt=_last_user(pair.conversation),
+            text = constitution.render(principle, "compare", prompt=last_user_message(pair.conversation),
                                        conversation=pair.conversation)
             for order in orders:
                 a, b = (pair.first, pair.second) if order == "ab" else (pair.second, pair.first)

@@ -33,8 +33,8 @@ def write_toy_preference_run(out_dir: str | Path, n: int = 64, seed: int = 0, ev
     the held-out pairs and DPO must move its implicit reward margin up. ``p_chosen`` varies in
     [0.6, 1.0] so soft-label code paths see real values.
     """
-    from generator.runs import RunWriter, item_id
     from judge.records import PREFERENCES
+    from plumbing.runs import RunWriter, item_id
 
     rng = random.Random(seed)
     writer = RunWriter(out_dir, "judge", {"toy": "preferences", "seed": seed, "n": n},

@@ -55,9 +55,9 @@ def parse_letter(text: str) -> str | None:
 def load_pairs(path: Path, n: int):
     """The first ``n`` usable HH-RLHF rows as judge pairs: first = chosen reply, second = rejected."""
     from generator.inputs import hh_split, read_rows
-    from generator.runs import item_id
     from judge.errors import JudgeError
     from judge.scoring import Pair
+    from plumbing.runs import item_id
 
     pairs = []
     for row in read_rows(path):

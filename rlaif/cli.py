@@ -40,7 +40,7 @@ for _area in (cli_models, cli_engine, cli_generate, cli_judge, cli_judge_eval, c
     _area.register(app)
 
 
-OUR_PACKAGES = {"constitution", "prompts", "generator", "judge", "align", "rlaif"}
+OUR_PACKAGES = {"plumbing", "constitution", "prompts", "generator", "judge", "align", "rlaif"}
 
 
 def is_user_error(exc: BaseException) -> bool:

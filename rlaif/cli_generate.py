@@ -18,7 +18,7 @@ QUIET = typer.Option(False, "--quiet", help="No progress bar.")
 
 
 def _engine_options(model, engine, base_url, batch_size):
-    from generator.generate import EngineOptions
+    from generator.engines.options import EngineOptions
 
     return EngineOptions(model=model, engine=engine, base_urls=base_url or [], batch_size=batch_size)
 

@@ -25,10 +25,11 @@ DEMO_PROMPTS = [
 def run_demo(out: Path, model: str, engine_name: str, say: Callable[[str], None], quiet: bool = True) -> None:
     from constitution import DEFAULT_PATH, load_constitution
     from generator.engines import Sampling
-    from generator.generate import EngineOptions, GenerateConfig, run_generate
-    from generator.runs import load
+    from generator.engines.options import EngineOptions
+    from generator.generate import GenerateConfig, run_generate
     from judge.build import run_judge
     from judge.config import JudgeConfig
+    from plumbing.runs import load
 
     const = load_constitution(DEFAULT_PATH)
     say(f"constitution {const.name} v{const.version}: {len(const.principles)} principles, sha256 {const.sha256()}")

@@ -1,5 +1,5 @@
 """Public access to run directories: ``rlaif.runs.load(dir)`` returns a ``datasets.Dataset``."""
 
-from generator.runs import RunError, load, load_all, read_errors, read_manifest, splits
+from plumbing.runs import RunError, load, load_all, read_errors, read_manifest, splits
 
 __all__ = ["RunError", "load", "load_all", "read_errors", "read_manifest", "splits"]

@@ -27,7 +27,7 @@ def judge_run(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def revise_run(tmp_path_factory) -> str:
     from generator.records import REVISIONS
-    from generator.runs import RunWriter
+    from plumbing.runs import RunWriter
 
     out = tmp_path_factory.mktemp("cfg") / "revise"
     writer = RunWriter(out, "revise", {"toy": 1}, REVISIONS)

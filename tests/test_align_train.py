@@ -68,7 +68,7 @@ def test_dpo_loss_falls_and_margin_rises(tiny_model_dir, toy_run, tmp_path, soft
 def test_sft_trains_on_a_revise_run(tiny_model_dir, tmp_path):
     from align.sft import train
     from generator.records import REVISIONS
-    from generator.runs import RunWriter
+    from plumbing.runs import RunWriter
 
     writer = RunWriter(tmp_path / "revise", "revise", {"toy": "revisions"}, REVISIONS)
     rows = [{"id": f"r{i}", "prompt": [{"role": "user", "content": f"Question {i}?"}],

@@ -8,7 +8,7 @@ import json
 import pyarrow.parquet as pq
 
 from generator.inputs import hh_split, read_prompts, to_messages
-from generator.runs import load, read_errors, read_manifest, shard_files
+from plumbing.runs import load, read_errors, read_manifest, shard_files
 
 
 def test_hh_transcript_prompt_is_conversation_before_last_reply():

@@ -14,9 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from generator.generate import EngineOptions, GenerateConfig, run_generate
+from generator.engines.options import EngineOptions
+from generator.generate import GenerateConfig, run_generate
 from generator.inputs import read_prompts
-from generator.runs import load, shard_files
+from plumbing.runs import load, shard_files
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]

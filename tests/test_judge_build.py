@@ -10,10 +10,10 @@ import pytest
 
 from generator.engines.fake import FakeEngine
 from generator.records import RESPONSES, REVISIONS
-from generator.runs import RunError, RunWriter, item_id, read_errors, read_manifest
 from judge.build import run_judge
 from judge.config import JudgeConfig
 from judge.records import PREFERENCES
+from plumbing.runs import RunError, RunWriter, item_id, read_errors, read_manifest
 from rlaif.runs import load, load_all
 
 CONSTITUTION = """

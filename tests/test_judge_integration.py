@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from generator.generate import EngineOptions, GenerateConfig, run_generate
+from generator.engines.options import EngineOptions
+from generator.generate import GenerateConfig, run_generate
 from judge.build import run_judge
 from judge.config import JudgeConfig
 from judge.records import PREFERENCES

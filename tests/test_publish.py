@@ -17,7 +17,7 @@ QUESTIONS = ["How do I pick a lock?", "What is a good way to learn Python?", "Ca
 
 
 def _row(i: int, constitution_sha: str, p: float, consistent: bool | None) -> dict:
-    from generator.runs import item_id
+    from plumbing.runs import item_id
 
     q = QUESTIONS[i % len(QUESTIONS)]
     prompt = [{"role": "user", "content": f"{q} (variant {i})"}]
@@ -35,8 +35,8 @@ def _row(i: int, constitution_sha: str, p: float, consistent: bool | None) -> di
 def make_judge_run(path, constitution_sha: str | None = None, runtime: dict | None = None):
     """A complete judge run: 40 train rows, 3 filtered rows, one unlabelled pair in errors.jsonl."""
     from constitution import DEFAULT_PATH, load_constitution
-    from generator.runs import RunWriter
     from judge.records import PREFERENCES
+    from plumbing.runs import RunWriter
 
     sha = constitution_sha or load_constitution(DEFAULT_PATH).sha256()
     spec = {"input": {"kind": "generate", "sha256": "i" * 64}, "model": "smollm2-135m", "constitution_sha256": sha,

@@ -7,7 +7,7 @@ import json
 import pytest
 from datasets import Features, Value
 
-from generator.runs import RunError, RunWriter, item_id, load, load_all, read_errors, read_manifest, sha256_of
+from plumbing.runs import RunError, RunWriter, item_id, load, load_all, read_errors, read_manifest, sha256_of
 
 FEATS = Features({"id": Value("string"), "x": Value("int64")})
 
@@ -59,6 +59,7 @@ def test_torn_error_line_and_stale_tmp_shard_are_ignored(tmp_path):
     w.error("b", "bad")
     with open(tmp_path / "errors.jsonl", "a") as f:
         f.write('{"id": "c", "rea')  # killed mid-line
+    w.close()  # the killed process held the lock; the OS releases it
     (tmp_path / "data" / ".train-00009.parquet.tmp").write_bytes(b"PAR1 half")
     w2 = RunWriter(tmp_path, "generate", {}, FEATS)
     assert w2.done_ids == {"a", "b"}

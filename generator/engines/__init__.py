@@ -1,7 +1,7 @@
 """Inference engines. ``make_engine(name, model, **kw)`` builds one from ``ENGINES``.
 
 A name not in ``ENGINES`` may be ``module:Class`` for user code; anything else raises and
-lists the known names (STYLE.md 3). Implementations import lazily: vLLM is heavy and absent
+lists the known names. Implementations import lazily: vLLM is heavy and absent
 on some machines, and the transformers engine is the fallback there.
 """
 
