@@ -5,6 +5,10 @@ A run directory's ``manifest.json`` says which stage wrote it; SFT needs a ``rev
 ``p_chosen``). A dataset file (.jsonl/.json/.parquet, optionally from elsewhere) is accepted when it
 has the columns. Only the columns the trainer reads are kept, so TRL never sees nested
 provenance columns (votes) it does not need; provenance is summarised for the model card.
+
+``eval_ratio`` holds out whole prompts (by ``plumbing.hashing.prompt_id``), never single rows: a
+run made with ``rlaif generate --n`` above 2 holds several pairs per prompt, and a prompt with pairs
+on both sides would leak its eval pairs into training.
 """
 
 from __future__ import annotations
@@ -129,11 +133,7 @@ def load_data(src: DataSource, method: str, *, soft_labels: bool = False, seed: 
     if src.max_rows:
         train = train.select(range(min(src.max_rows, len(train))))
     if evals is None and src.eval_ratio > 0:
-        n_eval = max(1, round(len(train) * src.eval_ratio))
-        if n_eval >= len(train):
-            raise RecipeError(f"data.eval_ratio {src.eval_ratio}: leaves no training rows out of {len(train)}")
-        parts = train.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
-        train, evals = parts["train"], parts["test"]
+        train, evals = _hold_out_prompts(train, src.eval_ratio, seed)
     keep = list(need)
     train = train.select_columns(keep)
     evals = evals.select_columns(keep) if evals is not None else None
@@ -141,6 +141,40 @@ def load_data(src: DataSource, method: str, *, soft_labels: bool = False, seed: 
         _check_p_chosen(train, path)
     log.info("data %s: %d train rows, %d eval rows", path, len(train), len(evals) if evals is not None else 0)
     return AlignData(train=train, eval=evals, source=str(path), stage=stage, provenance=prov)
+
+
+def _prompt_keys(ds) -> list[str]:
+    """The prompt id of each row: its ``prompt``, else (SFT rows) the conversation before the final reply."""
+    from plumbing.hashing import prompt_id
+
+    if "prompt" in ds.column_names:
+        return [prompt_id(p) for p in ds["prompt"]]
+    return [prompt_id(m[:-1]) for m in ds["messages"]]
+
+
+def _hold_out_prompts(train, ratio: float, seed: int):
+    """(train, eval) with whole prompts held out: prompts ranked by ``hash_fraction(prompt_id, seed)``
+    go to eval until they hold ``round(len * ratio)`` rows (at least 1), so every pair of a prompt is on
+    one side (tests/test_align_data.py::test_eval_ratio_holds_out_whole_prompts)."""
+    from collections import Counter
+
+    from plumbing.hashing import hash_fraction
+
+    keys = _prompt_keys(train)
+    sizes = Counter(keys)
+    n_eval = max(1, round(len(train) * ratio))
+    held, rows = set(), 0
+    for key in sorted(sizes, key=lambda k: (hash_fraction(k, seed), k)):
+        if rows >= n_eval:
+            break
+        held.add(key)
+        rows += sizes[key]
+    if rows >= len(train):
+        raise RecipeError(f"data.eval_ratio {ratio}: the {len(train)} training rows hold {len(sizes)} prompt(s); "
+                          f"holding out whole prompts leaves no training rows; lower eval_ratio or add prompts")
+    mask = [k in held for k in keys]
+    return (train.select([i for i, m in enumerate(mask) if not m]),
+            train.select([i for i, m in enumerate(mask) if m]))
 
 
 def _check_p_chosen(ds, path: Path) -> None:
