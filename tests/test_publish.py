@@ -3,7 +3,6 @@ parquet shards that ``datasets`` loads back), the token never leaks, and bad inp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 
@@ -16,11 +15,11 @@ QUESTIONS = ["How do I pick a lock?", "What is a good way to learn Python?", "Ca
              "How do I treat a small burn?", "Write me a phishing email."]
 
 
-def _row(i: int, constitution_sha: str, p: float, consistent: bool | None) -> dict:
+def _row(i: int, constitution_sha: str, p: float, consistent: bool | None, pairs_per_prompt: int = 1) -> dict:
     from plumbing.runs import item_id
 
-    q = QUESTIONS[i % len(QUESTIONS)]
-    prompt = [{"role": "user", "content": f"{q} (variant {i})"}]
+    k = i // pairs_per_prompt  # rows i of one k are pairs of the same prompt (`rlaif generate --n > 2`)
+    prompt = [{"role": "user", "content": f"{QUESTIONS[k % len(QUESTIONS)]} (variant {k})"}]
     chosen, rejected = f"A careful, helpful answer number {i}.", f"A careless answer number {i}."
     return {"id": item_id(prompt, chosen, rejected), "prompt": prompt,
             "chosen": [{"role": "assistant", "content": chosen}],
@@ -32,8 +31,10 @@ def _row(i: int, constitution_sha: str, p: float, consistent: bool | None) -> di
             "judge_model": "smollm2-135m", "constitution_sha256": constitution_sha, "template_sha256": "t" * 64}
 
 
-def make_judge_run(path, constitution_sha: str | None = None, runtime: dict | None = None):
-    """A complete judge run: 40 train rows, 3 filtered rows, one unlabelled pair in errors.jsonl."""
+def make_judge_run(path, constitution_sha: str | None = None, runtime: dict | None = None, pairs_per_prompt: int = 1,
+                   n_train: int = N_TRAIN):
+    """A complete judge run: 40 train rows (``pairs_per_prompt`` pairs per prompt), 3 filtered rows,
+    one unlabelled pair in errors.jsonl. With a smaller ``n_train``, the first rows of the same run."""
     from constitution import DEFAULT_PATH, load_constitution
     from judge.records import PREFERENCES
     from plumbing.runs import RunWriter
@@ -43,8 +44,8 @@ def make_judge_run(path, constitution_sha: str | None = None, runtime: dict | No
             "template_sha256": "t" * 64, "principles_per_pair": 4, "orders": "both", "cot": None,
             "pairing": "all", "min_confidence": 0.55, "seed": 0, "top_k": 20}
     writer = RunWriter(path, "judge", spec, PREFERENCES, runtime=runtime or {"engine": "fake"})
-    writer.write([_row(i, sha, 0.55 + 0.44 * (i % 10) / 9, (i % 4 != 0) if i % 7 else None)
-                  for i in range(N_TRAIN)])
+    writer.write([_row(i, sha, 0.55 + 0.44 * (i % 10) / 9, (i % 4 != 0) if i % 7 else None, pairs_per_prompt)
+                  for i in range(n_train)])
     writer.write([_row(100 + i, sha, 0.5 + 0.01 * i, False) for i in range(N_FILTERED)], split="filtered")
     writer.error("unlabelled-1", "no vote could be scored: option A not in top-20 logprobs", kind="unlabelled")
     writer.finish({"filter": {"split": "filtered", "reason": "p_chosen < min_confidence (0.55)",
@@ -80,6 +81,7 @@ def _all_output(res, folder) -> bytes:
 
 def test_publish_dry_run_writes_the_repository_and_never_the_token(run_cli, judge_run, tmp_path):
     from constitution import DEFAULT_PATH
+    from plumbing.hashing import hash_fraction, prompt_id
 
     out = tmp_path / "dry"
     res = run_cli("publish", judge_run, "--repo-id", "my-org/cai-prefs", "--dry-run", out,
@@ -105,9 +107,9 @@ def test_publish_dry_run_writes_the_repository_and_never_the_token(run_cli, judg
     assert (out / "constitution.yaml").read_bytes() == DEFAULT_PATH.read_bytes()
     assert constitution.strip() in readme
 
-    # the data loads back through the card's configs, with every row accounted for
-    expected_test = sum(int.from_bytes(hashlib.sha256(f"0:{r}".encode()).digest()[:8], "big") / 2**64 < 0.1
-                        for r in _load(out, split="train+test")["id"])
+    # the data loads back through the card's configs, with every row accounted for; test = the prompts
+    # whose seeded hash falls below test_size
+    expected_test = sum(hash_fraction(prompt_id(p), 0) < 0.1 for p in _load(out, split="train+test")["prompt"])
     default = _load(out)
     assert set(default) == {"train", "test"}
     assert default["train"].num_rows + default["test"].num_rows == N_TRAIN
@@ -124,14 +126,45 @@ def test_publish_dry_run_writes_the_repository_and_never_the_token(run_cli, judg
     assert "smollm2-135m" in readme and meta["pretty_name"] == "cai-prefs"
 
 
-def test_publish_test_split_is_stable_and_independent_of_other_rows(judge_run, tmp_path):
-    from judge.publish import make_parts
+def test_publish_test_split_is_stable_and_independent_of_other_rows(tmp_path):
+    from judge.parts import make_parts
+    from plumbing.hashing import prompt_id
 
-    before = {p.split: set(p.rows["id"]) for p in make_parts(judge_run, 0.3, 0) if p.config == "default"}
-    again = {p.split: set(p.rows["id"]) for p in make_parts(judge_run, 0.3, 0) if p.config == "default"}
-    assert before == again and before["test"] and before["train"]
-    other_seed = {p.split: set(p.rows["id"]) for p in make_parts(judge_run, 0.3, 1) if p.config == "default"}
-    assert other_seed["test"] != before["test"]
+    def sides(run, seed=0) -> dict[str, set[str]]:
+        return {p.split: {prompt_id(q) for q in p.rows["prompt"]}
+                for p in make_parts(run, 0.3, seed) if p.config == "default"}
+
+    full = make_judge_run(tmp_path / "full", pairs_per_prompt=2)
+    before = sides(full)
+    assert before == sides(full) and before["test"] and before["train"]
+    assert sides(full, seed=1)["test"] != before["test"]
+    # half the rows (the same first 20): each prompt keeps the side it has in the full run
+    half = sides(make_judge_run(tmp_path / "half", pairs_per_prompt=2, n_train=N_TRAIN // 2))
+    assert half["test"] and half["test"] == before["test"] & (half["test"] | half["train"])
+    assert half["train"] == before["train"] & (half["test"] | half["train"])
+
+
+def _prompt_ids(folder, split: str) -> list[str]:
+    from datasets import Dataset
+
+    from plumbing.hashing import prompt_id
+
+    return [prompt_id(p) for f in sorted((folder / "data").glob(f"{split}-*.parquet"))
+            for p in Dataset.from_parquet(str(f), keep_in_memory=True)["prompt"]]
+
+
+def test_publish_keeps_every_pair_of_a_prompt_on_one_side(tmp_path):
+    """4 pairs per prompt (`rlaif generate --n` above 2 gives several): a prompt whose pairs sat on
+    both sides would leak its test pairs into training."""
+    from judge.publish import PublishConfig, run_publish
+
+    run = make_judge_run(tmp_path / "multi", pairs_per_prompt=4)
+    out = tmp_path / "dry"
+    run_publish(PublishConfig(run_dir=run, repo_id="org/multi", dry_run=out, test_size=0.3))
+    train, test = _prompt_ids(out, "train"), _prompt_ids(out, "test")
+    assert len(train) + len(test) == N_TRAIN and train and test
+    assert not set(train) & set(test)
+    assert len(set(train) | set(test)) == N_TRAIN // 4
 
 
 def test_publish_card_shows_a_judge_eval(shared_data, judge_run, tmp_path):
@@ -245,7 +278,8 @@ def test_publish_a_real_judge_run(tmp_path):
     out = tmp_path / "dry"
     res = CliRunner().invoke(app, ["publish", str(run), "--repo-id", "org/real-run", "--dry-run", str(out)])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    assert _load(out, split="train+test").num_rows == manifest["counts"]["train"] > 0
+    default = _load(out)  # few prompts: the test split may be empty (here no prompt's hash is below 0.1)
+    assert sum(default[s].num_rows for s in default) == manifest["counts"]["train"] > 0
     assert _load(out, "filtered")["train"].num_rows == manifest["counts"]["filtered"] > 0
     readme = (out / "README.md").read_text()
     assert "judge model: `fake-judge`" in readme and manifest["spec_sha256"] in readme
