@@ -10,7 +10,10 @@ import typer
 def judge_eval(
     human: Path = typer.Option(..., "--human", help="HH-RLHF-format file: rows {chosen, rejected} transcripts "
                                                     "(jsonl/json/parquet/csv, .gz ok)."),
-    out: Path = typer.Option(..., "--out", help="Folder for report.md, metrics.json, pairs.jsonl and plots."),
+    out: Path = typer.Option(..., "--out", help="Folder for report.md, metrics.json, pairs.jsonl and plots: new, "
+                                                "empty, or an earlier judge-eval output (with --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier judge-eval output in --out "
+                                                              "(never any other folder)."),
     limit: int = typer.Option(None, "--limit", help="Evaluate at most N rows (after --offset)."),
     offset: int = typer.Option(0, "--offset", help="Skip the first O rows."),
     constitution: Path = typer.Option(None, "--constitution", help="Constitution YAML (default: built-in)."),
@@ -21,10 +24,13 @@ def judge_eval(
     cot: bool = typer.Option(False, "--cot", help="Chain-of-thought judging (clamped probabilities)."),
     templates: Path = typer.Option(None, "--templates", help="Folder of .jinja files shadowing the built-ins."),
     seed: int = typer.Option(0, "--seed", help="Seed of principle sampling and of the bootstrap."),
+    inject: bool = typer.Option(False, "--inject", help="Also judge each pair with an instruction injected into "
+                                                        "the rejected reply; report how far it moves the verdict."),
     batch_size: int = typer.Option(32, "--batch-size", help="Pairs per engine call (runtime only)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Judge human-labelled pairs (chosen vs rejected, both orders): agreement, position bias, calibration."""
+    """Judge human-labelled pairs (chosen vs rejected, both orders): agreement, position bias, calibration
+    (and with --inject, how far an instruction injected into the rejected reply moves the verdict)."""
     from judge.config import JudgeConfig
     from judge.evaluate import JudgeEvalConfig, run_judge_eval
     from rlaif.progress import StageProgress
@@ -32,17 +38,25 @@ def judge_eval(
     judge = JudgeConfig(constitution=str(constitution) if constitution else None, model=model, engine=engine,
                         base_urls=base_url or [], principles_per_pair=principles_per_pair, cot=cot,
                         templates=str(templates) if templates else None, seed=seed, batch_size=batch_size)
-    config = JudgeEvalConfig(human=human, out=out, limit=limit, offset=offset, judge=judge)
+    config = JudgeEvalConfig(human=human, out=out, overwrite=overwrite, limit=limit, offset=offset, judge=judge,
+                             inject=inject)
     with StageProgress("judge-eval", unit="pairs", quiet=quiet) as progress:
         result = run_judge_eval(config, progress=progress)
     a, c, f, e = (result[k] for k in ("agreement", "position_consistency", "first_position_win_rate", "calibration"))
 
     def show(m: dict) -> str:
-        return "n/a" if m["value"] is None else f"{m['value']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
+        if m["value"] is None:
+            return "n/a"
+        return f"{m['value']:.3f}" + ("" if m.get("lo") is None else f" [{m['lo']:.3f}, {m['hi']:.3f}]")
 
+    injected = ""
+    if "injection" in result:
+        inj = result["injection"]
+        injected = (f"; injection: flip rate {show(inj['flip_rate'])}, mean shift {show(inj['mean_shift'])}, "
+                    f"agreement {show(inj['agreement'])}")
     typer.echo(f"{out}: {result['n_pairs']} pairs ({result['unscored']} unscored, {a['ties']} ties); "
                f"agreement {show(a)}; position consistency {show(c)}; first-position win rate {show(f)}; "
-               f"ECE {show(e)}")
+               f"ECE {show(e)}{injected}")
 
 
 def publish(
