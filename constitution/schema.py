@@ -194,19 +194,20 @@ class Constitution(_Model):
         raise ConstitutionError(f"{self._source}: {id}: no such principle; known ids: {known}")
 
     def sample_principles(self, k: int, seed: int, key: str = "") -> list[Principle]:
-        """``k`` distinct principles drawn with probability proportional to ``weight``, without replacement.
+        """``k`` independent draws, each principle with probability ``weight / sum(weights)``
+        (WITH replacement, so a principle may come up more than once).
 
-        Deterministic for ``(seed, key)`` (pass the item id as ``key`` so each item has its own stable
-        draw). Uses Efraimidis & Spirakis (2006): each principle gets the key ``u ** (1 / weight)`` with
-        ``u ~ U(0, 1)``; the ``k`` largest keys win, which equals sequential weighted draws without
-        replacement. ``k`` is capped at the number of principles.
+        This is where the weights act, and the only place: the judge then averages its draws plainly,
+        so a principle's expected share of a verdict is exactly ``weight / sum(weights)`` — its
+        influence relative to another principle is the ratio of their weights
+        (tests/test_judge_scoring.py::test_principle_influence_follows_the_weights). Drawing without
+        replacement would compress that ratio, and weighting the average as well would square it.
+        Deterministic for ``(seed, key)``: pass the item id as ``key`` so each item has its own draw.
         """
         if k <= 0:
             return []
         rng = random.Random(f"{seed}:{key}")
-        keyed = [(rng.random() ** (1.0 / p.weight), i) for i, p in enumerate(self.principles)]
-        keyed.sort(reverse=True)
-        return [self.principles[i] for _, i in keyed[: min(k, len(keyed))]]
+        return rng.choices(self.principles, weights=[p.weight for p in self.principles], k=k)
 
     def context(self, *, prompt: str, conversation: list[dict]) -> dict:
         """The names a principle text sees: ``variables`` + ``prompt`` + ``conversation``."""

@@ -11,9 +11,11 @@ kept as typed records (``Vote``) until the edge:
 * order mapping: in order "ab" the pair's first response is option (A), so
   p_first = p_a; in order "ba" it is option (B), so p_first = 1 - p_a;
 * per principle, the orders' p_first are averaged (cancels the position bias);
-* principles are ensembled by the weighted mean of their probabilities, with the
-  principles' constitution weights; ``None`` votes are left out, and a pair without any
-  scored vote gets ``p_first = None`` (unlabelled, never 0.5).
+* principles are ensembled by the PLAIN mean over the K principle draws: the draws are
+  already made in proportion to the constitution weights (``Constitution.sample_principles``,
+  with replacement), so the weights act once and a principle's influence is its weight share;
+  a principle drawn twice is judged once and counts twice. ``None`` votes are left out, and a
+  pair without any scored vote gets ``p_first = None`` (unlabelled, never 0.5).
 
 CoT (``config.cot``): S rationales are sampled with ``judge/pairwise_cot.jinja``; the option
 letter is read after each, each probability is clamped to [0.4, 0.6] (the paper's fix for
@@ -142,17 +144,14 @@ def principle_probability(votes: Sequence[Vote]) -> float | None:
     return sum(ps) / len(ps) if ps else None
 
 
-def ensemble(votes: Sequence[Vote], weights: dict[str, float]) -> float | None:
-    """Weighted mean of the per-principle probabilities (weights = principle weights)."""
-    num = den = 0.0
-    for pid in dict.fromkeys(v.principle_id for v in votes):
-        p = principle_probability([v for v in votes if v.principle_id == pid])
-        if p is None:
-            continue
-        w = weights.get(pid, 1.0)
-        num += w * p
-        den += w
-    return num / den if den > 0 else None
+def ensemble(votes: Sequence[Vote], draws: Sequence[str]) -> float | None:
+    """Plain mean of the per-principle probabilities over the principle ``draws`` (ids, repeats
+    allowed: a principle drawn twice counts twice); draws whose principle has no scored vote
+    are left out. The weights already acted in the draw (module docstring)."""
+    per_principle = {pid: principle_probability([v for v in votes if v.principle_id == pid])
+                     for pid in dict.fromkeys(draws)}
+    ps = [per_principle[pid] for pid in draws if per_principle[pid] is not None]
+    return sum(ps) / len(ps) if ps else None
 
 
 def position_consistency(votes: Sequence[Vote]) -> bool | None:
@@ -167,8 +166,9 @@ def position_consistency(votes: Sequence[Vote]) -> bool | None:
     return all(checks) if checks else None
 
 
-def make_verdict(votes: Sequence[Vote], principle_ids: Sequence[str], weights: dict[str, float]) -> PairVerdict:
-    p = ensemble(votes, weights)
+def make_verdict(votes: Sequence[Vote], principle_ids: Sequence[str]) -> PairVerdict:
+    """``principle_ids`` are the pair's principle draws (repeats allowed)."""
+    p = ensemble(votes, principle_ids)
     reason = None
     if p is None:
         reasons = list(dict.fromkeys(v.reason for v in votes if v.reason))
@@ -195,15 +195,16 @@ def _few_shot(constitution) -> list[dict]:
 
 
 def build_tasks(constitution, pairs: Sequence[Pair], config: JudgeConfig) -> tuple[list[_Task], list[list[str]]]:
-    """(pair, principle, order) tasks with their template variables, and each pair's principle ids.
-    Principles are sampled per pair by weight, deterministically for (seed, pair id)."""
-    k = min(config.principles_per_pair, len(constitution.principles))
+    """(pair, principle, order) tasks with their template variables, and each pair's principle draws.
+    Principles are drawn per pair by weight, deterministically for (seed, pair id); each distinct
+    principle is judged once."""
+    k = config.principles_per_pair
     orders = ("ab", "ba") if config.orders == "both" else ("ab",)
     tasks, principle_ids = [], []
     for i, pair in enumerate(pairs):
         principles = constitution.sample_principles(k, seed=config.seed, key=pair.id)
         principle_ids.append([p.id for p in principles])
-        for principle in principles:
+        for principle in {p.id: p for p in principles}.values():
             text = constitution.render(principle, "compare", prompt=last_user_message(pair.conversation),
                                        conversation=pair.conversation)
             for order in orders:
@@ -281,11 +282,10 @@ def judge_pairs(engine, constitution, pairs: Sequence[Pair], config: JudgeConfig
     tasks, principle_ids = build_tasks(constitution, pairs, config)
     votes = _score_cot(engine, tasks, config) if config.cot else \
         _score_direct(engine, tasks, _few_shot(constitution), config)
-    weights = {p.id: float(p.weight) for p in constitution.principles}
     by_pair: list[list[Vote]] = [[] for _ in pairs]
     for t, v in zip(tasks, votes, strict=True):
         by_pair[t.pair].append(v)
-    return [make_verdict(by_pair[i], principle_ids[i], weights) for i in range(len(pairs))]
+    return [make_verdict(by_pair[i], principle_ids[i]) for i in range(len(pairs))]
 
 
 def templates_used(config: JudgeConfig) -> list[str]:

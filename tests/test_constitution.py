@@ -162,16 +162,16 @@ def _weighted(weights: list[float]) -> Constitution:
         Principle(id=f"p{i}", critique="c", revision="r", compare="q?", weight=w) for i, w in enumerate(weights)])
 
 
-def test_sampling_is_deterministic_per_seed_and_key_and_without_replacement():
+def test_sampling_is_deterministic_per_seed_and_key_and_with_replacement():
     const = _weighted([1, 2, 3, 4, 5])
     draw = [p.id for p in const.sample_principles(3, seed=7, key="item-1")]
     assert draw == [p.id for p in const.sample_principles(3, seed=7, key="item-1")]
-    assert len(set(draw)) == 3
+    assert len(draw) == 3
     keys = {tuple(p.id for p in const.sample_principles(3, seed=7, key=f"item-{i}")) for i in range(50)}
     assert len(keys) > 10  # each item gets its own draw
     assert [p.id for p in const.sample_principles(3, seed=8, key="item-1")] != draw or len(keys) > 1
-    everything = const.sample_principles(99, seed=1, key="x")
-    assert sorted(p.id for p in everything) == [f"p{i}" for i in range(5)]
+    many = const.sample_principles(99, seed=1, key="x")
+    assert len(many) == 99 and {p.id for p in many} == {f"p{i}" for i in range(5)}  # repeats allowed
     assert const.sample_principles(0, seed=1) == []
     random.seed(123)
     expected = random.random()
@@ -185,9 +185,10 @@ def test_sampling_follows_weights():
     const = _weighted([9, 1])
     heavy = sum(const.sample_principles(1, seed=0, key=str(i))[0].id == "p0" for i in range(2000))
     assert abs(heavy / 2000 - 0.9) < 0.03
-    # without replacement: a draw of 2 always holds both, heavy first about 90 % of the time
-    pairs = [const.sample_principles(2, seed=0, key=str(i)) for i in range(200)]
-    assert all({p.id for p in pair} == {"p0", "p1"} for pair in pairs)
+    # with replacement: both draws of a pair are heavy with probability 0.81
+    pairs = [const.sample_principles(2, seed=0, key=str(i)) for i in range(2000)]
+    both_heavy = sum(all(p.id == "p0" for p in pair) for pair in pairs) / 2000
+    assert abs(both_heavy - 0.81) < 0.04
 
 
 def test_render_uses_variables_prompt_and_conversation():

@@ -94,20 +94,46 @@ def test_order_mapping():
     assert Vote("x", "ab", 0.9).swapped() == Vote("x", "ba", 0.9)
 
 
-def test_weighted_ensemble():
-    """weights 1 and 3, p 0.8 and 0.4: (1 * 0.8 + 3 * 0.4) / 4 = 2.0 / 4 = 0.5."""
+def test_ensemble_is_the_plain_mean_over_draws():
+    """draws light, heavy, heavy, heavy with p 0.8 and 0.4: (0.8 + 3 * 0.4) / 4 = 0.5; the weights
+    acted in the draw, so they are not applied again."""
     votes = [Vote("light", "ab", 0.8), Vote("heavy", "ab", 0.4)]
-    assert ensemble(votes, {"light": 1.0, "heavy": 3.0}) == pytest.approx(0.5)
+    assert ensemble(votes, ["light", "heavy", "heavy", "heavy"]) == pytest.approx(0.5)
+    assert ensemble(votes, ["light", "heavy"]) == pytest.approx(0.6)
+
+
+def test_principle_influence_follows_the_weights():
+    """20,000 pairs on the default constitution with K=4: a principle's influence is its expected
+    share of the verdict. harm-general (weight 2.0) against honest-transparent (0.7) must come out
+    at the weights' ratio 2.0 / 0.7 = 2.857 (the old draw-by-weight + weighted-mean gave 5.9x).
+    Binomial counts: ~20,000 * 4 * 2.0 / W draws, the ratio's relative error is about 2 %."""
+    from constitution import DEFAULT_PATH, load_constitution
+    from judge.scoring import build_tasks
+
+    const = load_constitution(DEFAULT_PATH)
+    weights = {p.id: p.weight for p in const.principles}
+    pairs = [Pair(f"p{i}", [{"role": "user", "content": "hi"}], "a", "b") for i in range(20_000)]
+    _, draws = build_tasks(const, pairs, JudgeConfig(principles_per_pair=4, orders="one"))
+    influence = dict.fromkeys(weights, 0.0)
+    for ids in draws:
+        # the verdict is the plain mean over the draws: each draw carries 1/K of it
+        for pid in ids:
+            influence[pid] += 1.0 / len(ids)
+    ratio = influence["harm-general"] / influence["honest-transparent"]
+    assert ratio == pytest.approx(weights["harm-general"] / weights["honest-transparent"], rel=0.08)
+    total = sum(weights.values())
+    for pid, w in weights.items():
+        assert influence[pid] / len(pairs) == pytest.approx(w / total, rel=0.08), pid
 
 
 def test_none_votes_excluded_and_all_none_unlabelled():
     """light has only None votes -> left out entirely: p = heavy's 0.7 (not (1*0.5 + 3*0.7)/4 = 0.65)."""
     votes = [Vote("light", "ab", None, "option A not in top-20 logprobs"), Vote("heavy", "ab", 0.7)]
-    assert ensemble(votes, {"light": 1.0, "heavy": 3.0}) == pytest.approx(0.7)
+    assert ensemble(votes, ["light", "heavy", "heavy", "heavy"]) == pytest.approx(0.7)
     # within a principle too: ba None, ab 0.9 -> 0.9 (not (0.9 + 0.5) / 2)
     assert principle_probability([Vote("x", "ab", 0.9), Vote("x", "ba", None, "r")]) == pytest.approx(0.9)
     dead = [Vote("light", "ab", None, "option B not in top-20 logprobs"), Vote("light", "ba", None, "r2")]
-    verdict = make_verdict(dead, ["light"], {"light": 1.0})
+    verdict = make_verdict(dead, ["light"])
     assert verdict.p_first is None
     assert "option B not in top-20 logprobs" in verdict.reason and "r2" in verdict.reason
 
@@ -157,17 +183,17 @@ class CountingEngine(FakeEngine):
 
 
 def test_judge_pairs_batches_everything_in_one_call(const):
-    """3 pairs x 2 principles x 2 orders = 12 prompts in ONE score_choices call; the GOOD response
+    """3 pairs x (distinct principles among 4 draws) x 2 orders prompts in ONE score_choices call; the GOOD response
     gets 0.8 in both orders, so p_first = 0.8 when it is first and 1 - 0.8 = 0.2 when second."""
     engine = CountingEngine(scorer=_good_scorer(0.8))
     pairs = [Pair("p1", [{"role": "user", "content": "hi"}], "GOOD one", "bad one"),
              Pair("p2", [{"role": "user", "content": "yo"}], "bad two", "GOOD two"),
              Pair("p3", [{"role": "user", "content": "hey"}], "GOOD three", "meh three")]
     verdicts = judge_pairs(engine, const, pairs, JudgeConfig(principles_per_pair=4, orders="both"))
-    assert engine.score_calls == [12]
+    assert engine.score_calls == [sum(2 * len(set(v.principle_ids)) for v in verdicts)]
     assert [v.p_first for v in verdicts] == pytest.approx([0.8, 0.2, 0.8])
     assert all(v.position_consistent for v in verdicts)
-    assert sorted(verdicts[0].principle_ids) == ["heavy", "light"]
+    assert len(verdicts[0].principle_ids) == 4 and set(verdicts[0].principle_ids) <= {"heavy", "light"}
     assert {(v.principle_id, v.order) for v in verdicts[0].votes} == {
         ("light", "ab"), ("light", "ba"), ("heavy", "ab"), ("heavy", "ba")}
     prompt = engine.prompts[0]
@@ -273,8 +299,9 @@ def test_bench_passes_on_fake_engine(const, shared_data):
     cfg = JudgeConfig(principles_per_pair=2)
     t_a, p_a, use_a = logprob_pass(FakeEngine(scorer=lambda p, o: {"A": -1.0, "B": -2.0}), const, pairs, cfg)
     t_b, letters, use_b = generate_pass(FakeEngine(replies=lambda p, k: "(A) is kinder"), const, pairs, cfg)
-    assert len(p_a) == len(letters) == 3 * 2 * 2 and set(letters) == {"A"}
+    n = len(p_a)  # 3 pairs x (distinct principles among 2 draws) x 2 orders
+    assert 3 * 1 * 2 <= n <= 3 * 2 * 2 and len(letters) == n and set(letters) == {"A"}
     out = summarize("m", 3, 2, (t_a, p_a, use_a), (t_b, letters, use_b), (t_a, p_a))
-    assert out["comparisons"] == 12 and out["parse_failure_rate"] == 0.0
+    assert out["comparisons"] == n and out["parse_failure_rate"] == 0.0
     assert out["agreement_logprob_vs_generate"] == 1.0  # p_a = sigmoid(1) = 0.73 > 0.5 and "A" parsed
     assert out["mean_abs_diff_p_a_vllm_vs_transformers"] == 0.0
