@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from generator.engines import Engine, Sampling
+from generator.engines import Engine, EngineError, Sampling
 from generator.engines.options import EngineOptions
 from generator.inputs import BadItem, PromptItem, read_prompts
 from generator.models import display_name
@@ -67,17 +67,34 @@ def pending_items(config: GenerateConfig, writer: RunWriter) -> list[PromptItem]
     return todo
 
 
-def base_spec(config: GenerateConfig, sampling: Sampling) -> tuple[dict, dict]:
+def provenance(options: EngineOptions, engine: Engine | None = None) -> dict:
+    """What made a stage's rows: the engine kind and the model it serves (part of every spec, so
+    resuming with another engine or model is refused like any spec change). An engine passed in
+    (tests, notebooks) speaks for itself; otherwise the options say what will be built."""
+    if engine is not None:
+        return {"engine": engine.name, "model": display_name(engine.model)}
+    return {"engine": options.engine_name(), "model": display_name(options.model)}
+
+
+def base_spec(config: GenerateConfig, sampling: Sampling, engine: Engine | None = None) -> tuple[dict, dict]:
     """(spec, runtime) shared by every prompt-driven stage: what defines the output vs how it ran."""
     spec = {
         "input_sha256": file_sha256(config.prompts),
         "prompt_column": config.prompt_column,
-        "model": display_name(config.engine.model),
+        **provenance(config.engine, engine),
         "sampling": sampling.to_dict(),
     }
-    runtime = {"engine": config.engine.engine, "batch_size": config.engine.batch_size,
-               "base_urls": config.engine.base_urls, "limit": config.limit}
+    runtime = {"batch_size": config.engine.batch_size, "base_urls": config.engine.base_urls, "limit": config.limit}
     return spec, runtime
+
+
+def served(engine: Engine) -> dict:
+    """The model the engine actually serves, for the manifest's runtime history (openai: the
+    server's /v1/models card; in-process engines: the folder loaded)."""
+    card = getattr(engine, "served_card", None)
+    if card:
+        return {"id": card.get("id"), "root": card.get("root"), "base_urls": getattr(engine, "base_urls", None)}
+    return {"path": getattr(engine, "path", None), "dtype": getattr(engine, "dtype", None)}
 
 
 def run_batches(config: GenerateConfig, writer: RunWriter, engine: Engine | None,
@@ -90,11 +107,15 @@ def run_batches(config: GenerateConfig, writer: RunWriter, engine: Engine | None
     if not todo:
         return writer.finish()
     own_engine = engine is None
-    engine = engine or config.engine.build()
+    engine = engine or config.engine.build(seed=config.seed)
     report = progress or (lambda done, total: None)
     report(0, len(todo))
     done = 0
     try:
+        if display_name(engine.model) != writer.spec["model"]:
+            raise EngineError(f"the engine serves {display_name(engine.model)!r}, not {writer.spec['model']!r}; "
+                              f"the rows would name the wrong model")
+        writer.runtime["served"] = served(engine)
         for batch in iter_batches(todo, config.engine.batch_size):
             handle(engine, batch)
             done += len(batch)
@@ -109,7 +130,7 @@ def run_generate(config: GenerateConfig, engine: Engine | None = None,
                  progress: Callable[[int, int], None] | None = None) -> dict:
     """Write ``config.out``; returns the run's counts. ``progress(done, total)`` is called per batch."""
     sampling = config.sampling()
-    spec, runtime = base_spec(config, sampling)
+    spec, runtime = base_spec(config, sampling, engine)
     writer = RunWriter(config.out, "generate", spec, RESPONSES, runtime=runtime, overwrite=config.overwrite)
 
     def handle(engine: Engine, batch: list[PromptItem]) -> None:

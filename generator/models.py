@@ -96,5 +96,11 @@ def resolve(name: str | None) -> str:
 
 
 def display_name(name: str | None) -> str:
-    """The name recorded in datasets and manifests (the embedded name, not a cache path)."""
-    return name or DEFAULT_MODEL
+    """The name recorded in datasets and manifests: the embedded name, also when given its cache folder."""
+    name = name or DEFAULT_MODEL
+    if name not in EMBEDDED and os.path.isdir(name):
+        real = os.path.realpath(name)
+        for embedded in EMBEDDED:
+            if real == os.path.realpath(cache_dir() / embedded):
+                return embedded
+    return name

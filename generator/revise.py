@@ -102,7 +102,7 @@ def run_revise(config: ReviseConfig, engine: Engine | None = None,
                progress: Callable[[int, int], None] | None = None) -> dict:
     const = load_constitution(config.constitution)
     sampling = config.sampling()
-    spec, runtime = base_spec(config, sampling)
+    spec, runtime = base_spec(config, sampling, engine)
     spec.update(rounds=config.rounds, constitution_sha256=const.sha256(),
                 template_sha256=prompts.template_sha256(TEMPLATES, config.templates))
     runtime["constitution_path"] = str(config.constitution)

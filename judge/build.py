@@ -141,11 +141,13 @@ def _read_file(path: Path, limit: int | None) -> JudgeInput:
 # --- spec and rows --------------------------------------------------------------------------------
 
 
-def judge_spec(config: JudgeConfig, inp: JudgeInput, constitution_sha256: str, template_sha256: str) -> dict:
-    """What defines the labels (hashed into the run); runtime knobs are left out."""
-    from generator.models import display_name
+def judge_spec(config: JudgeConfig, inp: JudgeInput, constitution_sha256: str, template_sha256: str,
+               engine=None) -> dict:
+    """What defines the labels (hashed into the run): the engine kind and model served among them;
+    runtime knobs (servers, batch size) are left out."""
+    from generator.generate import provenance
 
-    return {"input": {"kind": inp.kind, "sha256": inp.sha256}, "model": display_name(config.model),
+    return {"input": {"kind": inp.kind, "sha256": inp.sha256}, **provenance(engine_options(config), engine),
             "constitution_sha256": constitution_sha256, "template_sha256": template_sha256,
             "principles_per_pair": config.principles_per_pair, "orders": config.orders, "cot": config.cot_spec(),
             "pairing": config.pairing, "min_confidence": config.min_confidence, "seed": config.seed,
@@ -243,11 +245,15 @@ def _runtime(config: JudgeConfig) -> dict:
     return {**config.runtime(), "constitution": str(Path(config.constitution or DEFAULT_PATH).resolve())}
 
 
-def make_judge_engine(config: JudgeConfig):
-    """The engine named by ``config``, built like every other stage's (generator.generate.EngineOptions)."""
+def engine_options(config: JudgeConfig):
     from generator.engines.options import EngineOptions
 
-    return EngineOptions(model=config.model, engine=config.engine, base_urls=config.base_urls).build()
+    return EngineOptions(model=config.model, engine=config.engine, base_urls=config.base_urls)
+
+
+def make_judge_engine(config: JudgeConfig):
+    """The engine named by ``config``, built like every other stage's (generator/engines/options.py)."""
+    return engine_options(config).build(seed=config.seed)
 
 
 def _consistency(out: str) -> tuple[int, int]:
@@ -271,8 +277,8 @@ def run_judge(config: JudgeConfig, *, engine=None, constitution=None,
     inp = read_input(config.input, config.limit)
     const = constitution if constitution is not None else load_constitution(config.constitution)
     tsha = template_sha256(templates_used(config), config.templates)
-    writer = RunWriter(config.out, STAGE, judge_spec(config, inp, const.sha256(), tsha), PREFERENCES,
-                       runtime=_runtime(config), overwrite=config.overwrite)
+    spec = judge_spec(config, inp, const.sha256(), tsha, engine)
+    writer = RunWriter(config.out, STAGE, spec, PREFERENCES, runtime=_runtime(config), overwrite=config.overwrite)
     for bid, reason in inp.bad:
         if bid not in writer.done_ids:
             writer.error(bid, reason, kind="bad_input")
@@ -281,13 +287,19 @@ def run_judge(config: JudgeConfig, *, engine=None, constitution=None,
             writer.error(item.id, "fewer than two distinct responses to compare", kind="bad_input")
     todo = [(item, plan) for item in inp.items if (plan := _plan(item, config.pairing, writer.done_ids))]
     total = sum(len(plan) for _, plan in todo)
-    meta = {"judge_model": display_name(config.model), "constitution_sha256": const.sha256(),
+    meta = {"judge_model": spec["model"], "constitution_sha256": const.sha256(),
             "template_sha256": tsha}
     own = engine is None and bool(todo)
     if own:
         engine = make_judge_engine(config)
     done = 0
     try:
+        if engine is not None and todo:
+            from generator.generate import served
+
+            if display_name(engine.model) != spec["model"]:
+                raise JudgeError(f"the judge engine serves {display_name(engine.model)!r}, not {spec['model']!r}")
+            writer.runtime["served"] = served(engine)
         if progress:
             progress(0, total)
         for batch in iter_batches(todo, config.batch_size, weight=lambda entry: len(entry[1])):

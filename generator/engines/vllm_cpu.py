@@ -3,9 +3,14 @@
 Two measured facts on a 2-core AVX2 box, SmolLM2-135M, 16 prompts x 2 x 64 tokens
 (`python -m rlaif bench generate` reports the same figures at scale):
 
-* **dtype**: without native bf16 instructions (``avx512_bf16`` / ``amx_bf16`` on x86, ``bf16`` on
-  ARM) vLLM's CPU backend falls back to plain torch linears in bf16: 29 tok/s against 104 tok/s in
-  float32. ``dtype="auto"`` therefore means float32 on such CPUs and bfloat16 everywhere else.
+* **dtype**: ``dtype="auto"`` means float32 on EVERY CPU and bfloat16 on GPUs. Without native bf16
+  instructions (``avx512_bf16`` / ``amx_bf16`` on x86, ``bf16`` on ARM) vLLM's CPU backend falls back
+  to plain torch linears in bf16: 29 tok/s against 104 tok/s in float32. With them, bf16 is faster,
+  but for a model this small it changes the answers: on an AMX Xeon, greedy "What is the capital of
+  France?" gave "L'Étoile, la Marseillaise, la femme, ..." in bf16 and "The capital of France is
+  Paris." in float32 and on transformers, and bf16 option logits put every judge vote on a handful
+  of values. Quality first: float32 unless ``RLAIF_VLLM_DTYPE`` / ``--dtype`` ask for bfloat16
+  (``rlaif bench dtype`` measures both on the machine at hand).
 * **thread binding**: vLLM's ``auto`` binding keeps one logical CPU per physical core and reserves
   one for the front end, which on a machine with a handful of CPUs leaves most of them idle
   (104 tok/s, against 163 tok/s bound to both CPUs). On machines with at most ``SMALL_MACHINE`` CPUs
@@ -43,12 +48,11 @@ def native_bf16(flags: set[str] | None = None) -> bool:
 
 
 def resolve_dtype(dtype: str, *, cpu: bool, flags: set[str] | None = None) -> str:
-    """``auto`` -> float32 on CPUs without native bf16, bfloat16 otherwise; anything else unchanged."""
+    """``auto`` -> float32 on every CPU (with or without native bf16: see the module docstring),
+    bfloat16 on GPUs; anything else unchanged. ``flags`` is accepted for callers that report them."""
     if dtype != "auto":
         return dtype
-    if cpu and not native_bf16(flags):
-        return "float32"
-    return "bfloat16"
+    return "float32" if cpu else "bfloat16"
 
 
 def _id_ranges(ids: list[int]) -> str:

