@@ -68,6 +68,15 @@ def test_n_samples_each(engine):
     assert all(c.num_tokens >= 1 for s in out for c in s)
 
 
+def test_seed_changes_the_samples_and_the_same_seed_repeats_them(engine):
+    """--seed must change the data: the same seed gives the same samples, another seed others."""
+    sampling = lambda seed: Sampling(n=2, temperature=1.0, top_p=1.0, max_tokens=12, seed=seed)  # noqa: E731
+    texts = lambda seed: [[c.text for c in s] for s in engine.generate(CHATS[:2], sampling(seed))]  # noqa: E731
+    first, again, other = texts(1), texts(1), texts(2)
+    assert first == again
+    assert first != other
+
+
 def test_stop_string_cuts_the_text(engine):
     out = engine.generate([CHATS[0]], Sampling(n=1, temperature=0.0, max_tokens=32, stop=(" ",)))
     text = out[0][0].text

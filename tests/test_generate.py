@@ -6,6 +6,7 @@ import gzip
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from generator.inputs import hh_split, read_prompts, to_messages
 from plumbing.runs import load, read_errors, read_manifest, shard_files
@@ -110,3 +111,46 @@ def test_revise_fake_engine_records(tmp_path, shared_data, run_cli):
         assert row["constitution_sha256"] == const.sha256()
     manifest = read_manifest(out)
     assert manifest["stage"] == "revise" and manifest["spec"]["rounds"] == 3
+
+
+def test_resuming_with_another_engine_or_model_is_refused_and_runtimes_are_kept(tmp_path):
+    """The engine kind and the model served are provenance: part of the spec, so a resume with
+    either changed is refused like any spec change; batch size stays a runtime knob."""
+    from generator.engines.fake import FakeEngine
+    from generator.generate import GenerateConfig, run_generate
+    from plumbing.runs import RunError
+
+    class OtherKind(FakeEngine):
+        name = "other"
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "question {i}"}}\n' for i in range(6)))
+    out = tmp_path / "run"
+    config = GenerateConfig(prompts=prompts, out=out, limit=3)
+    run_generate(config, engine=FakeEngine("model-a"))
+    with pytest.raises(RunError, match=r"changed: model"):
+        run_generate(config.model_copy(update={"limit": None}), engine=FakeEngine("model-b"))
+    with pytest.raises(RunError, match=r"changed: engine"):
+        run_generate(config.model_copy(update={"limit": None}), engine=OtherKind("model-a"))
+    bigger = config.model_copy(update={"limit": None, "engine": config.engine.model_copy(update={"batch_size": 2})})
+    run_generate(bigger, engine=FakeEngine("model-a"))
+    manifest = read_manifest(out)
+    assert manifest["spec"]["engine"] == "fake" and manifest["spec"]["model"] == "model-a"
+    assert [r["batch_size"] for r in manifest["runtimes"]] == [32, 2]
+    assert all(r["served"]["path"] is None for r in manifest["runtimes"])  # the fake engine loads no folder
+    assert set(load(out)["model"]) == {"model-a"}
+
+
+def test_seed_is_in_the_spec_and_changes_the_samples(tmp_path):
+    from generator.engines.fake import FakeEngine
+    from generator.generate import GenerateConfig, run_generate
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "question"}\n')
+    texts = {}
+    for seed in (0, 7):
+        out = tmp_path / f"s{seed}"
+        run_generate(GenerateConfig(prompts=prompts, out=out, seed=seed), engine=FakeEngine())
+        assert read_manifest(out)["spec"]["sampling"]["seed"] == seed
+        texts[seed] = load(out)["responses"]
+    assert texts[0] != texts[7]

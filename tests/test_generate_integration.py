@@ -17,7 +17,7 @@ import pytest
 from generator.engines.options import EngineOptions
 from generator.generate import GenerateConfig, run_generate
 from generator.inputs import read_prompts
-from plumbing.runs import load, shard_files
+from plumbing.runs import load, read_manifest, shard_files
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,11 +64,12 @@ def test_revise_two_rounds_vllm(tmp_path, shared_data, vllm_engine):
 def _generate_cmd(prompts, out, base_url):
     return [sys.executable, "-m", "rlaif", "generate", "--prompts", str(prompts), "--out", str(out),
             "--engine", "openai", "--base-url", base_url, "--model", "smollm2-135m", "--n", "2",
-            "--max-tokens", "16", "--batch-size", "2", "--quiet"]
+            "--temperature", "0", "--max-tokens", "16", "--batch-size", "2", "--quiet"]
 
 
 def test_sigkill_three_times_then_resume(tmp_path, shared_data, vllm_server):
-    """kill -9 a real `rlaif generate` mid-run three times; the resumed run equals an uninterrupted one."""
+    """kill -9 a real `rlaif generate` mid-run three times; the resumed run equals an uninterrupted one
+    (greedy): the same ids AND the same responses per id."""
     prompts = hh_prompts(tmp_path, shared_data, 24)  # 12 shards: room for 3 kills and a resume
     out = tmp_path / "killed"
     rng = random.Random(0)
@@ -96,4 +97,8 @@ def test_sigkill_three_times_then_resume(tmp_path, shared_data, vllm_server):
     ids = load(out)["id"]
     assert len(ids) == len(set(ids)) == 24, "duplicates or losses after resume"
     assert sorted(ids) == sorted(load(tmp_path / "clean")["id"])
+    resumed = {r["id"]: r["responses"] for r in load(out)}
+    uninterrupted = {r["id"]: r["responses"] for r in load(tmp_path / "clean")}
+    assert resumed == uninterrupted
+    assert len(read_manifest(out)["runtimes"]) == 4  # three killed starts and the resume, all recorded
     assert sorted(ids) == sorted(i.id for i in read_prompts(prompts))

@@ -82,3 +82,79 @@ def test_splits_and_ids(tmp_path):
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(RunError, match="not a run directory"):
         load(tmp_path)
+
+
+def test_a_start_killed_before_its_first_manifest_leaves_a_usable_folder(tmp_path):
+    """Old layout: a kill between mkdir data/ and the first manifest left a folder the next run refused.
+    Now the manifest comes first; and the old state (an empty data/, a lock) still counts as empty."""
+    out = tmp_path / "run"
+    (out / "data").mkdir(parents=True)
+    (out / ".lock").write_text("")
+    w = RunWriter(out, "generate", {"model": "m"}, FEATS)
+    w.write(_rows("a"))
+    w.finish()
+    assert load(out)["id"] == ["a"]
+    fresh = tmp_path / "fresh"
+    w = RunWriter(fresh, "generate", {"model": "m"}, FEATS)
+    assert read_manifest(fresh)["status"] == "running" and (fresh / "data").is_dir()
+    w.close()
+
+
+def test_a_torn_error_line_is_cut_so_the_next_record_starts_its_own_line(tmp_path):
+    w = RunWriter(tmp_path, "generate", {}, FEATS)
+    w.error("b", "bad")
+    w.close()
+    with open(tmp_path / "errors.jsonl", "a") as f:
+        f.write('{"id": "c", "rea')  # killed mid-line
+    w = RunWriter(tmp_path, "generate", {}, FEATS)
+    w.error("d", "also bad")
+    w.close()
+    lines = (tmp_path / "errors.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["b", "d"]  # "d" did not glue onto the torn "c"
+
+
+def test_duplicate_ids_in_one_batch_are_written_once(tmp_path):
+    w = RunWriter(tmp_path, "generate", {}, FEATS)
+    w.write([{"id": "a", "x": 1}, {"id": "a", "x": 2}, {"id": "b", "x": 3}])
+    w.write([{"id": "b", "x": 4}])  # already done: dropped, no empty shard
+    w.finish()
+    ds = load(tmp_path)
+    assert ds["id"] == ["a", "b"] and ds["x"] == [1, 3]
+
+
+def test_a_second_writer_on_the_same_run_is_refused_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    w = RunWriter(tmp_path, "generate", {}, FEATS)
+    with pytest.raises(RunError, match="being written by another rlaif process"):
+        RunWriter(tmp_path, "generate", {}, FEATS)
+    code = ("from datasets import Features, Value; from plumbing.runs import RunWriter; "
+            f"RunWriter({str(tmp_path)!r}, 'generate', {{}}, Features({{'id': Value('string'), 'x': Value('int64')}}))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert other.returncode != 0 and "being written by another rlaif process" in other.stderr
+    w.close()
+    RunWriter(tmp_path, "generate", {}, FEATS).close()  # free again once the first writer is done
+
+
+def test_runtimes_are_appended_across_resumes(tmp_path):
+    RunWriter(tmp_path, "generate", {"model": "m"}, FEATS, runtime={"batch_size": 8}).finish()
+    RunWriter(tmp_path, "generate", {"model": "m"}, FEATS, runtime={"batch_size": 64}).finish()
+    runtimes = read_manifest(tmp_path)["runtimes"]
+    assert [r["batch_size"] for r in runtimes] == [8, 64] and all("started" in r for r in runtimes)
+
+
+def test_overwrite_replaces_only_a_run_of_the_same_stage(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "data").mkdir(parents=True)
+    (mine / "data" / "thesis.parquet").write_bytes(b"precious")
+    (mine / "errors.jsonl").write_text("my notes\n")
+    with pytest.raises(RunError, match="not an rlaif run directory"):
+        RunWriter(mine, "generate", {}, FEATS, overwrite=True)
+    assert (mine / "data" / "thesis.parquet").read_bytes() == b"precious"
+    RunWriter(tmp_path / "judged", "judge", {}, FEATS).finish()
+    with pytest.raises(RunError, match="holds a 'judge' run"):
+        RunWriter(tmp_path / "judged", "generate", {}, FEATS, overwrite=True)
+    for bad in ("", "."):
+        with pytest.raises(RunError, match="folder of its own"):
+            RunWriter(bad, "generate", {}, FEATS, overwrite=True)
