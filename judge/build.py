@@ -10,8 +10,13 @@ Inputs (the kind is detected before any model is loaded; a wrong kind is a ``Jud
   ``response_a`` and ``response_b``.
 
 Output rows follow ``judge.records.PREFERENCES``. In a row, a vote's ``order`` is relative to
-the CHOSEN response: "ab" means chosen was shown as option (A), so p_chosen is recomputable
-from the votes alone. Unlabelled pairs (no scorable vote) go to errors.jsonl with the votes.
+the CHOSEN response: "ab" means chosen was shown as option (A). With ``pairing="all"`` p_chosen is
+recomputable from the row alone: per principle the mean of p(chosen) over its votes' orders,
+then the plain mean over the row's ``principle_ids`` (the principle draws, repeats counted;
+tests/test_judge_build.py::test_generate_run_all_pairs_schema). With ``"best-worst"`` it is NOT:
+p_chosen is the Bradley-Terry P(best beats worst) fitted to every pair of the item
+(judge/pairing.py), while the row's votes are those of the direct best-vs-worst comparison only.
+Unlabelled pairs (no scorable vote) go to errors.jsonl with the votes.
 Rows with ``p_chosen < min_confidence`` go to the ``filtered`` split, schema unchanged; the
 rule is recorded in the manifest under ``filter`` (one rule, so one reason for every row).
 """
