@@ -1,12 +1,20 @@
-"""A canned, deterministic engine for unit tests of logic only (never for real data)."""
+"""A canned, deterministic engine for unit tests of logic only (never for real data).
+
+Test-only knob: ``RLAIF_FAKE_DELAY_S`` (seconds, default 0) sleeps before every ``generate`` and
+``score_choices`` call, so a crash test can SIGKILL a CLI run mid-stage (tests/test_crash.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
+import time
 from collections.abc import Callable, Sequence
 
 from generator.engines.base import ChoiceScores, ClosingEngine, Completion, Prompt, Sampling, option_logprobs
+
+DELAY_ENV = "RLAIF_FAKE_DELAY_S"
 
 
 def _h(*parts) -> int:
@@ -33,12 +41,14 @@ class FakeEngine(ClosingEngine):
         self.scorer = scorer
         self.replies = replies
         self.calls = {"generate": 0, "score": 0}
+        self.delay_s = float(os.environ.get(DELAY_ENV) or 0.0)  # test-only: lets a kill land mid-run
 
     def count_tokens(self, prompt: Prompt) -> int:
         return len(_text(prompt).split())
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Completion]]:
         self.calls["generate"] += len(prompts)
+        time.sleep(self.delay_s)
         out = []
         for p in prompts:
             samples = []
@@ -55,6 +65,7 @@ class FakeEngine(ClosingEngine):
 
     def score_choices(self, prompts: Sequence[str], options: Sequence[str], top_k: int = 20) -> list[ChoiceScores]:
         self.calls["score"] += len(prompts)
+        time.sleep(self.delay_s)
         out = []
         for p in prompts:
             if self.scorer:
