@@ -9,6 +9,12 @@ request the server will never accept: it fails at once. When a request fails for
 whole batch is cancelled and ONE ``EngineError`` line says what happened, so a dead server
 costs at most one deadline, not one per prompt.
 
+``retries`` bounds the tries too (default 4: a dead port fails in a few seconds). To ride out a
+server restart, raise both from the command line of any stage with ``RLAIF_OPENAI_DEADLINE_S``
+and ``RLAIF_OPENAI_RETRIES`` (runtime knobs, never part of a run's spec); each backoff wait is
+capped at ``MAX_BACKOFF_S`` so a restarted server is found within seconds
+(tests/test_faults.py::test_server_killed_and_restarted_mid_run_loses_nothing).
+
 Chat prompts go to ``/v1/chat/completions``, raw strings to ``/v1/completions``; sampling is
 always explicit. Choice scoring asks ``/v1/completions`` for one token with top-k logprobs
 (``choices[0].logprobs.top_logprobs[0]``), never ``echo``/``prompt_logprobs``.
@@ -43,6 +49,8 @@ from generator.engines.base import (
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+DEADLINE_ENV, RETRIES_ENV = "RLAIF_OPENAI_DEADLINE_S", "RLAIF_OPENAI_RETRIES"
+MAX_BACKOFF_S = 5.0
 
 
 class _Retryable(Exception):
@@ -55,7 +63,7 @@ class OpenAIEngine(ClosingEngine):
     name = "openai"
 
     def __init__(self, model: str | None = None, *, base_urls: Sequence[str] | str | None = None,
-                 max_concurrency: int = 16, deadline_s: float = 600.0, retries: int = 4,
+                 max_concurrency: int = 16, deadline_s: float | None = None, retries: int | None = None,
                  connect_timeout_s: float = 5.0, backoff_s: float = 0.5, api_key: str | None = None,
                  max_context: int | None = None, per_request_seed: bool = True, seed: int | None = None):
         import httpx
@@ -70,8 +78,8 @@ class OpenAIEngine(ClosingEngine):
         self.model = self.requested_model  # what rows record; requests use the id the server gave it
         self._model_id = self.requested_model
         self.max_concurrency = max(1, int(max_concurrency))
-        self.deadline_s = float(deadline_s)
-        self.retries = max(1, int(retries))
+        self.deadline_s = float(deadline_s if deadline_s is not None else _env_number(DEADLINE_ENV, 600.0))
+        self.retries = max(1, int(retries if retries is not None else _env_number(RETRIES_ENV, 4)))
         self.connect_timeout_s = float(connect_timeout_s)
         self.backoff_s = float(backoff_s)
         key = api_key or os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY")
@@ -137,7 +145,7 @@ class OpenAIEngine(ClosingEngine):
                     reason = _transport_reason(e)
                 self._stats["retries"] += 1
                 if attempt + 1 < self.retries:
-                    delay = self.backoff_s * (2 ** attempt) * random.uniform(0.5, 1.5)
+                    delay = min(self.backoff_s * (2 ** min(attempt, 16)), MAX_BACKOFF_S) * random.uniform(0.5, 1.5)
                     left = end - time.monotonic()
                     if left <= 0:
                         break
@@ -346,6 +354,20 @@ def _match_model(requested: str, cards: list[dict]) -> tuple[dict, str]:
                        else str(c.get("id")) for c in cards)
     raise EngineError(f"model {requested!r} is not served by the server; it serves: {served}; pass "
                       f"--model with one of those or start a server for {requested!r}")
+
+
+def _env_number(name: str, default: float) -> float:
+    """A positive number from the environment, or ``default`` when unset; anything else is one clear error."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise EngineError(f"{name}={raw!r} is not a positive number; set it to e.g. {default:g} or unset it")
+    return value
 
 
 def _transport_reason(e: BaseException) -> str:
