@@ -8,6 +8,11 @@ The same HH-RLHF pairs (chosen vs rejected final replies), principles and model 
     verdict generated greedily (max_tokens 64) and the letter parsed from the text;
 (c) logprob scoring on the transformers engine (batched, left padding).
 
+(a) and (c) run at the SAME dtype (``--dtype``; auto: float32 on CPUs, bfloat16 on GPUs, as
+``generator/engines/vllm_cpu.py`` resolves it), so their ratio measures the engine. One more pass
+of (a) in the other dtype is reported beside them as its own figure (``logprob_vllm_other_dtype``:
+speed, and how far its p_a moves from (a)), never mixed into a ratio; ``--no-other-dtype`` skips it.
+
 Both option orders are scored. Each method is warmed up (untimed) on two other pairs first, so
 the timed pass starts with the constitution's shared few-shot prefix cached, as in a long run,
 but never with the measured prompts themselves. Pairs longer than ``MAX_CHARS`` characters are
@@ -117,17 +122,36 @@ def generate_pass(engine, const, pairs, config) -> tuple[float, list, dict]:
     return seconds, [parse_letter(o[0].text) for o in outs], _token_use(before, engine.stats())
 
 
-def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size: int,
-              vllm_dtype: str = "auto") -> dict:
-    from constitution import DEFAULT_PATH, load_constitution
-    from generator.engines import make_engine
-    from judge.config import JudgeConfig
+def other_dtype_figures(dtype: str, seconds: float, p_ref: list, p_other: list) -> dict:
+    """The other-dtype logprob pass beside (a): its speed, and how far its p_a moves from (a)'s."""
+    both = [(a, b) for a, b in zip(p_ref, p_other, strict=True) if a is not None and b is not None]
+    n = len(p_other)
+    return {"dtype": dtype, "per_s": round(n / seconds, 3) if seconds else None, "seconds": round(seconds, 2),
+            "unscored": sum(p is None for p in p_other),
+            "distinct_p_a": len({round(p, 4) for p in p_other if p is not None}),
+            "mean_abs_diff_p_a": round(sum(abs(a - b) for a, b in both) / len(both), 4) if both else None,
+            "preference_flip_share": round(sum((a > 0.5) != (b > 0.5) for a, b in both) / len(both), 4)
+            if both else None}
 
-    const = load_constitution(DEFAULT_PATH)
-    every = load_pairs(data, pairs + WARMUP_PAIRS)
-    warm, timed = every[pairs:], every[:pairs]
-    config = JudgeConfig(model=model, principles_per_pair=principles, orders="both")
-    engine = make_engine("vllm", model, dtype=vllm_dtype)
+
+def _other_dtype_pass(model: str, dtype: str, const, warm, timed, config) -> tuple[float, list]:
+    from generator.engines import make_engine
+
+    engine = make_engine("vllm", model, dtype=dtype)
+    try:
+        logprob_pass(engine, const, warm, config)
+        seconds, p_other, _ = logprob_pass(engine, const, timed, config)
+    finally:
+        engine.close()
+    log.info("(a) in %s: %d comparisons in %.1f s", dtype, len(p_other), seconds)
+    return seconds, p_other
+
+
+def _same_dtype_passes(model, dtype, const, warm, timed, config, hf_batch_size):
+    """(a) and (b) on vLLM, (c) on transformers, all in ``dtype``; one engine at a time."""
+    from generator.engines import make_engine
+
+    engine = make_engine("vllm", model, dtype=dtype)
     try:
         logprob_pass(engine, const, warm, config)
         t_a, p_vllm, hit_a = logprob_pass(engine, const, timed, config)
@@ -135,18 +159,40 @@ def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size
         generate_pass(engine, const, warm, config)
         t_b, letters, hit_b = generate_pass(engine, const, timed, config)
         log.info("(b) generate+parse on vllm: %d comparisons in %.1f s", len(letters), t_b)
-        vllm_dtype_resolved = engine.dtype
     finally:
         engine.close()
-    engine = make_engine("transformers", model, batch_size=hf_batch_size)
+    engine = make_engine("transformers", model, batch_size=hf_batch_size, dtype=dtype)
     try:
         logprob_pass(engine, const, warm, config)
         t_c, p_hf, _ = logprob_pass(engine, const, timed, config)
         log.info("(c) logprob on transformers: %d comparisons in %.1f s", len(p_hf), t_c)
+        hf_dtype = engine.dtype
     finally:
         engine.close()
-    out = summarize(model, pairs, principles, (t_a, p_vllm, hit_a), (t_b, letters, hit_b), (t_c, p_hf))
-    return {**out, "vllm_dtype": vllm_dtype_resolved, "transformers_batch_size": hf_batch_size}
+    return (t_a, p_vllm, hit_a), (t_b, letters, hit_b), (t_c, p_hf), hf_dtype
+
+
+def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size: int,
+              vllm_dtype: str = "auto", with_other_dtype: bool = True) -> dict:
+    import torch
+
+    from constitution import DEFAULT_PATH, load_constitution
+    from generator.engines.vllm_cpu import resolve_dtype
+    from judge.config import JudgeConfig
+    from rlaif.bench_generate import machine_info, other_dtype, stdout_to_stderr
+
+    const = load_constitution(DEFAULT_PATH)
+    every = load_pairs(data, pairs + WARMUP_PAIRS)
+    warm, timed = every[pairs:], every[:pairs]
+    config = JudgeConfig(model=model, principles_per_pair=principles, orders="both")
+    dtype = resolve_dtype(vllm_dtype, cpu=not torch.cuda.is_available())
+    with stdout_to_stderr():
+        a, b, c, hf_dtype = _same_dtype_passes(model, dtype, const, warm, timed, config, hf_batch_size)
+        other = _other_dtype_pass(model, other_dtype(dtype), const, warm, timed, config) if with_other_dtype else None
+    out = summarize(model, pairs, principles, a, b, c)
+    return {**out, "vllm_dtype": dtype, "transformers_dtype": hf_dtype, "transformers_batch_size": hf_batch_size,
+            "logprob_vllm_other_dtype": other_dtype_figures(other_dtype(dtype), other[0], a[1], other[1])
+            if other else None, "machine": machine_info()}
 
 
 def summarize(model, pairs, principles, a, b, c) -> dict:
@@ -182,12 +228,14 @@ def bench_judge(
     model: str = typer.Option("smollm2-135m", help="Judge model."),
     data: Path = typer.Option(DEFAULT_DATA, help="HH-RLHF jsonl(.gz) with chosen/rejected transcripts."),
     hf_batch_size: int = typer.Option(16, help="Batch size of the transformers engine."),
-    vllm_dtype: str = typer.Option("auto", help="vLLM weights dtype (auto: float32 on CPUs without native "
-                                                "bf16, else bfloat16)."),
+    vllm_dtype: str = typer.Option("auto", "--dtype", "--vllm-dtype",
+                                   help="dtype of both engines (auto: float32 on CPUs, bfloat16 on GPUs)."),
+    with_other: bool = typer.Option(True, "--other-dtype/--no-other-dtype",
+                                    help="Also time (a) in the other dtype (its own figure)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Judge comparisons/s: logprob scoring (vLLM) vs generate-and-parse (vLLM) vs logprob (transformers)."""
-    result = run_bench(pairs, principles, model, data, hf_batch_size, vllm_dtype)
+    result = run_bench(pairs, principles, model, data, hf_batch_size, vllm_dtype, with_other)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -201,4 +249,11 @@ def bench_judge(
     typer.echo(f"(c) logprob, transformers:  {r['transformers_per_s']:8.2f} comparisons/s")
     typer.echo(f"speed-up (a)/(b) = {r['speedup_vs_generate']}x, (a)/(c) = {r['speedup_vs_transformers']}x; "
                f"agreement (a) vs (b) {r['agreement_logprob_vs_generate']}, "
-               f"mean |p_a(vllm) - p_a(hf)| {r['mean_abs_diff_p_a_vllm_vs_transformers']}")
+               f"mean |p_a(vllm) - p_a(hf)| {r['mean_abs_diff_p_a_vllm_vs_transformers']} (both {r['vllm_dtype']})")
+    if (o := r["logprob_vllm_other_dtype"]) is not None:
+        typer.echo(f"(a) in {o['dtype']} (not part of the ratios): {o['per_s']:.2f} comparisons/s, "
+                   f"mean |p_a - p_a(a)| {o['mean_abs_diff_p_a']}, preference flips {o['preference_flip_share']}, "
+                   f"distinct p_a {o['distinct_p_a']}")
+    from rlaif.bench_generate import describe_machine
+
+    typer.echo(describe_machine(r["machine"]))

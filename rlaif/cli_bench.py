@@ -6,11 +6,11 @@ import importlib
 
 import typer
 
-bench_app = typer.Typer(help="Benchmarks: each reports a ratio against a baseline measured in the same run.",
-                        no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: each reports a ratio against a baseline measured in the same run, "
+                             "and the CPU it ran on.", no_args_is_help=True)
 
 # Each module defines register(bench_app); an area not built yet is simply absent.
-BENCH_MODULES = ("rlaif.bench_generate", "rlaif.bench_judge", "rlaif.bench_align")
+BENCH_MODULES = ("rlaif.bench_generate", "rlaif.bench_judge", "rlaif.bench_dtype", "rlaif.bench_align")
 
 
 def register(root: typer.Typer) -> None:

@@ -8,7 +8,13 @@ Greedy decoding (``temperature == 0``) returns the one greedy answer ``n`` times
 
 ``score_choices`` reads the next-token distribution after each prompt (``log_softmax`` of the
 last logits), keeps the top-k and folds it with ``option_logprobs``: the same semantics as
-vLLM's ``max_tokens=1, logprobs=k``.
+vLLM's ``max_tokens=1, logprobs=k``. Those logits are computed in float32 whatever the weights'
+dtype: the base model's final (normed) hidden state at the last position goes through the output
+embedding as ``F.linear(h.float(), W.float(), b)``, as the vllm engine does with vLLM's
+``head_dtype``. A bf16 head rounds logits near 20 to steps of 0.125, which would put the judge's
+soft labels on a handful of values (tests/test_dtype.py::test_transformers_bf16_scores_use_a_float32_head).
+Heads that rescale their logits (``final_logit_softcapping``, ``logit_scale``) keep the model's
+own ``.logits``.
 """
 
 from __future__ import annotations
@@ -40,12 +46,13 @@ class TransformersEngine(ClosingEngine):
     name = "transformers"
 
     def __init__(self, model: str | None = None, *, batch_size: int = 8, device: str | None = None,
-                 dtype: str | None = None, **model_kwargs):
+                 dtype: str | None = None, seed: int | None = None, **model_kwargs):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model = display_name(model)
         self.path = resolve(model)
+        self.seed = seed  # sampling is seeded per call from Sampling.seed; recorded for provenance
         self.batch_size = max(1, int(batch_size))
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
@@ -141,6 +148,38 @@ class TransformersEngine(ClosingEngine):
         self._stats["generated_tokens"] += sum(c.num_tokens for cs in out for c in cs)
         return out
 
+    @staticmethod
+    def _float32_head(model):
+        """(weight, bias) of the output embedding in float32, or None where the model's own head
+        must be used (no separate base model, or logits rescaled after the projection)."""
+        import torch
+
+        config = model.config
+        out = model.get_output_embeddings()
+        rescaled = getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", 1.0) != 1.0
+        if out is None or model.base_model is model or rescaled or not hasattr(out, "weight"):
+            if model.dtype != torch.float32:
+                log.warning("choice scoring of %s reads logits in %s", type(model).__name__, model.dtype)
+            return None
+        bias = getattr(out, "bias", None)
+        return out.weight.float(), None if bias is None else bias.float()
+
+    @staticmethod
+    def _next_token_logits(model, ids, mask, head):
+        """float32 logits of the token after each (left-padded) row: the final hidden state of the
+        last position times the float32 output embedding (``head``), or the model's own logits."""
+        import torch
+        import torch.nn.functional as F
+
+        # Left padding shifts positions: give each row positions counted from its own first token.
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            if head is None:
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
+                return logits[:, -1, :].float()
+            h = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, -1, :]
+            return F.linear(h.float(), *head)
+
     def score_choices(self, prompts: Sequence[str], options: Sequence[str], top_k: int = 20) -> list[ChoiceScores]:
         import torch
 
@@ -148,13 +187,10 @@ class TransformersEngine(ClosingEngine):
         rows = self._ids(prompts)
         started = time.perf_counter()
         out: list[ChoiceScores] = []
+        head = self._float32_head(model)
         for b in range(0, len(rows), self.batch_size):
             ids, mask = self._pad_left(rows[b:b + self.batch_size])
-            # Left padding shifts positions: give each row positions counted from its own first token.
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            with torch.inference_mode():
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :]
-            logp = torch.log_softmax(logits.float(), dim=-1)
+            logp = torch.log_softmax(self._next_token_logits(model, ids, mask, head), dim=-1)
             vals, idx = logp.topk(min(top_k, logp.shape[-1]), dim=-1)
             for v_row, i_row in zip(vals.tolist(), idx.tolist(), strict=True):
                 top: dict[str, float] = {}
