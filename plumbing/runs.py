@@ -29,6 +29,7 @@ from typing import Any
 from plumbing import atomic
 from plumbing.batching import iter_batches
 from plumbing.hashing import canonical_json, file_sha256, item_id, sha256_of
+from plumbing.logs import attach_run_log
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
@@ -167,6 +168,8 @@ class RunWriter:
         except BaseException:
             self._lock.release()
             raise
+        # The run is valid and open: the command line may keep its log in <run>/logs (plumbing/logs.py).
+        attach_run_log(self.dir)
 
     def _open(self, mode: str) -> None:
         history: list[dict] = []

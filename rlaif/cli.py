@@ -3,7 +3,11 @@
 Every stage command lives in a ``cli_<area>.py`` module (typer definitions only, heavy imports
 inside the commands) and is mounted here. Errors a user can
 fix (bad input, missing files, a run of the wrong kind) end in ONE line on stderr and exit
-code 2; set ``RLAIF_DEBUG=1`` to see the traceback instead.
+code 2; set ``RLAIF_DEBUG=1`` to see the traceback instead. Nothing shown passes without ``redact``:
+a Hub token or a secret environment value never reaches the console (tests/test_secrets.py).
+
+The libraries' own output (vLLM, transformers, datasets) goes to the run's log file, not the
+console; ``rlaif --verbose CMD`` shows it too (``rlaif/logs.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 
 import typer
 
@@ -24,7 +29,9 @@ from rlaif import (
     cli_judge,
     cli_judge_eval,
     cli_models,
+    logs,
 )
+from rlaif.logs import OUR_PACKAGES, redact
 
 app = typer.Typer(
     name="rlaif",
@@ -38,9 +45,18 @@ app.add_typer(cli_models.app, name="models")
 # Command order in --help follows the pipeline.
 for _area in (cli_models, cli_engine, cli_generate, cli_judge, cli_judge_eval, cli_align, cli_bench):
     _area.register(app)
+for _info in app.registered_commands:
+    if logs.LOGGED_COMMANDS.get(_info.name):  # commands whose folder is not a run directory of their own
+        _info.callback = logs.log_into(logs.LOGGED_COMMANDS[_info.name], _info.callback)
 
 
-OUR_PACKAGES = {"plumbing", "constitution", "prompts", "generator", "judge", "align", "rlaif"}
+@app.callback()
+def _root(ctx: typer.Context,
+          verbose: bool = typer.Option(False, "--verbose", "-v", envvar="RLAIF_VERBOSE",
+                                       help="Show the libraries' logs (vLLM, transformers, ...) on stderr too; "
+                                            "they always go to <out>/logs/rlaif.log.")) -> None:
+    """Constitutional RLAIF: constitution file -> AI preference data -> aligned models."""
+    logs.configure(ctx.invoked_subcommand, verbose)
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -58,6 +74,12 @@ def is_user_error(exc: BaseException) -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
+    """The error as one line, with any Hub token or secret environment value masked (a message may
+    quote a server's reply or a file's content: the last line of defence)."""
+    return redact(_describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
     from pydantic import ValidationError
 
     if isinstance(exc, ValidationError):
@@ -81,16 +103,31 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _fail(message: str, code: int) -> None:
+    line = f"error: {message}"
+    print(line, file=sys.stderr)
+    logs.note(line)
+    sys.exit(code)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("RLAIF_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     exit_on_sigterm()
+    logs.enable()
+    crashed = False
     try:
         app()
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail("interrupted", 130)
     except Exception as exc:  # noqa: BLE001 - narrowed just below
         if os.environ.get("RLAIF_DEBUG") or not is_user_error(exc):
-            raise
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+            crashed = True
+            text = redact("".join(traceback.format_exception(exc)))
+            logs.note(text)
+            print(text, end="", file=sys.stderr)
+            sys.exit(1)
+        _fail(_one_line(exc), 2)
+    finally:
+        where = logs.finish(keep=crashed)
+        if crashed and where is not None:
+            print(f"log of the libraries' output: {where}", file=sys.stderr)

@@ -1,0 +1,145 @@
+"""The console shows our output; the libraries' output goes to ``<out>/logs/rlaif.log`` (rlaif/logs.py).
+
+``NoisyEngine`` is the fake engine plus output through every channel a real engine's libraries
+use: a vLLM-style log handler, transformers' logger, a Python warning, raw writes to descriptors
+1 and 2, a forked child (vLLM's EngineCore is one), a spawned subprocess, a tqdm bar. The real vLLM
+engine is run once per mode in the integration test at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+import pytest
+
+from generator.engines.fake import FakeEngine
+
+NOISY = "tests.test_logs:NoisyEngine"
+MARKERS = ["NOISY vllm-handler", "NOISY transformers-warning", "NOISY python-warning", "NOISY fd1-write",
+           "NOISY fd2-write", "NOISY forked-print", "NOISY forked-logger", "NOISY spawned-stdout",
+           "NOISY spawned-stderr"]
+OURS = "OURS engine-warning"
+
+
+def _forked_child() -> None:
+    print("NOISY forked-print")
+    logging.getLogger("vllm.noisy").warning("NOISY forked-logger")
+
+
+class NoisyEngine(FakeEngine):
+    """Fake replies; on construction, output through each channel (``NOISY_CRASH=1``: then raise)."""
+
+    def __init__(self, model: str = "fake-model", **kwargs):
+        import logging.config
+        import multiprocessing
+        import subprocess
+        import warnings
+
+        from tqdm import tqdm
+        from transformers.utils import logging as hf_logging
+
+        super().__init__(model, **kwargs)
+        # vLLM's own handler: a dictConfig stream handler on VLLM_LOGGING_STREAM (vllm/logger.py)
+        logging.config.dictConfig({
+            "version": 1, "disable_existing_loggers": False,
+            "handlers": {"vllm": {"class": "logging.StreamHandler",
+                                  "stream": os.environ.get("VLLM_LOGGING_STREAM", "ext://sys.stdout")}},
+            "loggers": {"vllm": {"handlers": ["vllm"], "level": "INFO", "propagate": False}}})
+        logging.getLogger("vllm.noisy").info("NOISY vllm-handler")
+        hf_logging.get_logger("transformers.noisy").warning("NOISY transformers-warning")
+        warnings.warn("NOISY python-warning", UserWarning, stacklevel=1)
+        logging.getLogger("generator.noisy").warning(OURS)
+        os.write(1, b"NOISY fd1-write\n")
+        os.write(2, b"NOISY fd2-write\n")
+        child = multiprocessing.get_context("fork").Process(target=_forked_child)
+        child.start()
+        child.join()
+        subprocess.run([sys.executable, "-c", "import sys; print('NOISY spawned-stdout'); "
+                                              "print('NOISY spawned-stderr', file=sys.stderr)"], check=True)
+        for _ in tqdm(range(3), desc="NOISY-tqdm"):
+            pass
+        if os.environ.get("NOISY_CRASH"):
+            raise RuntimeError("NOISY engine crashed")
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "Say hi."}\n{"prompt": "Name a colour."}\n')
+    return path
+
+
+def test_library_output_goes_to_the_run_log_not_the_console(run_cli, prompts, tmp_path):
+    out = tmp_path / "gen"
+    res = run_cli("generate", "--prompts", prompts, "--out", out, "--engine", NOISY, "--n", "2")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"{out}: 2 train, 0 errors"]
+    assert "NOISY" not in res.stderr, res.stderr  # neither the lines nor the tqdm bar
+    assert OURS in res.stderr  # our own warnings still reach the console
+    text = (out / "logs" / "rlaif.log").read_text()
+    assert text.startswith("==== rlaif generate (pid ")
+    for marker in [*MARKERS, OURS]:
+        assert marker in text, marker
+    assert "NOISY-tqdm" not in text  # bars are off without --verbose
+
+
+def test_verbose_shows_the_library_output_on_stderr_too(run_cli, prompts, tmp_path):
+    out = tmp_path / "gen"
+    res = run_cli("--verbose", "generate", "--prompts", prompts, "--out", out, "--engine", NOISY, "--n", "2")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"{out}: 2 train, 0 errors"]  # results stay alone on stdout
+    text = (out / "logs" / "rlaif.log").read_text()
+    for marker in [*MARKERS, OURS]:
+        assert marker in res.stderr, marker
+        assert marker in text, marker
+    assert "NOISY-tqdm" in res.stderr
+
+
+def test_a_resumed_run_appends_to_its_log(run_cli, prompts, tmp_path):
+    out = tmp_path / "gen"
+    for _ in range(2):
+        assert run_cli("generate", "--prompts", prompts, "--out", out, "--engine", "fake").returncode == 0
+    text = (out / "logs" / "rlaif.log").read_text()
+    assert text.count("==== rlaif generate") == 2
+
+
+def test_a_crash_shows_the_traceback_and_where_the_log_is(run_cli, prompts, tmp_path):
+    out = tmp_path / "gen"
+    res = run_cli("generate", "--prompts", prompts, "--out", out, "--engine", NOISY, env={"NOISY_CRASH": "1"})
+    assert res.returncode == 1
+    assert "Traceback" in res.stderr and "RuntimeError: NOISY engine crashed" in res.stderr
+    assert "NOISY fd1-write" not in res.stderr + res.stdout
+    log_file = out / "logs" / "rlaif.log"
+    assert res.stderr.strip().splitlines()[-1] == f"log of the libraries' output: {log_file}"
+    text = log_file.read_text()
+    assert "NOISY fd1-write" in text and "RuntimeError: NOISY engine crashed" in text
+
+
+def test_a_bad_input_error_stays_one_line(run_cli, tmp_path):
+    res = run_cli("generate", "--prompts", tmp_path / "missing.jsonl", "--out", tmp_path / "gen", "--engine", NOISY)
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: ") and "missing.jsonl" in res.stderr
+    assert not (tmp_path / "gen").exists()  # no log folder in a run that was refused
+
+
+@pytest.mark.integration
+def test_vllm_info_lines_go_to_the_run_log_not_the_console(run_cli, prompts, tmp_path, embedded_model_dir):
+    """Real vLLM (main process, EngineCore, worker): INFO lines only in the log; --verbose shows them."""
+    info = re.compile(r"\bINFO\b")
+    args = ("--prompts", prompts, "--engine", "vllm", "--n", "1", "--max-tokens", "8")
+    quiet = run_cli("generate", *args, "--out", tmp_path / "quiet")
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert quiet.stdout.splitlines() == [f"{tmp_path / 'quiet'}: 2 train, 0 errors"]
+    assert not info.search(quiet.stdout + quiet.stderr), quiet.stderr[-3000:]
+    assert "vllm" not in quiet.stderr.lower(), quiet.stderr[-3000:]
+    text = (tmp_path / "quiet" / "logs" / "rlaif.log").read_text()
+    assert re.search(r"\(EngineCore pid=\d+\) INFO ", text) and re.search(r"\(MainProcess pid=\d+\) INFO ", text)
+
+    loud = run_cli("--verbose", "generate", *args, "--out", tmp_path / "loud")
+    assert loud.returncode == 0, loud.stderr[-3000:]
+    assert loud.stdout.splitlines() == [f"{tmp_path / 'loud'}: 2 train, 0 errors"]
+    assert re.search(r"\(EngineCore pid=\d+\) INFO ", loud.stderr)
+    assert re.search(r"\(EngineCore pid=\d+\) INFO ", (tmp_path / "loud" / "logs" / "rlaif.log").read_text())
