@@ -32,11 +32,31 @@ def get_method(name: str) -> Callable[[Any], dict]:
         raise RecipeError(f"align method {name!r}: cannot import {target} ({e})") from None
 
 
-def run(recipe) -> dict:
-    """Train with ``recipe`` (its method picks the trainer); returns the metrics."""
+def run(recipe, overwrite: bool = False) -> dict:
+    """Train with ``recipe`` (its method picks the trainer); returns the metrics.
+
+    ``recipe.output_dir`` is checked before the data or the model is read, the trainer writes into a
+    temp folder, and that folder is renamed to output_dir only when training ends well
+    (align/output.py; ``overwrite`` replaces an earlier output of the same method)."""
+    import os
+
+    from align.launch import WORK_DIR, in_child, writes_for_parent
+    from align.output import check_out, publish, write_manifest
+
     if recipe.quiet:
         quiet_progress()
-    return get_method(recipe.method)(recipe)
+    train = get_method(recipe.method)
+    if writes_for_parent():  # started by align/launch.py, which checked output_dir and renames at the end
+        return train(recipe.writing_to(os.environ[WORK_DIR]))
+    if in_child():
+        check_out(recipe, overwrite)  # started by accelerate/torchrun directly: every rank writes output_dir
+        metrics = train(recipe)
+        if metrics.get("method"):  # rank 0
+            write_manifest(recipe.output_dir, recipe)
+        return metrics
+    mode = check_out(recipe, overwrite)
+    with publish(recipe, mode) as tmp:
+        return train(recipe.writing_to(tmp))
 
 
 def quiet_progress() -> None:

@@ -26,18 +26,61 @@ PLOTTED = {"sft": ("eval_mean_token_accuracy", "mean_token_accuracy"),
 
 
 def resolve_model(name: str) -> str:
-    """The folder or Hub id trainers load; checks a local path exists without reading any weights."""
-    from generator.models import EMBEDDED, resolve
+    """The folder or Hub id trainers load, after ``check_model``; converts an embedded model on first use."""
+    from generator.models import resolve
+
+    kind = check_model(name)
+    if kind == "embedded":
+        return resolve(name)
+    return str(Path(name).expanduser()) if kind == "folder" else name
+
+
+def check_model(name: str, hub_timeout_s: float = 10.0) -> str:
+    """Where ``name`` will load from, checked without reading any weights; raises RecipeError otherwise.
+
+    Returns "embedded" (smollm2-135m), "folder" (a local folder with config.json), "cache" (a Hub id
+    already in the Hugging Face cache) or "hub" (a Hub id the Hub knows). The Hub is asked only when
+    the cache lacks the id and HF_HUB_OFFLINE is unset, with one request of at most ``hub_timeout_s``
+    (transformers would retry a missing model for about 30 s before failing with a traceback):
+    tests/test_align_outputs.py::test_unknown_model_fails_at_once."""
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    from generator.models import EMBEDDED
 
     if name in EMBEDDED:
-        return resolve(name)
+        return "embedded"
     path = Path(name).expanduser()
+    choices = f"give an embedded name ({', '.join(EMBEDDED)}), a local model folder or a Hugging Face Hub id"
     if path.is_dir():
-        return str(path)
-    if name.startswith(("/", ".", "~")) or name.count("/") > 1:  # a path, not a Hub id (org/name)
-        raise RecipeError(f"model {name}: no such model folder; give an embedded name (smollm2-135m), "
-                          f"a local folder or a Hub id")
-    return name
+        if not (path / "config.json").is_file():
+            raise RecipeError(f"model {name}: the folder has no config.json, so it is not a model; {choices}")
+        return "folder"
+    if path.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise RecipeError(f"model {name}: no such model folder; {choices}")
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise RecipeError(f"model {name!r}: not an embedded name, a local folder or a valid Hub id; {choices}") from None
+    if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str):
+        return "cache"
+    if huggingface_hub.is_offline_mode():
+        raise RecipeError(f"model {name}: not an embedded name or a local folder, and not in the Hugging Face cache "
+                          f"(HF_HUB_OFFLINE=1 forbids downloading it); {choices}, or unset HF_HUB_OFFLINE")
+    try:
+        huggingface_hub.HfApi().model_info(name, timeout=hub_timeout_s)
+    except GatedRepoError:
+        raise RecipeError(f"model {name}: gated on the Hugging Face Hub; accept its terms on "
+                          f"https://huggingface.co/{name} and log in (`hf auth login`)") from None
+    except RepositoryNotFoundError:
+        raise RecipeError(f"model {name}: not an embedded name or a local folder, and no such model on the Hugging "
+                          f"Face Hub (a private one needs `hf auth login`); {choices}") from None
+    except Exception as e:  # noqa: BLE001 - network, TLS, proxy and HTTP failures all mean "cannot check"
+        raise RecipeError(f"model {name}: not an embedded name or a local folder, and the Hugging Face Hub cannot be "
+                          f"reached to find it ({type(e).__name__}: {' '.join(str(e).split())[:120]}); {choices}, "
+                          f"or set HF_HUB_OFFLINE=1 to use only local models") from None
+    return "hub"
 
 
 def finish(trainer, recipe, data, train_result) -> dict[str, Any]:
@@ -45,7 +88,7 @@ def finish(trainer, recipe, data, train_result) -> dict[str, Any]:
     metrics: dict[str, Any] = {"train": dict(train_result.metrics)}
     if data.eval is not None:
         metrics["eval"] = trainer.evaluate()
-    out = Path(recipe.output_dir)
+    out = Path(trainer.args.output_dir)  # recipe.work_dir: align.run renames it to output_dir at the end
     trainer.save_model(str(out))
     if not trainer.is_world_process_zero():
         return metrics
@@ -56,7 +99,7 @@ def finish(trainer, recipe, data, train_result) -> dict[str, Any]:
     (out / METRICS).write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     plot_curve(history, recipe.method, out / CURVE)
     write_card(out, recipe, data, metrics)
-    log.info("saved %s model, card, metrics and curve to %s", recipe.method, out)
+    log.info("wrote %s model, card, metrics and curve to %s", recipe.method, out)
     return metrics
 
 
@@ -114,7 +157,7 @@ def write_card(out: Path, recipe, data, metrics: dict[str, Any]) -> None:
     recipe_yaml = yaml.safe_dump({"method": recipe.method, **recipe.model_dump(mode="json")}, sort_keys=False)
     lines = [
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-        f"# {out.name}: rlaif align {recipe.method}", "",
+        f"# {Path(recipe.output_dir).name}: rlaif align {recipe.method}", "",
         f"Trained with `rlaif align {recipe.method}` (TRL {_version('trl')}, transformers "
         f"{_version('transformers')}) for {metrics.get('global_step')} steps on "
         f"{metrics.get('world_size')} process(es).", "",

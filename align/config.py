@@ -22,7 +22,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class RecipeError(ValueError):
@@ -67,11 +75,33 @@ class _Recipe(BaseModel):
     quiet: bool = Field(False, description="Silence progress bars (TRL's disable_tqdm); logs remain.")
     trl: dict[str, Any] = Field(default_factory=dict, description="Passed unchanged to TRL's config class "
                                 "(e.g. warmup_steps, bf16, gradient_checkpointing, save_steps).")
+    # Where this process writes: ``align.run`` points it at a hidden temp folder beside output_dir and
+    # renames that into place at the end (align/output.py); None = output_dir itself.
+    _work_dir: str | None = PrivateAttr(None)
 
     @field_validator("data", mode="before")
     @classmethod
     def _path_shorthand(cls, v: Any) -> Any:
         return {"path": v} if isinstance(v, str | Path) else v
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, v: int) -> int:
+        if v == 0 or v < -1:
+            raise ValueError(f"must be a positive number of optimizer steps, or -1 to train num_train_epochs "
+                             f"(got {v})")
+        return v
+
+    def writing_to(self, folder: str | Path) -> _Recipe:
+        """A copy of the recipe whose trainer writes into ``folder`` (output_dir stays the destination)."""
+        copy = self.model_copy()
+        copy._work_dir = str(folder)
+        return copy
+
+    @property
+    def work_dir(self) -> str:
+        """The folder the trainer writes into (a temp folder under ``align.run``, else output_dir)."""
+        return self._work_dir or self.output_dir
 
     def method_fields(self) -> dict[str, Any]:
         """Recipe fields that map onto the TRL config beyond the shared ones."""
@@ -100,6 +130,7 @@ class _Recipe(BaseModel):
         self.check_trl_keys()
         kwargs: dict[str, Any] = {"report_to": "none", "logging_steps": 1, "save_strategy": "no"}
         kwargs.update({k: getattr(self, k) for k in self.ours})
+        kwargs["output_dir"] = self.work_dir
         kwargs.update(self.method_fields())
         kwargs["disable_tqdm"] = self.quiet
         if not _has_accelerator():  # TRL defaults to bf16=True, which a CPU-only box refuses;
@@ -239,7 +270,7 @@ def build_recipe(method: str, raw: dict[str, Any], source: str = "recipe") -> _R
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first.get("loc", ())) or "recipe"
-        msg = first.get("msg", "invalid")
+        msg = first.get("msg", "invalid").removeprefix("Value error, ")
         if first.get("type") == "extra_forbidden":
             known = ", ".join(cls.model_fields) if len(first.get("loc", ())) == 1 else ", ".join(DataSource.model_fields)
             msg = f"unknown key (known: {known}; TRL options go under trl:)"

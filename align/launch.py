@@ -28,10 +28,16 @@ from align.config import RecipeError
 log = logging.getLogger(__name__)
 
 LAUNCHED = "RLAIF_ALIGN_LAUNCHED"  # set in children, so they train instead of launching again
+WORK_DIR = "RLAIF_ALIGN_WORK_DIR"  # the parent's temp folder the children write into (align/output.py)
 
 
 def in_child() -> bool:
     return os.environ.get(LAUNCHED) == "1" or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def writes_for_parent() -> bool:
+    """A child started by ``run_launched``: it trains into the parent's temp folder, the parent renames it."""
+    return in_child() and bool(os.environ.get(WORK_DIR))
 
 
 def should_launch(num_processes: int | None, accelerate_config: str | None) -> bool:
@@ -74,8 +80,9 @@ def accelerate_command(method: str, recipe_file: str, num_processes: int | None,
     return cmd, env
 
 
-def launch(recipe, num_processes: int | None, accelerate_config: str | None) -> int:
-    """Run ``recipe`` in ``num_processes`` processes; returns the launcher's exit code."""
+def launch(recipe, num_processes: int | None, accelerate_config: str | None,
+           work_dir: str | Path | None = None) -> int:
+    """Run ``recipe`` in ``num_processes`` processes writing into ``work_dir``; returns the launcher's exit code."""
     import yaml
 
     with tempfile.TemporaryDirectory(prefix="rlaif-align-") as tmp:
@@ -83,5 +90,32 @@ def launch(recipe, num_processes: int | None, accelerate_config: str | None) -> 
         recipe_file.write_text(yaml.safe_dump({"method": recipe.method, **recipe.model_dump(mode="json")},
                                               sort_keys=False))
         cmd, env = accelerate_command(recipe.method, str(recipe_file), num_processes, accelerate_config)
+        if work_dir is not None:
+            env[WORK_DIR] = str(work_dir)
         log.info("launching: %s", " ".join(cmd))
         return subprocess.run(cmd, env=env, check=False).returncode
+
+
+def run_launched(recipe, num_processes: int | None, accelerate_config: str | None, overwrite: bool = False) -> int:
+    """Check output_dir, the data and the model here (no weights read), then train in child processes
+    writing into a temp folder that becomes output_dir only if they all succeed; returns the exit code."""
+    from align.card import check_model
+    from align.data import load_data
+    from align.output import check_out, publish
+
+    mode = check_out(recipe, overwrite)
+    load_data(recipe.data, recipe.method, soft_labels=getattr(recipe, "soft_labels", False), seed=recipe.seed)
+    check_model(recipe.model)
+    code = 0
+    try:
+        with publish(recipe, mode) as work_dir:
+            code = launch(recipe, num_processes, accelerate_config, work_dir)
+            if code != 0:
+                raise _ChildrenFailed
+    except _ChildrenFailed:
+        log.error("training processes failed (exit code %d); %s is unchanged", code, recipe.output_dir)
+    return code
+
+
+class _ChildrenFailed(Exception):
+    """The launched processes failed: the temp folder is dropped and output_dir left as it was."""

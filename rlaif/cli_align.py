@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -23,27 +24,31 @@ HELP = {
 
 def _train(method: str, config: Path | None, sets: list[str], data: str | None, model: str | None,
            out: str | None, max_steps: int | None, num_processes: int, accelerate_config: str | None,
-           quiet: bool) -> None:
+           quiet: bool, overwrite: bool) -> None:
     from align.config import RecipeError, load_recipe
-    from align.data import load_data
-    from align.launch import launch, should_launch
+    from align.launch import run_launched, should_launch, writes_for_parent
 
     if config is None and not (data and out):
         raise RecipeError(f"give --config RECIPE.yaml, or --data RUN_DIR and --out DIR (rlaif align {method} --help)")
     quick = {"data": data, "model": model, "output_dir": out, "max_steps": max_steps, "quiet": quiet or None}
     recipe = load_recipe(method, config, sets, quick)
     if should_launch(num_processes, accelerate_config):
-        load_data(recipe.data, method, soft_labels=getattr(recipe, "soft_labels", False), seed=recipe.seed)
-        raise typer.Exit(launch(recipe, num_processes, accelerate_config))
+        code = run_launched(recipe, num_processes, accelerate_config, overwrite)
+        if code == 0:
+            _report(method, json.loads((Path(recipe.output_dir) / "metrics.json").read_text()), recipe.output_dir)
+        raise typer.Exit(code)
     from align import run
 
-    metrics = run(recipe)
-    if metrics.get("method"):  # rank 0 only
-        final = {k: v for k, v in (metrics.get("eval") or {}).items() if isinstance(v, float)}
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(final.items()) if "runtime" not in k
-                          and "per_second" not in k)
-        typer.echo(f"{method}: {metrics['global_step']} steps, saved to {recipe.output_dir}"
-                   + (f" ({shown})" if shown else ""))
+    metrics = run(recipe, overwrite=overwrite)
+    if metrics.get("method") and not writes_for_parent():  # rank 0; a launching parent reports itself
+        _report(method, metrics, recipe.output_dir)
+
+
+def _report(method: str, metrics: dict, out: str) -> None:
+    final = {k: v for k, v in (metrics.get("eval") or {}).items() if isinstance(v, float)}
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(final.items()) if "runtime" not in k
+                      and "per_second" not in k)
+    typer.echo(f"{method}: {metrics['global_step']} steps, saved to {out}" + (f" ({shown})" if shown else ""))
 
 
 def _make(method: str):
@@ -59,8 +64,11 @@ def _make(method: str):
         accelerate_config: str = typer.Option(None, "--accelerate-config",
                                               help="accelerate config file, e.g. recipes/accelerate/zero3.yaml."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `rlaif align "
+                                       f"{method}` output in --out (nothing else is ever replaced)."),
     ) -> None:
-        _train(method, config, sets, data, model, out, max_steps, num_processes, accelerate_config, quiet)
+        _train(method, config, sets, data, model, out, max_steps, num_processes, accelerate_config, quiet,
+               overwrite)
 
     command.__doc__ = HELP[method]
     return command
