@@ -38,11 +38,13 @@ def resolve_model(name: str) -> str:
 def check_model(name: str, hub_timeout_s: float = 10.0) -> str:
     """Where ``name`` will load from, checked without reading any weights; raises RecipeError otherwise.
 
-    Returns "embedded" (smollm2-135m), "folder" (a local folder with config.json), "cache" (a Hub id
-    already in the Hugging Face cache) or "hub" (a Hub id the Hub knows). The Hub is asked only when
-    the cache lacks the id and HF_HUB_OFFLINE is unset, with one request of at most ``hub_timeout_s``
-    (transformers would retry a missing model for about 30 s before failing with a traceback):
-    tests/test_align_outputs.py::test_unknown_model_fails_at_once."""
+    Returns "embedded" (smollm2-135m), "folder" (a local folder with config.json or a PEFT
+    adapter_config.json), "cache" (a Hub id already in the Hugging Face cache) or "hub" (a Hub id the
+    Hub knows). The Hub is asked only when the cache lacks the id and HF_HUB_OFFLINE is unset, with
+    one request of at most ``hub_timeout_s``; letting transformers find out instead took 34 s on a
+    box without network and ended in a traceback (tests/test_align_outputs.py:
+    test_unknown_model_fails_at_once, test_model_check_answers_within_its_timeout,
+    test_model_folders_are_checked)."""
     import huggingface_hub
     from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
     from huggingface_hub.utils import validate_repo_id
@@ -54,8 +56,9 @@ def check_model(name: str, hub_timeout_s: float = 10.0) -> str:
     path = Path(name).expanduser()
     choices = f"give an embedded name ({', '.join(EMBEDDED)}), a local model folder or a Hugging Face Hub id"
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise RecipeError(f"model {name}: the folder has no config.json, so it is not a model; {choices}")
+        if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+            raise RecipeError(f"model {name}: the folder has no config.json (nor a PEFT adapter_config.json), so it "
+                              f"is not a model; {choices}")
         return "folder"
     if path.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1:
         raise RecipeError(f"model {name}: no such model folder; {choices}")

@@ -2,7 +2,8 @@
 
 The judge gives each pair a probability ``p = p_chosen`` in [0.5, 1] that ``chosen`` is better
 (judge/records.py). A hard label throws that away; these losses train towards it instead.
-Both reduce to TRL's hard losses at ``p = 1`` (tests/test_align_losses.py checks the values).
+Both reduce to TRL's hard losses at ``p = 1`` (tests/test_align_losses.py checks the values;
+tests/test_align_dpo_trl.py checks the cDPO trainer against TRL's own DPOTrainer on a batch).
 
 Notation: ``s`` is the logistic sigmoid, ``log s(x) = -softplus(-x)``. Useful identity:
 ``log s(x) - log s(-x) = x``, so ``-log s(-x) = -log s(x) + x``.

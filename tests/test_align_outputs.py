@@ -181,7 +181,7 @@ def test_unknown_model_fails_at_once(run_cli, judge_run, tmp_path, offline):
     if offline:
         assert "HF_HUB_OFFLINE" in lines[0], lines[0]
     assert not out.exists()
-    assert elapsed < 60, elapsed
+    assert elapsed < 120, elapsed  # a generous bound (shared box); the check's own time is tested below
 
 
 def test_model_check_answers_within_its_timeout(monkeypatch):
@@ -198,3 +198,18 @@ def test_model_check_answers_within_its_timeout(monkeypatch):
             check_model("no-such-model", hub_timeout_s=5)
         assert time.monotonic() - start < 7
     assert check_model("smollm2-135m") == "embedded"
+
+
+def test_model_folders_are_checked(tmp_path, tiny_model_dir):
+    from align.card import check_model
+    from align.config import RecipeError
+
+    assert check_model(tiny_model_dir) == "folder"
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    assert check_model(str(tmp_path / "adapter")) == "folder"  # a PEFT adapter folder is a model too
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RecipeError, match="no config.json"):
+        check_model(str(tmp_path / "empty"))
+    with pytest.raises(RecipeError, match="not an embedded name, a local folder or a valid Hub id"):
+        check_model("bad name!")
