@@ -16,9 +16,18 @@ from jinja2 import TemplateSyntaxError
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from constitution.schema import Constitution, ConstitutionError, TemplateProblem, render_source
+from constitution.schema import (
+    MAX_TEMPLATE_NODES,
+    MAX_TEXT_CHARS,
+    TAG_FIX,
+    Constitution,
+    ConstitutionError,
+    TemplateProblem,
+    disallowed_tags,
+    render_source,
+)
 from plumbing.chat import last_user_message
-from prompts import undeclared_variables, unsafe_constructs
+from prompts import node_count, undeclared_variables, unsafe_constructs
 
 logger = logging.getLogger(__name__)
 
@@ -237,19 +246,27 @@ def _text_line(root: Node | None, loc: tuple, template_line: int) -> int:
 
 
 def check_text(text: str, context: dict, *, where: str, loc: tuple, root: Node | None, source: str) -> None:
-    """Refuse a principle text that does not parse, reaches for Python internals, uses an undefined
-    name, or does not render on ``context``."""
+    """Refuse a principle text that is too long, does not parse, uses a tag other than ``{% if %}``,
+    reaches for Python internals, uses an undefined name, or does not render on ``context`` within
+    the sandbox's limits."""
     allowed = set(context)
 
     def fail(template_line: int, what: str, fix: str) -> ConstitutionError:
         return ConstitutionError(f"{source}:{_text_line(root, loc, template_line)}: {where}: {what}; {fix}")
 
+    if len(text) > MAX_TEXT_CHARS:
+        raise fail(1, f"text of {len(text):,} characters is over the limit of {MAX_TEXT_CHARS:,}",
+                   "shorten it (a principle is a request or a question of a few sentences)")
     try:
+        tags = disallowed_tags(text)
         names = undeclared_variables(text)
         unsafe = unsafe_constructs(text)
     except TemplateSyntaxError as e:
-        raise fail(e.lineno or 1, f"Jinja syntax error: {e.message}",
+        raise fail(e.lineno or 1, f"Jinja syntax error: {' '.join(e.message.split()) if e.message else e}",
                    "fix the template ('{{ name }}' for values, '{% ... %}' for tags)") from None
+    if tags:
+        line, tag = tags[0]
+        raise fail(line, f"'{{% {tag} %}}' is not allowed in a principle text", TAG_FIX)
     if unsafe:
         line, what = unsafe[0]
         raise fail(line, f"unsafe construct ({what}) refused: templates may not reach Python internals",
@@ -265,14 +282,27 @@ def check_text(text: str, context: dict, *, where: str, loc: tuple, root: Node |
 
 
 def check_templates(const: Constitution, root: Node | None, source: str) -> None:
+    """Check every principle text (and few-shot principle text), refusing a constitution whose texts
+    have more than ``MAX_TEMPLATE_NODES`` Jinja nodes in all before compiling more of them."""
+    texts = []
     context = const.context(prompt=SAMPLE_PROMPT, conversation=SAMPLE_CONVERSATION)
     for i, p in enumerate(const.principles):
         for field in ("critique", "revision", "compare"):
-            check_text(p.text(field), context, where=f"{p.id}.{field}", loc=("principles", i, field),
-                       root=root, source=source)
+            texts.append((p.text(field), context, f"{p.id}.{field}", ("principles", i, field)))
     for j, ex in enumerate(const.few_shot.compare):
         conv = [m.model_dump() for m in ex.conversation]
-        prompt = last_user_message(conv)
-        check_text(ex.principle, const.context(prompt=prompt, conversation=conv),
-                   where=f"few_shot.compare[{j}].principle", loc=("few_shot", "compare", j, "principle"),
-                   root=root, source=source)
+        texts.append((ex.principle, const.context(prompt=last_user_message(conv), conversation=conv),
+                      f"few_shot.compare[{j}].principle", ("few_shot", "compare", j, "principle")))
+    total = 0
+    for text, ctx, where, loc in texts:
+        if len(text) <= MAX_TEXT_CHARS:
+            try:
+                total += node_count(text)
+            except TemplateSyntaxError:
+                pass  # check_text reports it with its line
+        if total > MAX_TEMPLATE_NODES:
+            raise ConstitutionError(
+                f"{source}:{_text_line(root, loc, 1)}: {where}: the principle texts up to this one have more than "
+                f"{MAX_TEMPLATE_NODES:,} Jinja nodes in all (each piece of text, name, constant, operator, filter "
+                "and tag counts one); shorten the texts or split the constitution")
+        check_text(text, ctx, where=where, loc=loc, root=root, source=source)

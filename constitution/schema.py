@@ -5,6 +5,13 @@ appendix C): a *critique* request and a *revision* request for supervised CAI, a
 *compare* question for the RL-CAI preference judge. Texts render in the one sandbox of
 :mod:`prompts` with the constitution's ``variables`` plus the item's ``prompt`` (the last
 user message) and ``conversation`` (a list of ``{"role", "content"}`` dicts).
+
+A principle text is plain text with ``{{ expressions }}`` and ``{% if %}`` only: loops,
+assignments, macros, calls, includes, imports and every other tag are refused when the file is
+loaded and again when a text is rendered (``PRINCIPLE_TAGS``). ``{% if %}`` stays because it runs
+each branch at most once, so a text without the other tags does work in proportion to its length;
+every render is further bounded by the sandbox's limits (``prompts/limits.py``, proven by
+``tests/test_sandbox.py``). Loops belong in the prompt templates (``prompts/``, ``--templates``).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from jinja2 import Template, TemplateError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from plumbing.chat import last_user_message
-from prompts import SecurityError, environment
+from prompts import SecurityError, environment, statement_tags
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +44,33 @@ class ConstitutionError(ValueError):
     ``<file>:<line>: <principle id or field>: <what is wrong>; <how to fix>``."""
 
 
+# Compiling a text costs ~0.1-0.3 ms per Jinja node (prompts.node_count), so these bound the time a
+# constitution takes to load: at most ~0.5 s for one text and ~1.5 s for all of them. The texts of
+# constitution/default.yaml are at most 244 characters and 154 nodes in all.
+MAX_TEXT_CHARS = 4_000
+MAX_TEMPLATE_NODES = 3_000
+# The only statement a principle text may use (see the module docstring).
+PRINCIPLE_TAGS: frozenset[str] = frozenset({"if"})
+TAG_FIX = ("a principle text is plain text with {{ expressions }} and {% if %} only; put loops and "
+           "assignments in a prompt template (prompts/, --templates DIR)")
+
+
 class TemplateProblem(Exception):
     """A principle text failed to render; the message says why (no location)."""
+
+
+def disallowed_tags(text: str) -> list[tuple[int, str]]:
+    """``(line, tag)`` for every ``{% tag %}`` a principle text may not use (raises ``TemplateSyntaxError``)."""
+    return [(line, tag) for line, tag in statement_tags(text) if tag not in PRINCIPLE_TAGS]
 
 
 @lru_cache(maxsize=4096)
 def _compiled(source: str) -> Template:
     # The same sandboxed environment as ``prompts.render_text``, but each principle text is compiled
     # once instead of once per item (compiling costs ~1 ms; a run renders every text for every item).
+    bad = disallowed_tags(source)
+    if bad:
+        raise TemplateProblem(f"'{{% {bad[0][1]} %}}' is not allowed in a principle text")
     return environment(None).from_string(source)
 
 
@@ -57,7 +83,9 @@ def render_source(source: str, context: dict) -> str:
     except TemplateError as e:
         raise TemplateProblem(f"{type(e).__name__}: {e.message or e}") from None
     except (TypeError, ValueError, ArithmeticError, LookupError) as e:  # e.g. {{ 1 / 0 }}, {{ "a" + 1 }}
-        raise TemplateProblem(f"{type(e).__name__}: {e}") from None
+        raise TemplateProblem(f"{type(e).__name__}: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise TemplateProblem("nested too deeply (Python's recursion limit)") from None
 
 
 class _Model(BaseModel):
