@@ -8,7 +8,7 @@ until the machine gives up. This module hooks every place where a template does 
 - the generated code (a code generator subclass) sends every output piece through
   ``environment.emit``, every ``for`` loop's iterable through ``environment.loop_iter``,
   every ``~`` through ``environment.bounded_concat`` and every list/dict/tuple literal through
-  ``environment.built``;
+  ``environment.built``; every include, import and extends is a step;
 - every filter is wrapped (:mod:`prompts.bounds`): one step, a check of its arguments before it
   runs for the filters whose result can outgrow their input (``center``, ``indent``,
   ``wordwrap``, ``replace``, ``join``, ``format``, ``batch``, ``slice``, ``round``, ``escape``,
@@ -193,6 +193,19 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                                           "into simpler expressions", node.lineno or 1, name, filename)
             stack.extend((child, depth + 1) for child in node.iter_child_nodes())
         return tree
+
+    def get_template(self, *args, **kwargs):
+        """Every ``{% include %}``, ``{% import %}`` and ``{% extends %}`` is a step of the render in progress."""
+        budget = current()
+        if budget is not None:
+            budget.step()
+        return super().get_template(*args, **kwargs)
+
+    def select_template(self, *args, **kwargs):
+        budget = current()
+        if budget is not None:
+            budget.step()
+        return super().select_template(*args, **kwargs)
 
     # -- hooks the generated code calls ---------------------------------------------------------
     def emit(self, text: str) -> str:

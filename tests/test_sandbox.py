@@ -5,6 +5,8 @@ CLI); legitimate templates render exactly as before."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
 import time
 import tracemalloc
@@ -16,6 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 import prompts
 from constitution import ConstitutionError, load_constitution, parse_constitution
 from constitution.schema import Constitution, Principle
+from generator.inputs import hh_messages
 from prompts import PromptError, SecurityError, render, render_text
 from prompts.limits import SandboxLimitError
 
@@ -195,6 +198,15 @@ def test_long_and_large_constitutions_are_refused_before_compiling(tmp_path):
     assert time.monotonic() - start < 5
 
 
+def test_includes_that_fan_out_are_stopped(tmp_path):
+    """20 files that each include the next twice would render 2**20 empty templates."""
+    for i in range(20):
+        (tmp_path / f"t{i}.jinja").write_text(f"{{% include 't{i + 1}.jinja' %}}{{% include 't{i + 1}.jinja' %}}")
+    (tmp_path / "t20.jinja").write_text("")
+    message, seconds, peak = _refused(lambda: render("t0.jinja", tmp_path))
+    assert re.search(r"steps|longer than the limit of 1 s", message) and seconds < SECONDS and peak < MEGABYTES
+
+
 @pytest.mark.parametrize("name", ["center", "nested_filters", "doubling_namespace"])
 def test_lint_prints_one_located_line_for_a_hostile_file(name, tmp_path, run_cli):
     source = {**EXPRESSIONS, **STATEMENTS}[name][0]
@@ -220,8 +232,20 @@ def _long_conversation(turns: int, words: int = 60) -> list[dict]:
              "content": f"Turn {i}: " + " ".join(f"word{j}" for j in range(words))} for i in range(turns)]
 
 
-def test_builtin_templates_render_a_long_conversation_as_jinja_does():
-    conversation = _long_conversation(50)
+def _real_conversation(shared_data, turns: int) -> list[dict]:
+    """HH-RLHF test transcripts (each user first, assistant last) joined until ``turns`` messages."""
+    messages: list[dict] = []
+    with gzip.open(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            messages += hh_messages(json.loads(line)["chosen"])
+            if len(messages) >= turns:
+                return messages[:turns]
+    raise AssertionError("not enough HH-RLHF turns")
+
+
+def test_builtin_templates_render_a_long_real_conversation_as_jinja_does(shared_data):
+    conversation = _real_conversation(shared_data, 50)
+    assert [m["role"] for m in conversation] == ["user", "assistant"] * 25
     judge = {"conversation": conversation, "principle": "Which is better?", "response_a": "A.", "response_b": "B."}
     few_shot = [{**judge, "conversation": conversation[:6], "answer": "A"}]
     cases = {prompts.PAIRWISE: {**judge, "few_shot": few_shot}, prompts.PAIRWISE_COT: {**judge, "rationale": "r"},
@@ -233,7 +257,8 @@ def test_builtin_templates_render_a_long_conversation_as_jinja_does():
         text = render(name, None, **context)
         assert time.monotonic() - start < 0.5
         assert text == reference.get_template(name).render(**context), name
-    assert render(prompts.PAIRWISE, None, **judge, few_shot=few_shot).count("Turn 49:") == 1
+    text = render(prompts.PAIRWISE, None, **judge, few_shot=few_shot)
+    assert all(m["content"] in text for m in conversation)
 
 
 def test_limits_leave_room_for_large_real_inputs():
