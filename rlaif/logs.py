@@ -51,9 +51,10 @@ from plumbing.logs import log_path, set_log_sink
 OUR_PACKAGES = frozenset({"plumbing", "constitution", "prompts", "generator", "judge", "align", "rlaif"})
 
 # Commands whose libraries' output goes to a log, and the parameter naming the folder that keeps the
-# log when no run directory attaches it first (RunWriter does, for generate, revise and judge).
+# log when no run directory attaches it first (RunWriter does, for generate, revise and judge; judge-eval
+# once its output folder is swapped in, judge/eval_report.py, so a folder it refuses is never written).
 # publish has none: its --dry-run folder is exactly what would be uploaded, a real push has no folder.
-LOGGED_COMMANDS: dict[str, str | None] = {"generate": None, "revise": None, "judge": None, "judge-eval": "out",
+LOGGED_COMMANDS: dict[str, str | None] = {"generate": None, "revise": None, "judge": None, "judge-eval": None,
                                           "publish": None, "demo": "out"}
 
 # Hub user access tokens are "hf_" + 34 letters and digits; 20 leaves room for other lengths.
@@ -279,8 +280,9 @@ def finish(keep: bool) -> Path | None:
 
 def log_into(param: str, command: Callable) -> Callable:
     """Wrap a typer command so its log lands in the folder its ``param`` names, once that folder exists
-    (before the command when it already does, else after it): judge-eval and demo have no RunWriter
-    of their own at the top."""
+    (before the command when it already does, else after it): ``rlaif demo`` writes its runs inside
+    its ``--out``, which has no RunWriter of its own. Only for commands that write into any folder
+    they are given: a folder the command would refuse must not be written first."""
 
     @functools.wraps(command)
     def wrapped(**kwargs):
@@ -296,4 +298,5 @@ def log_into(param: str, command: Callable) -> Callable:
     return wrapped
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX only; elsewhere there is no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
