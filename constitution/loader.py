@@ -245,10 +245,10 @@ def _text_line(root: Node | None, loc: tuple, template_line: int) -> int:
     return start + max(template_line, 1) - 1
 
 
-def check_text(text: str, context: dict, *, where: str, loc: tuple, root: Node | None, source: str) -> None:
+def check_text(text: str, context: dict, *, where: str, loc: tuple, root: Node | None, source: str) -> int:
     """Refuse a principle text that is too long, does not parse, uses a tag other than ``{% if %}``,
     reaches for Python internals, uses an undefined name, or does not render on ``context`` within
-    the sandbox's limits."""
+    the sandbox's limits; returns its number of Jinja nodes (``prompts.node_count``)."""
     allowed = set(context)
 
     def fail(template_line: int, what: str, fix: str) -> ConstitutionError:
@@ -258,6 +258,7 @@ def check_text(text: str, context: dict, *, where: str, loc: tuple, root: Node |
         raise fail(1, f"text of {len(text):,} characters is over the limit of {MAX_TEXT_CHARS:,}",
                    "shorten it (a principle is a request or a question of a few sentences)")
     try:
+        size = node_count(text)
         tags = disallowed_tags(text)
         names = undeclared_variables(text)
         unsafe = unsafe_constructs(text)
@@ -279,11 +280,12 @@ def check_text(text: str, context: dict, *, where: str, loc: tuple, root: Node |
         render_source(text, context)
     except TemplateProblem as e:
         raise fail(1, f"does not render: {e}", "fix the template") from None
+    return size
 
 
 def check_templates(const: Constitution, root: Node | None, source: str) -> None:
-    """Check every principle text (and few-shot principle text), refusing a constitution whose texts
-    have more than ``MAX_TEMPLATE_NODES`` Jinja nodes in all before compiling more of them."""
+    """Check every principle text (and few-shot principle text), refusing a constitution once its texts
+    have more than ``MAX_TEMPLATE_NODES`` Jinja nodes in all (which bounds the time compiling takes)."""
     texts = []
     context = const.context(prompt=SAMPLE_PROMPT, conversation=SAMPLE_CONVERSATION)
     for i, p in enumerate(const.principles):
@@ -295,14 +297,9 @@ def check_templates(const: Constitution, root: Node | None, source: str) -> None
                       f"few_shot.compare[{j}].principle", ("few_shot", "compare", j, "principle")))
     total = 0
     for text, ctx, where, loc in texts:
-        if len(text) <= MAX_TEXT_CHARS:
-            try:
-                total += node_count(text)
-            except TemplateSyntaxError:
-                pass  # check_text reports it with its line
+        total += check_text(text, ctx, where=where, loc=loc, root=root, source=source)
         if total > MAX_TEMPLATE_NODES:
             raise ConstitutionError(
                 f"{source}:{_text_line(root, loc, 1)}: {where}: the principle texts up to this one have more than "
                 f"{MAX_TEMPLATE_NODES:,} Jinja nodes in all (each piece of text, name, constant, operator, filter "
                 "and tag counts one); shorten the texts or split the constitution")
-        check_text(text, ctx, where=where, loc=loc, root=root, source=source)

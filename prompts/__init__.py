@@ -140,8 +140,10 @@ def template_sha256(names: list[str] | tuple[str, ...], templates_dir: str | Pat
     return h.hexdigest()
 
 
+@lru_cache(maxsize=8)
 def _parse(source: str) -> nodes.Template:
-    """Parse ``source`` (``TemplateSyntaxError`` also for nesting over ``limits.MAX_NESTING``)."""
+    """Parse ``source`` (``TemplateSyntaxError`` also for nesting over ``limits.MAX_NESTING``). Cached for
+    the checks below that read the same text in turn; they only read the tree."""
     return environment(None).parse(source)
 
 
