@@ -61,8 +61,8 @@ class NoisyEngine(FakeEngine):
                                               "print('NOISY spawned-stderr', file=sys.stderr)"], check=True)
         for _ in tqdm(range(3), desc="NOISY-tqdm"):
             pass
-        if os.environ.get("NOISY_CRASH"):
-            raise RuntimeError("NOISY engine crashed")
+        if os.environ.get("NOISY_CRASH"):  # a careless message quoting the environment's token
+            raise RuntimeError(f"NOISY engine crashed (token {os.environ.get('HF_TOKEN')})")
 
 
 @pytest.fixture
@@ -106,16 +106,19 @@ def test_a_resumed_run_appends_to_its_log(run_cli, prompts, tmp_path):
     assert text.count("==== rlaif generate") == 2
 
 
-def test_a_crash_shows_the_traceback_and_where_the_log_is(run_cli, prompts, tmp_path):
+def test_a_crash_shows_the_traceback_masked_and_where_the_log_is(run_cli, prompts, tmp_path):
+    token = "hf_logsFAKEtoken0123456789SECRET"
     out = tmp_path / "gen"
-    res = run_cli("generate", "--prompts", prompts, "--out", out, "--engine", NOISY, env={"NOISY_CRASH": "1"})
+    res = run_cli("generate", "--prompts", prompts, "--out", out, "--engine", NOISY,
+                  env={"NOISY_CRASH": "1", "HF_TOKEN": token})
     assert res.returncode == 1
-    assert "Traceback" in res.stderr and "RuntimeError: NOISY engine crashed" in res.stderr
+    assert "Traceback" in res.stderr and "RuntimeError: NOISY engine crashed (token ***)" in res.stderr
     assert "NOISY fd1-write" not in res.stderr + res.stdout
     log_file = out / "logs" / "rlaif.log"
     assert res.stderr.strip().splitlines()[-1] == f"log of the libraries' output: {log_file}"
     text = log_file.read_text()
-    assert "NOISY fd1-write" in text and "RuntimeError: NOISY engine crashed" in text
+    assert "NOISY fd1-write" in text and "RuntimeError: NOISY engine crashed (token ***)" in text
+    assert token not in res.stdout + res.stderr + text
 
 
 def test_a_bad_input_error_stays_one_line(run_cli, tmp_path):

@@ -224,3 +224,19 @@ def test_a_hub_error_that_echoes_the_token_is_one_masked_line(pipeline, mock_hub
     assert TOKEN not in res.stdout + res.stderr
     assert "Hub upload to my-org/echo-prefs failed: Client error '401 Unauthorized'" in res.stderr
     assert "(Request ID: Bearer ***)" in res.stderr  # the echo was on the line shown, masked
+
+
+def test_every_package_we_ship_counts_as_ours():
+    """The one-line error path (and its redaction) covers every exception class of every package the
+    wheel ships: a package missing from OUR_PACKAGES would show its errors as tracebacks."""
+    import tomllib
+
+    from rlaif.cli import OUR_PACKAGES, is_user_error
+
+    includes = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = {pattern.rstrip("*") for pattern in includes}
+    assert shipped == set(OUR_PACKAGES)
+    for package in shipped:
+        error = type("SomeError", (ValueError,), {"__module__": f"{package}.module"})
+        assert is_user_error(error("bad input")), package
+    assert not is_user_error(RuntimeError("a bug"))
