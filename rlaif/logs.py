@@ -105,6 +105,7 @@ class Capture:
         self._lock = threading.Lock()
         self._sink: io.BufferedIOBase = io.BytesIO()
         self._closed = False
+        self._captured = False  # has anything but our own notes arrived?
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.note(f"==== rlaif {command} (pid {os.getpid()}) started {stamp} ====")
         sys.stdout.flush()
@@ -123,6 +124,7 @@ class Capture:
         """Copy the pipe to the log, whole lines at a time (``\\r`` ends a tqdm line), until EOF."""
         pending = b""
         while chunk := os.read(read, 1 << 16):
+            self._captured = True
             pending += chunk
             cut = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1
             if cut == 0 and len(pending) >= 1 << 16:
@@ -169,7 +171,8 @@ class Capture:
 
     def close(self, keep: bool) -> Path | None:
         """Stop: point 1 and 2 at /dev/null, wait for the children's last lines, close the log. Returns
-        the log: the run's, else with ``keep`` a temp file holding what was captured, else None."""
+        the log: the run's, else with ``keep`` a temp file holding what was captured (when the
+        libraries said anything: a log of our own notes only would repeat the traceback), else None."""
         for handler in logging.getLogger().handlers:
             handler.flush()
         for stream in (sys.__stdout__, sys.__stderr__):
@@ -181,7 +184,7 @@ class Capture:
         self._pump.join(timeout=DRAIN_SECONDS)
         with self._lock:
             self._closed = True
-            if self.path is None and keep:
+            if self.path is None and keep and self._captured:
                 fd, name = tempfile.mkstemp(prefix="rlaif-", suffix=".log")
                 with os.fdopen(fd, "wb") as f:
                     f.write(self._sink.getvalue())

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,8 @@ def _forked_child() -> None:
 
 
 class NoisyEngine(FakeEngine):
-    """Fake replies; on construction, output through each channel (``NOISY_CRASH=1``: then raise)."""
+    """Fake replies; on construction, output through each channel (``NOISY_CRASH=1``: then raise;
+    ``NOISY_CRASH=early``: raise first)."""
 
     def __init__(self, model: str = "fake-model", **kwargs):
         import logging.config
@@ -42,6 +44,8 @@ class NoisyEngine(FakeEngine):
         from transformers.utils import logging as hf_logging
 
         super().__init__(model, **kwargs)
+        if os.environ.get("NOISY_CRASH") == "early":
+            raise RuntimeError("NOISY engine crashed before saying anything")
         # vLLM's own handler: a dictConfig stream handler on VLLM_LOGGING_STREAM (vllm/logger.py)
         logging.config.dictConfig({
             "version": 1, "disable_existing_loggers": False,
@@ -119,6 +123,25 @@ def test_a_crash_shows_the_traceback_masked_and_where_the_log_is(run_cli, prompt
     text = log_file.read_text()
     assert "NOISY fd1-write" in text and "RuntimeError: NOISY engine crashed (token ***)" in text
     assert token not in res.stdout + res.stderr + text
+
+
+def test_a_crash_before_any_output_folder_keeps_its_log_in_a_temp_file(run_cli, shared_data, tmp_path):
+    args = ("judge-eval", "--human", shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", "--limit", "2",
+            "--out", tmp_path / "eval", "--engine", NOISY)
+    res = run_cli(*args, env={"NOISY_CRASH": "1"})
+    assert res.returncode == 1 and "RuntimeError: NOISY engine crashed" in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("log of the libraries' output: ") and not (tmp_path / "eval").exists()
+    temp_log = Path(last.split(": ", 1)[1])
+    try:
+        text = temp_log.read_text()
+        assert text.startswith("==== rlaif judge-eval") and "NOISY fd2-write" in text
+        assert (temp_log.stat().st_mode & 0o777) == 0o600  # the user's own file
+    finally:
+        temp_log.unlink()
+    quiet = run_cli(*args, env={"NOISY_CRASH": "early"})  # nothing from the libraries: no file to point at
+    assert quiet.returncode == 1 and "NOISY engine crashed before saying anything" in quiet.stderr
+    assert "log of the libraries' output" not in quiet.stderr
 
 
 def test_a_bad_input_error_stays_one_line(run_cli, tmp_path):
