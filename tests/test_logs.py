@@ -58,6 +58,7 @@ class NoisyEngine(FakeEngine):
         logging.getLogger("generator.noisy").warning(OURS)
         os.write(1, b"NOISY fd1-write\n")
         os.write(2, b"NOISY fd2-write\n")
+        os.write(2, f"NOISY careless token {os.environ.get('HF_TOKEN')}\n".encode())
         child = multiprocessing.get_context("fork").Process(target=_forked_child)
         child.start()
         child.join()
@@ -77,8 +78,10 @@ def prompts(tmp_path):
 
 
 def test_library_output_goes_to_the_run_log_not_the_console(run_cli, prompts, tmp_path):
+    token = "hf_logsFAKEtoken0123456789SECRET"
     out = tmp_path / "gen"
-    res = run_cli("generate", "--prompts", prompts, "--out", out, "--engine", NOISY, "--n", "2")
+    res = run_cli("generate", "--prompts", prompts, "--out", out, "--engine", NOISY, "--n", "2",
+                  env={"HF_TOKEN": token})
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == [f"{out}: 2 train, 0 errors"]
     assert "NOISY" not in res.stderr, res.stderr  # neither the lines nor the tqdm bar
@@ -88,6 +91,7 @@ def test_library_output_goes_to_the_run_log_not_the_console(run_cli, prompts, tm
     for marker in [*MARKERS, OURS]:
         assert marker in text, marker
     assert "NOISY-tqdm" not in text  # bars are off without --verbose
+    assert "NOISY careless token ***" in text and token not in text  # the log masks secrets too
 
 
 def test_verbose_shows_the_library_output_on_stderr_too(run_cli, prompts, tmp_path):
