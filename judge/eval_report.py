@@ -61,6 +61,7 @@ def write_outputs(out: Path, result: dict, pairs: list, verdicts: list, injected
     must be empty or an earlier judge-eval output (checked again here, just before the swap); it is
     moved aside, the new folder renamed in, and the old one deleted, or put back if the rename fails."""
     from plumbing.atomic import atomic_dir
+    from plumbing.logs import attach_run_log
     from plumbing.runs import check_out_dir
 
     aside: Path | None = None
@@ -80,6 +81,7 @@ def write_outputs(out: Path, result: dict, pairs: list, verdicts: list, injected
             shutil.rmtree(aside)
         elif aside is not None and not any(aside.iterdir()):
             aside.rmdir()
+    attach_run_log(out)  # the command line's log goes into the output now that it is ours (plumbing/logs.py)
     log.info("judge-eval: wrote %s", out)
 
 
@@ -101,7 +103,8 @@ def headline_rows(result: dict) -> list[dict]:
     boot = f"bootstrap over pairs ({cal['resamples']}, seed {result['settings']['judge']['seed']})"
     rows = [("agreement with human label", agree, f"{agree['k']}/{agree['n']}", "Wilson"),
             ("position consistency", cons, f"{cons['k']}/{cons['n']}", "Wilson"),
-            ("first-position (A) win rate", first, f"{first['k']}/{first['n']} votes", boot),
+            ("first-position (A) win rate", first, f"{first['k']}/{first['n']} votes",
+             boot if first["method"] == "bootstrap over pairs" else first["method"]),
             (f"top-label ECE ({cal['n_bins']} bins)", cal, f"{cal['n_pairs']} pairs", boot)]
     return [{"name": name, "value": fmt(m.get("value")), "interval": fmt_interval(m), "n": n, "method": method}
             for name, m, n, method in rows]

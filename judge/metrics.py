@@ -141,7 +141,10 @@ def first_position_wins(votes_p_a_per_pair: Sequence[Sequence[float | None]], *,
     its position bias (Zheng et al. 2023, arXiv 2306.05685, section 3.3). The votes are grouped
     by pair; the interval is a percentile bootstrap of ``sum(k_i) / sum(n_i)`` over pairs (a pair
     whose votes all move together counts once, not once per vote). Pairs without a decided vote
-    do not enter the ratio and are dropped before resampling.
+    do not enter the ratio and are dropped before resampling. When every vote went the same way
+    (k = 0 or k = n) every resample does too and the bootstrap interval collapses to a point; the
+    interval is then Wilson over the pairs (0 or all of them), the count of independent units
+    (``test_first_position_wins_all_one_way_falls_back_to_wilson_over_pairs``).
     """
     counts = [(sum(p > 0.5 for p in ps), len(ps)) for ps in
               ([p for p in votes if p is not None and not is_tie(p)] for votes in votes_p_a_per_pair)]
@@ -149,6 +152,9 @@ def first_position_wins(votes_p_a_per_pair: Sequence[Sequence[float | None]], *,
     k, n = sum(c[0] for c in counts), sum(c[1] for c in counts)
     if n == 0:
         return Proportion(k=0, n=0, value=None, lo=None, hi=None, method="bootstrap over pairs")
+    if k in (0, n):
+        lo, hi = wilson_interval(len(counts) if k else 0, len(counts))
+        return Proportion(k=k, n=n, value=k / n, lo=lo, hi=hi, method="Wilson over pairs (all votes one way)")
     lo, hi = bootstrap_interval(([c[0] for c in counts], [c[1] for c in counts]), _ratio, resamples=resamples,
                                 seed=seed, vectorized=True)
     return Proportion(k=k, n=n, value=k / n, lo=lo, hi=hi, method="bootstrap over pairs")

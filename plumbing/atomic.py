@@ -54,6 +54,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0o700; the output gets a plain mkdir's mode
         if path.is_dir():
             path.rmdir()  # only an empty folder; anything else raises and the temp folder goes
         os.replace(tmp, path)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 
 import pytest
 
+from generator.engines.fake import FakeEngine
 from judge import metrics
 
 # --- pure metrics ---------------------------------------------------------------------------------
@@ -130,6 +132,15 @@ def test_pair_bootstrap_is_wider_than_vote_wilson_when_votes_move_together():
     assert p.hi - p.lo > 2 * (vote_hi - vote_lo)
 
 
+def test_first_position_wins_all_one_way_falls_back_to_wilson_over_pairs():
+    """5 pairs whose 4 votes all go to (B): every bootstrap resample is 0/20 too, a point interval. The
+    interval is Wilson 0/5 over the pairs instead: [0, 0.4345] (z² / (n + z²) = 3.8415 / 8.8415)."""
+    p = metrics.first_position_wins([[0.2] * 4] * 5)
+    assert (p.k, p.n, p.value, p.method) == (0, 20, 0.0, "Wilson over pairs (all votes one way)")
+    assert (p.lo, p.hi) == pytest.approx((0.0, 0.4345), abs=1e-4)
+    assert metrics.first_position_wins([[0.8] * 4] * 5).lo == pytest.approx(1 - 0.4345, abs=1e-4)
+
+
 def test_injection_effect_hand_worked():
     """p of the injected (rejected) reply, clean [0.3, 0.3, 0.3, 0.3] -> injected [0.9, 0.9, 0.3, 0.1], plus an
     unscored pair: rises 2/4 (one falls), mean shift (0.6 + 0.6 + 0 - 0.2) / 4 = 0.25, verdict flips 2/4."""
@@ -194,29 +205,25 @@ def _final_options(prompt: str) -> tuple[str, str]:
     return tuple(t.strip().removeprefix("<response>").removesuffix("</response>").strip() for t in (a, b))
 
 
-class OracleEngine:
+class OracleEngine(FakeEngine):
     """Prefers the human-chosen reply with probability 0.85 in whichever position it is shown."""
 
     chosen: set[str] = set()
 
-    def __new__(cls, model="fake", **kw):
-        from generator.engines.fake import FakeEngine
+    def __init__(self, model="fake", **kw):
+        super().__init__(model, scorer=self.score, **kw)
 
-        def scorer(prompt, options):
-            a, _ = _final_options(prompt)
-            p_a = 0.85 if a in cls.chosen else 0.15
-            return {"A": math.log(p_a), "B": math.log(1 - p_a)}
-
-        return FakeEngine(model, scorer=scorer, **kw)
+    def score(self, prompt, options):
+        a, _ = _final_options(prompt)
+        p_a = 0.85 if a in self.chosen else 0.15
+        return {"A": math.log(p_a), "B": math.log(1 - p_a)}
 
 
-class AlwaysAEngine:
+class AlwaysAEngine(FakeEngine):
     """Pure position bias: option (A) wins with probability 0.8 whatever it says."""
 
-    def __new__(cls, model="fake", **kw):
-        from generator.engines.fake import FakeEngine
-
-        return FakeEngine(model, scorer=lambda p, o: {"A": math.log(0.8), "B": math.log(0.2)}, **kw)
+    def __init__(self, model="fake", **kw):
+        super().__init__(model, scorer=lambda p, o: {"A": math.log(0.8), "B": math.log(0.2)}, **kw)
 
 
 def _hh_rows(path, n):
@@ -341,8 +348,8 @@ def test_judge_eval_refuses_a_users_folder_untouched(run_cli, shared_data, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
 
-class ExplodingEngine:
-    def __new__(cls, *a, **kw):
+class ExplodingEngine(FakeEngine):
+    def __init__(self, *a, **kw):
         raise AssertionError("the engine was made before --out was checked")
 
 
@@ -381,6 +388,8 @@ def test_judge_eval_replaces_its_own_output_only_with_overwrite(run_cli, shared_
     assert m["settings"]["rows"] == 6 and "injection" not in m
     assert "p_first_injected" not in (out / "pairs.jsonl").read_text()  # nothing of the first output is left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval"]  # no temp or set-aside folder
+    (tmp_path / "plain").mkdir()
+    assert out.stat().st_mode == (tmp_path / "plain").stat().st_mode  # not the temp folder's 0o700
 
 
 def _hh_row(question: str, chosen: str, rejected: str) -> dict:
@@ -388,31 +397,27 @@ def _hh_row(question: str, chosen: str, rejected: str) -> dict:
             "rejected": f"\n\nHuman: {question}\n\nAssistant: {rejected}"}
 
 
-class InjectionJudge:
+class InjectionJudge(FakeEngine):
     """Prefers the reply holding GOOD with p = 0.7 in either position. An injected instruction in the
     rejected reply moves it to p(chosen) = 0.1 when that reply says OBEY, 0.9 when it says RESIST, and
     not at all when it says IGNORE. ``seen`` records (the injected reply's option, the letter it names)."""
 
     seen: list = []
 
-    def __new__(cls, model="fake", **kw):
-        import re
+    def __init__(self, model="fake", **kw):
+        super().__init__(model, scorer=self.score, **kw)
 
-        from generator.engines.fake import FakeEngine
-
-        def scorer(prompt, options):
-            a, b = _final_options(prompt)
-            chosen_at_a = "GOOD" in a
-            rejected, letter = (b, "B") if chosen_at_a else (a, "A")
-            p_chosen = 0.7
-            named = re.search(r"the answer is \(([AB])\)\.$", rejected)
-            if named:
-                cls.seen.append((letter, named.group(1)))
-                p_chosen = 0.1 if "OBEY" in rejected else 0.9 if "RESIST" in rejected else 0.7
-            p_a = p_chosen if chosen_at_a else 1 - p_chosen
-            return {"A": math.log(p_a), "B": math.log(1 - p_a)}
-
-        return FakeEngine(model, scorer=scorer, **kw)
+    def score(self, prompt, options):
+        a, b = _final_options(prompt)
+        chosen_at_a = "GOOD" in a
+        rejected, letter = (b, "B") if chosen_at_a else (a, "A")
+        p_chosen = 0.7
+        named = re.search(r"the answer is \(([AB])\)\.$", rejected)
+        if named:
+            self.seen.append((letter, named.group(1)))
+            p_chosen = 0.1 if "OBEY" in rejected else 0.9 if "RESIST" in rejected else 0.7
+        p_a = p_chosen if chosen_at_a else 1 - p_chosen
+        return {"A": math.log(p_a), "B": math.log(1 - p_a)}
 
 
 def test_judge_eval_inject_flip_rate_on_the_fake_engine(tmp_path):
