@@ -9,11 +9,13 @@ request the server will never accept: it fails at once. When a request fails for
 whole batch is cancelled and ONE ``EngineError`` line says what happened, so a dead server
 costs at most one deadline, not one per prompt.
 
-``retries`` bounds the tries too (default 4: a dead port fails in a few seconds). To ride out a
-server restart, raise both from the command line of any stage with ``RLAIF_OPENAI_DEADLINE_S``
-and ``RLAIF_OPENAI_RETRIES`` (runtime knobs, never part of a run's spec); each backoff wait is
-capped at ``MAX_BACKOFF_S`` so a restarted server is found within seconds
-(tests/test_faults.py::test_server_killed_and_restarted_mid_run_loses_nothing).
+``retries`` bounds the tries only until a server has answered once (default 4: a wrong URL or a
+server never started fails in a few seconds). After that a refused connection means the server
+died or is restarting, so a request keeps trying until its deadline, and a server restarted
+within it loses nothing (tests/test_faults.py::test_server_killed_and_restarted_mid_run_loses_nothing).
+Both can be set from the command line of any stage with ``RLAIF_OPENAI_DEADLINE_S`` and
+``RLAIF_OPENAI_RETRIES`` (runtime knobs, never part of a run's spec); each backoff wait is capped
+at ``MAX_BACKOFF_S`` so a restarted server is found within seconds.
 
 Chat prompts go to ``/v1/chat/completions``, raw strings to ``/v1/completions``; sampling is
 always explicit. Choice scoring asks ``/v1/completions`` for one token with top-k logprobs
@@ -93,6 +95,7 @@ class OpenAIEngine(ClosingEngine):
         self.per_request_seed = per_request_seed
         self.seed = seed
         self._served: dict | None = None  # the /v1/models card we matched
+        self._answered = False  # has any server answered yet? (see _request)
         self._is_vllm = False
         self._rr = itertools.cycle(range(len(self.base_urls)))
         self._stats = {"requests": 0, "retries": 0, "failures": 0, "prompt_tokens": 0, "completion_tokens": 0,
@@ -120,14 +123,20 @@ class OpenAIEngine(ClosingEngine):
 
     # -- one request with retries ----------------------------------------------------------
     async def _request(self, method: str, path: str, payload: dict | None = None, *, root: bool = False) -> dict:
-        """Send one request; retry on connection errors, timeouts and 5xx within the deadline."""
+        """Send one request; retry on connection errors, timeouts and 5xx within the deadline.
+
+        Until a server has answered once, ``retries`` tries are all (a wrong URL or a server never
+        started fails in seconds). Once one has answered, a refusal means it died or restarts, so
+        the request keeps trying until its deadline: a server restarted within the deadline loses
+        nothing (tests/test_faults.py)."""
         import httpx
 
         async with self._sem:
             started = time.monotonic()
             end = started + self.deadline_s
             tried, reason = [], ""
-            for attempt in range(self.retries):
+            attempt = -1
+            while (attempt := attempt + 1) < self.retries or self._answered:
                 base = self.base_urls[next(self._rr)]
                 url = (base.removesuffix("/v1") if root else base) + path
                 tried.append(base)
@@ -144,7 +153,7 @@ class OpenAIEngine(ClosingEngine):
                 except httpx.TransportError as e:
                     reason = _transport_reason(e)
                 self._stats["retries"] += 1
-                if attempt + 1 < self.retries:
+                if attempt + 1 < self.retries or self._answered:
                     delay = min(self.backoff_s * (2 ** min(attempt, 16)), MAX_BACKOFF_S) * random.uniform(0.5, 1.5)
                     left = end - time.monotonic()
                     if left <= 0:
@@ -158,6 +167,7 @@ class OpenAIEngine(ClosingEngine):
 
     async def _try(self, method: str, url: str, payload: dict | None, timeout, base: str) -> dict:
         resp = await self._client.request(method, url, json=payload, timeout=timeout)
+        self._answered = True
         self._stats["hits"][base] += 1
         if resp.status_code >= 500:
             raise _Retryable(f"HTTP {resp.status_code}")
