@@ -28,6 +28,7 @@ from constitution.schema import (
 )
 from plumbing.chat import last_user_message
 from prompts import node_count, undeclared_variables, unsafe_constructs
+from prompts.limits import Budget
 
 logger = logging.getLogger(__name__)
 
@@ -245,10 +246,12 @@ def _text_line(root: Node | None, loc: tuple, template_line: int) -> int:
     return start + max(template_line, 1) - 1
 
 
-def check_text(text: str, context: dict, *, where: str, loc: tuple, root: Node | None, source: str) -> int:
+def check_text(text: str, context: dict, *, where: str, loc: tuple, root: Node | None, source: str,
+               budget: Budget | None = None) -> int:
     """Refuse a principle text that is too long, does not parse, uses a tag other than ``{% if %}``,
     reaches for Python internals, uses an undefined name, or does not render on ``context`` within
-    the sandbox's limits; returns its number of Jinja nodes (``prompts.node_count``)."""
+    the sandbox's limits (``budget``, if given, is shared with other texts); returns its number of
+    Jinja nodes (``prompts.node_count``)."""
     allowed = set(context)
 
     def fail(template_line: int, what: str, fix: str) -> ConstitutionError:
@@ -277,7 +280,7 @@ def check_text(text: str, context: dict, *, where: str, loc: tuple, root: Node |
         raise fail(1, f"undefined variable {missing[0]!r}",
                    f"define it under 'variables:' or use one of: {', '.join(sorted(allowed))}")
     try:
-        render_source(text, context)
+        render_source(text, context, budget)
     except TemplateProblem as e:
         raise fail(1, f"does not render: {e}", "fix the template") from None
     return size
@@ -285,7 +288,9 @@ def check_text(text: str, context: dict, *, where: str, loc: tuple, root: Node |
 
 def check_templates(const: Constitution, root: Node | None, source: str) -> None:
     """Check every principle text (and few-shot principle text), refusing a constitution once its texts
-    have more than ``MAX_TEMPLATE_NODES`` Jinja nodes in all (which bounds the time compiling takes)."""
+    have more than ``MAX_TEMPLATE_NODES`` Jinja nodes in all (which bounds the time compiling takes);
+    the sample renders of all texts share one budget (``prompts/limits.py``), so a file of many texts
+    together does no more rendering work than one render may."""
     texts = []
     context = const.context(prompt=SAMPLE_PROMPT, conversation=SAMPLE_CONVERSATION)
     for i, p in enumerate(const.principles):
@@ -295,9 +300,9 @@ def check_templates(const: Constitution, root: Node | None, source: str) -> None
         conv = [m.model_dump() for m in ex.conversation]
         texts.append((ex.principle, const.context(prompt=last_user_message(conv), conversation=conv),
                       f"few_shot.compare[{j}].principle", ("few_shot", "compare", j, "principle")))
-    total = 0
+    total, budget = 0, Budget()
     for text, ctx, where, loc in texts:
-        total += check_text(text, ctx, where=where, loc=loc, root=root, source=source)
+        total += check_text(text, ctx, where=where, loc=loc, root=root, source=source, budget=budget)
         if total > MAX_TEMPLATE_NODES:
             raise ConstitutionError(
                 f"{source}:{_text_line(root, loc, 1)}: {where}: the principle texts up to this one have more than "

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from plumbing.chat import last_user_message
 from prompts import SecurityError, environment, statement_tags
+from prompts.limits import Budget, budget_scope
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ def disallowed_tags(text: str) -> list[tuple[int, str]]:
 
 
 @lru_cache(maxsize=4096)
-def _compiled(source: str) -> Template:
+def compile_text(source: str) -> Template:
+    """One principle text compiled in the sandbox (raises ``TemplateProblem`` for a tag it may not use,
+    jinja2's ``TemplateError`` for other problems)."""
     # The same sandboxed environment as ``prompts.render_text``, but each principle text is compiled
     # once instead of once per item (compiling costs ~1 ms; a run renders every text for every item).
     bad = disallowed_tags(source)
@@ -75,10 +78,14 @@ def _compiled(source: str) -> Template:
     return environment(None).from_string(source)
 
 
-def render_source(source: str, context: dict) -> str:
-    """Render one constitution text in the sandbox, turning every failure into :class:`TemplateProblem`."""
+def render_source(source: str, context: dict, budget: Budget | None = None) -> str:
+    """Render one constitution text in the sandbox, turning every failure into :class:`TemplateProblem`.
+    ``budget`` (a fresh one by default) lets several renders share the sandbox's limits; compiling is
+    not charged to it."""
     try:
-        return _compiled(source).render(**context)
+        template = compile_text(source)
+        with budget_scope(budget):
+            return template.render(**context)
     except SecurityError as e:
         raise TemplateProblem(f"unsafe construct refused by the sandbox ({e})") from None
     except TemplateError as e:

@@ -13,8 +13,8 @@ opened by :func:`budget_scope` and charged by the hooks in :mod:`prompts.sandbox
   ``center``, ``indent``, ``replace``, ``join``, ...) are checked *before* they run;
 - ``MAX_ALLOC`` characters for all the values one render builds together (a list item counts 4),
   so that no chain of operations can keep building values until memory runs out;
-- ``MAX_STEPS`` steps (loop iterations, calls, filters, intercepted operators, output pieces) and
-  ``MAX_SECONDS`` of wall-clock time, both checked at every step;
+- ``MAX_STEPS`` steps (loop iterations, calls, filters, intercepted operators, output pieces,
+  includes) and ``MAX_SECONDS`` of wall-clock time spent rendering, both checked at every step;
 - ``range()`` of at most ``MAX_RANGE`` items, integers of at most ``MAX_INT_BITS`` bits, values
   nested at most ``MAX_DEPTH`` levels deep;
 - templates nested at most ``MAX_NESTING`` levels deep (checked when they are parsed, because
@@ -58,12 +58,14 @@ class SandboxLimitError(SecurityError):
 
 
 class Budget:
-    """What one render has spent so far."""
+    """What one render has spent so far. Time counts only while the budget is active (inside
+    :func:`budget_scope`), so a stream read slowly, or several renders sharing one budget with work
+    in between, are charged for their own rendering only."""
 
-    __slots__ = ("alloc", "deadline", "memo", "output", "steps")
+    __slots__ = ("alloc", "entered", "memo", "output", "spent", "steps")
 
     def __init__(self) -> None:
-        self.deadline = time.monotonic() + MAX_SECONDS
+        self.spent, self.entered = 0.0, time.monotonic()
         self.steps = self.alloc = self.output = 0
         self.memo: dict[int, tuple[object, int]] = {}  # id -> (object kept alive, size)
 
@@ -72,7 +74,7 @@ class Budget:
         if self.steps > MAX_STEPS:
             raise SandboxLimitError(f"more than {MAX_STEPS:,} steps (loop iterations, calls, filters); "
                                     "the limit keeps every render under about a second")
-        if time.monotonic() > self.deadline:
+        if self.spent + time.monotonic() - self.entered > MAX_SECONDS:
             raise SandboxLimitError(f"rendering took longer than the limit of {MAX_SECONDS:g} s")
 
     def emit(self, text: str) -> str:
@@ -103,13 +105,16 @@ def budget_scope(budget: Budget | None = None):
     if _CURRENT.get() is not None:
         yield
         return
-    token = _CURRENT.set(budget or Budget())
+    budget = budget or Budget()
+    budget.entered = time.monotonic()
+    token = _CURRENT.set(budget)
     try:
         yield
     except RecursionError:
         raise SandboxLimitError("templates or values nested too deeply (Python's recursion limit)") from None
     finally:
         _CURRENT.reset(token)
+        budget.spent += time.monotonic() - budget.entered
 
 
 def _too_big(what: str, limit: int) -> SandboxLimitError:
