@@ -7,7 +7,7 @@ Templates, principle texts and inline templates (:func:`render_text`) render in
 ``StrictUndefined`` (no Python internals, no changing lists or dicts, a misspelt variable is an
 error rather than an empty string), plus bounds on work. A render stops past 1,000,000 characters
 of output, 500,000 characters for any value it builds, 4,000,000 characters built in all,
-1,000,000 steps or 1 s of wall-clock time, and a template nested more than 32 levels is refused
+1,000,000 steps or 1 s of wall-clock time spent rendering, and a template nested more than 32 levels is refused
 when parsed (the numbers and what they count: ``prompts/limits.py``). :func:`render` and
 :func:`render_text` turn every failure into a one-line :class:`PromptError`
 (:class:`UnsafeTemplateError` for the sandbox's refusals); ``constitution.schema`` into a
