@@ -59,6 +59,9 @@ def prepare(name: str = DEFAULT_MODEL) -> Path:
     target = cache_dir() / name
     if (target / _DONE).is_file():
         return target
+    from generator.engines import no_model_guard
+
+    no_model_guard(f"the embedded model {name!r} (converted into {target})")
     gguf = _gguf_path(name)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():  # a stale, unfinished folder from an older layout
@@ -93,6 +96,14 @@ def resolve(name: str | None) -> str:
     if name in EMBEDDED:
         return str(prepare(name))
     return name
+
+
+def check_local_model(name: str | None) -> None:
+    """Refuse, before anything loads, a model named by a local path (``./x``, ``../x``, ``/x``, ``~/x``)
+    that is not a folder: it would otherwise be taken for a Hub id and fail late."""
+    if name and name.startswith(("./", "../", "/", "~")) and not Path(name).expanduser().is_dir():
+        raise ModelError(f"model {name}: no such model folder; give an embedded name ({', '.join(EMBEDDED)}), "
+                         f"a local model folder or a Hugging Face Hub id")
 
 
 def display_name(name: str | None) -> str:

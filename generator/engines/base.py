@@ -12,6 +12,7 @@ prefix cache). An option not among the top-k is ``None``: no verdict, never a gu
 
 from __future__ import annotations
 
+import abc
 import gc
 import math
 from collections.abc import Sequence
@@ -73,17 +74,41 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-class ClosingEngine:
-    """``with make_engine(...) as engine:`` closes the engine (its ``close()``) on the way out."""
+class EngineBase(abc.ABC):
+    """The base class of every engine: the built-in ones (``generator.engines.ENGINES``) and a user's own
+    (``--engine module:Class``, or an ``rlaif.engines`` entry point), which must derive from it and
+    implement the abstract methods; ``generator.engines.engine_class`` checks both before anything is
+    called (tests/test_engine_registry.py). ``with make_engine(...) as engine:`` closes the engine on the way out.
 
-    def close(self) -> None:
-        raise NotImplementedError
+    Subclasses set ``name`` (the engine kind recorded in every run), ``model`` and ``max_context``."""
+
+    name: str
+    model: str
+    max_context: int
+
+    @abc.abstractmethod
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Completion]]: ...
+
+    @abc.abstractmethod
+    def score_choices(self, prompts: Sequence[str], options: Sequence[str], top_k: int = 20) -> list[ChoiceScores]: ...
+
+    @abc.abstractmethod
+    def count_tokens(self, prompt: Prompt) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def stats(self) -> dict:
+        return {}
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+ClosingEngine = EngineBase  # the name the engines were first written against
 
 
 def request_seed(seed: int | None, prompt: Prompt) -> int | None:

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from generator.engines import Engine, make_engine
+from generator.engines import Engine, check_engine_name, make_engine
 
 
 def check_base_urls(urls: list[str], engine: str) -> None:
@@ -34,13 +34,20 @@ class EngineOptions(BaseModel):
     model: str = Field("smollm2-135m", description="Embedded model name, local folder or Hub id.")
     engine: str = Field("auto", description="Inference engine: auto (openai when --base-url is given, else vllm "
                                             "if installed, else transformers) | vllm | openai | transformers | "
-                                            "fake | module:Class.")
+                                            "fake | an 'rlaif.engines' entry point | module:Class "
+                                            "(a generator.engines.base.EngineBase subclass).")
     base_urls: list[str] = Field(default_factory=list, description="OpenAI-compatible server URLs (openai engine).")
     batch_size: int = Field(32, ge=1, description="Prompts per engine call and per written shard.")
 
     @model_validator(mode="after")
-    def _urls_fit_the_engine(self) -> EngineOptions:
+    def _checked_before_anything_loads(self) -> EngineOptions:
+        if self.engine != "auto":
+            check_engine_name(self.engine)  # --engine os:system is refused here, before anything is built
         check_base_urls(self.base_urls, self.engine)
+        if self.engine_name() in ("vllm", "transformers"):  # a server's model name is the server's business
+            from generator.models import check_local_model
+
+            check_local_model(self.model)
         return self
 
     def engine_name(self) -> str:
