@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from generator.engines import Engine, EngineError, Sampling
 from generator.engines.options import EngineOptions
-from generator.inputs import BadItem, PromptItem, read_prompts
+from generator.inputs import BadItem, PromptItem, read_prompts, require_usable
 from generator.models import display_name
 from generator.records import RESPONSES
 from plumbing.batching import iter_batches
@@ -35,6 +35,8 @@ class GenerateConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="Use only the first N rows of the prompt file.")
     prompt_column: str | None = Field(None, description="Column holding the prompt (default: auto-detect).")
     overwrite: bool = Field(False, description="Start over when the directory holds a different spec.")
+    allow_empty: bool = Field(False, description="Accept a prompt file with no usable prompt (an empty run) "
+                                                 "instead of refusing it.")
 
     def sampling(self) -> Sampling:
         return Sampling(n=self.n, temperature=self.temperature, top_p=self.top_p,
@@ -54,10 +56,18 @@ def split_too_long(engine: Engine, items: list[PromptItem], max_tokens: int) -> 
     return fits, bad
 
 
-def pending_items(config: GenerateConfig, writer: RunWriter) -> list[PromptItem]:
+def read_items(config: GenerateConfig) -> list[PromptItem | BadItem]:
+    """Every row of the prompt file, read and checked before any folder or model is touched: a file
+    with no usable prompt is refused unless ``config.allow_empty``."""
+    items = list(read_prompts(config.prompts, config.prompt_column, config.limit))
+    require_usable(config.prompts, items, config.allow_empty)
+    return items
+
+
+def pending_items(items: list[PromptItem | BadItem], writer: RunWriter) -> list[PromptItem]:
     """Prompt items not yet done in ``writer``'s run; bad rows are recorded as errors on the way."""
     todo = []
-    for it in read_prompts(config.prompts, config.prompt_column, config.limit):
+    for it in items:
         if it.id in writer.done_ids:
             continue
         if isinstance(it, BadItem):
@@ -84,7 +94,8 @@ def base_spec(config: GenerateConfig, sampling: Sampling, engine: Engine | None 
         **provenance(config.engine, engine),
         "sampling": sampling.to_dict(),
     }
-    runtime = {"batch_size": config.engine.batch_size, "base_urls": config.engine.base_urls, "limit": config.limit}
+    runtime = {"batch_size": config.engine.batch_size, "base_urls": config.engine.base_urls, "limit": config.limit,
+               "allow_empty": config.allow_empty}
     return spec, runtime
 
 
@@ -97,13 +108,13 @@ def served(engine: Engine) -> dict:
     return {"path": getattr(engine, "path", None), "dtype": getattr(engine, "dtype", None)}
 
 
-def run_batches(config: GenerateConfig, writer: RunWriter, engine: Engine | None,
+def run_batches(config: GenerateConfig, writer: RunWriter, items: list[PromptItem | BadItem], engine: Engine | None,
                 progress: Callable[[int, int], None] | None,
                 handle: Callable[[Engine, list[PromptItem]], None]) -> dict:
-    """Feed the items the run still lacks to ``handle(engine, batch)``, batch by batch; finish the run.
+    """Feed the ``items`` the run still lacks to ``handle(engine, batch)``, batch by batch; finish the run.
 
     The engine is built only when there is work, and closed again if it was built here."""
-    todo = pending_items(config, writer)
+    todo = pending_items(items, writer)
     if not todo:
         return writer.finish()
     own_engine = engine is None
@@ -130,6 +141,7 @@ def run_generate(config: GenerateConfig, engine: Engine | None = None,
                  progress: Callable[[int, int], None] | None = None) -> dict:
     """Write ``config.out``; returns the run's counts. ``progress(done, total)`` is called per batch."""
     sampling = config.sampling()
+    items = read_items(config)
     spec, runtime = base_spec(config, sampling, engine)
     writer = RunWriter(config.out, "generate", spec, RESPONSES, runtime=runtime, overwrite=config.overwrite)
 
@@ -143,4 +155,4 @@ def run_generate(config: GenerateConfig, engine: Engine | None = None,
             "model": spec["model"], "sampling": canonical_json(spec["sampling"]),
         } for it, completions in zip(fits, outputs, strict=True)])
 
-    return run_batches(config, writer, engine, progress, handle)
+    return run_batches(config, writer, items, engine, progress, handle)

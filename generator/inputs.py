@@ -84,14 +84,14 @@ def _format(path: Path) -> str:
 def read_rows(path: str | Path) -> Iterator[dict | BadItem]:
     """Rows of a data file as dicts; an undecodable jsonl line yields a ``BadItem`` instead."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: {_folder_kind(path)}; give a data file ({', '.join(SUFFIXES)}, optionally .gz)")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     fmt = _format(path)
     try:
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            yield from pq.read_table(path).to_pylist()
+            yield from _read_parquet(path)
         elif fmt == "csv":
             with _open_text(path) as f:
                 yield from csv.DictReader(f)
@@ -102,7 +102,9 @@ def read_rows(path: str | Path) -> Iterator[dict | BadItem]:
                 data = next(iter(data.values()))  # {"data": [...]} / {"train": [...]}
             if not isinstance(data, list):
                 raise InputError(f"{path}: a .json file must hold a list of objects")
-            yield from data
+            for index, row in enumerate(data):
+                yield row if isinstance(row, dict) else BadItem(
+                    item_id("not-an-object", path.name, index), f"row {index}: not a JSON object", index)
         else:
             yield from _read_jsonl(path)
     except UnicodeDecodeError as e:
@@ -113,6 +115,30 @@ def read_rows(path: str | Path) -> Iterator[dict | BadItem]:
         if isinstance(e, FileNotFoundError):
             raise
         raise InputError(f"{path}: cannot read ({e})") from None
+
+
+def _folder_kind(path: Path) -> str:
+    from plumbing.runs import MANIFEST, RunError, read_manifest
+
+    if not (path / MANIFEST).is_file():
+        return "is a folder, not a file"
+    try:
+        return f"is a run directory (a {read_manifest(path).get('stage')!r} run), not a data file"
+    except RunError:
+        return "is a folder with an unreadable manifest, not a data file"
+
+
+def _read_parquet(path: Path) -> Iterator[dict]:
+    """Rows of a parquet file; a file pyarrow cannot read (not parquet, truncated) is an ``InputError``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"{path}: cannot read as parquet ({' '.join(str(e).split())[:160]}); is the file "
+                         f"complete?") from None
+    yield from table.to_pylist()
 
 
 def _read_jsonl(path: Path) -> Iterator[dict | BadItem]:
@@ -178,3 +204,16 @@ def read_prompts(path: str | Path, prompt_column: str | None = None,
             yield BadItem(iid, f"row {index}: empty prompt", index)
             continue
         yield PromptItem(iid, messages, index)
+
+
+def require_usable(path: str | Path, items: list[PromptItem | BadItem], allow_empty: bool = False) -> None:
+    """Refuse a prompt file that yields no usable prompt (no rows, a header-only CSV, a
+    ``--prompt-column`` no row has, only empty prompts): a run of nothing is no success, unless
+    asked for with ``--allow-empty`` (tests/bad_inputs/cases.py)."""
+    if allow_empty or any(isinstance(it, PromptItem) for it in items):
+        return
+    how = "pass --allow-empty to accept an empty run"
+    if not items:
+        raise InputError(f"{path}: no rows, so no prompts; give a file with prompts, or {how}")
+    raise InputError(f"{path}: none of its {len(items)} rows is a usable prompt (first: {items[0].reason}); "
+                     f"fix the file or --prompt-column, or {how}")

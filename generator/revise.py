@@ -25,7 +25,7 @@ from pydantic import Field
 import prompts
 from constitution import Constitution, load_constitution
 from generator.engines import Engine, Sampling
-from generator.generate import GenerateConfig, base_spec, run_batches, split_too_long
+from generator.generate import GenerateConfig, base_spec, read_items, run_batches, split_too_long
 from generator.inputs import PromptItem
 from generator.records import REVISIONS
 from plumbing.runs import RunWriter
@@ -100,6 +100,7 @@ def _drop_too_long(engine: Engine, trajs: list[Trajectory], convs: dict, max_tok
 
 def run_revise(config: ReviseConfig, engine: Engine | None = None,
                progress: Callable[[int, int], None] | None = None) -> dict:
+    items = read_items(config)
     const = load_constitution(config.constitution)
     sampling = config.sampling()
     spec, runtime = base_spec(config, sampling, engine)
@@ -107,7 +108,7 @@ def run_revise(config: ReviseConfig, engine: Engine | None = None,
                 template_sha256=prompts.template_sha256(TEMPLATES, config.templates))
     runtime["constitution_path"] = str(config.constitution)
     writer = RunWriter(config.out, "revise", spec, REVISIONS, runtime=runtime, overwrite=config.overwrite)
-    return run_batches(config, writer, engine, progress,
+    return run_batches(config, writer, items, engine, progress,
                        lambda engine, batch: _revise_batch(engine, const, batch, config, sampling, spec, writer))
 
 

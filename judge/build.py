@@ -67,16 +67,28 @@ class JudgeInput:
 # --- input ----------------------------------------------------------------------------------------
 
 
-def read_input(path: str | Path, limit: int | None = None) -> JudgeInput:
-    """Read and validate the input fully (cheap) so mistakes surface before a model loads."""
+def read_input(path: str | Path, limit: int | None = None, allow_empty: bool = False) -> JudgeInput:
+    """Read and validate the input fully (cheap) so mistakes surface before a model loads. An input
+    with nothing to judge (no rows, or only bad rows) is refused unless ``allow_empty``."""
     p = Path(path)
     if p.is_dir():
         if not (p / MANIFEST).is_file():
             raise JudgeError(f"--input {p} is a folder but not a run directory (no {MANIFEST}); {INPUT_HELP}")
-        return _read_run(p, read_manifest(p), limit)
-    if not p.exists():
+        inp = _read_run(p, read_manifest(p), limit)
+    elif not p.exists():
         raise JudgeError(f"--input {p}: no such file or folder; {INPUT_HELP}")
-    return _read_file(p, limit)
+    else:
+        inp = _read_file(p, limit)
+    if not inp.items and not allow_empty:
+        how = "pass --allow-empty to accept an empty run"
+        if inp.bad:
+            raise JudgeError(f"--input {p}: none of its {len(inp.bad)} rows can be judged (first: {inp.bad[0][1]}); "
+                             f"fix the input, or {how}")
+        if inp.kind == "file":
+            raise JudgeError(f"--input {p} has no rows; {INPUT_HELP}, or {how}")
+        raise JudgeError(f"--input {p}: the {inp.kind} run has no rows; run `rlaif {inp.kind}` to completion "
+                         f"first, or {how}")
+    return inp
 
 
 def _distinct(texts: Iterable[str]) -> tuple[str, ...]:
@@ -104,8 +116,6 @@ def _read_run(path: Path, manifest: dict, limit: int | None) -> JudgeInput:
             final = next((m["content"] for m in reversed(row["messages"]) if m["role"] == "assistant"), "")
             responses = _distinct([row["init_response"], final])
         items.append(Item(row["id"], list(row["prompt"]), responses))
-    if not items:
-        raise JudgeError(f"--input {path}: the {stage} run has no rows yet; run `rlaif {stage}` to completion first")
     return JudgeInput(stage, str(path), manifest.get("spec_sha256", ""), items)
 
 
@@ -138,8 +148,6 @@ def _read_file(path: Path, limit: int | None) -> JudgeInput:
             items.append(Item(rid, prompt, _distinct(values[1:])))
     except InputError as e:
         raise JudgeError(str(e)) from None
-    if not items and not bad:
-        raise JudgeError(f"--input {path} has no rows; {INPUT_HELP}")
     return JudgeInput("file", str(path), file_sha256(path), items, bad)
 
 
@@ -279,7 +287,7 @@ def run_judge(config: JudgeConfig, *, engine=None, constitution=None,
 
     if not config.input or not config.out:
         raise JudgeError("rlaif judge needs --input and --out")
-    inp = read_input(config.input, config.limit)
+    inp = read_input(config.input, config.limit, config.allow_empty)
     const = constitution if constitution is not None else load_constitution(config.constitution)
     tsha = template_sha256(templates_used(config), config.templates)
     spec = judge_spec(config, inp, const.sha256(), tsha, engine)

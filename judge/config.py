@@ -46,6 +46,8 @@ class JudgeConfig(BaseModel):
     batch_size: int = Field(64, ge=1, description="Prompt items judged per engine call and per shard (runtime).")
     limit: int | None = Field(None, ge=1, description="Judge only the first N input items (runtime).")
     overwrite: bool = Field(False, description="Start the output run over if its spec changed.")
+    allow_empty: bool = Field(False, description="Accept an input with nothing to judge (an empty run) instead of "
+                                                 "refusing it (runtime).")
 
     @model_validator(mode="after")
     def _urls_fit_the_engine(self) -> JudgeConfig:
@@ -64,4 +66,5 @@ class JudgeConfig(BaseModel):
 
     def runtime(self) -> dict:
         """What is recorded in the manifest but never hashed."""
-        return {"base_urls": self.base_urls, "batch_size": self.batch_size, "limit": self.limit}
+        return {"base_urls": self.base_urls, "batch_size": self.batch_size, "limit": self.limit,
+                "allow_empty": self.allow_empty}

@@ -11,10 +11,13 @@ from rlaif.progress import StageProgress
 PROMPTS = typer.Option(..., "--prompts", help="Prompt file: jsonl/json/parquet/csv (.gz ok); text, messages or HH-RLHF.")
 OUT = typer.Option(..., "--out", help="Run directory (resumed when it already holds this spec).")
 MODEL = typer.Option("smollm2-135m", "--model", help="Embedded model name, local folder or Hub id.")
-ENGINE = typer.Option("auto", "--engine", help="auto | vllm | openai | transformers | fake | module:Class.")
+ENGINE = typer.Option("auto", "--engine", help="auto | vllm | openai | transformers | fake | an 'rlaif.engines' entry "
+                                               "point | module:Class (a generator.engines.base.EngineBase subclass).")
 BASE_URL = typer.Option(None, "--base-url", help="OpenAI-compatible server URL; repeat for several replicas.")
 BATCH = typer.Option(32, "--batch-size", help="Prompts per engine call and per shard (not part of the spec).")
 QUIET = typer.Option(False, "--quiet", help="No progress bar.")
+ALLOW_EMPTY = typer.Option(False, "--allow-empty", help="Accept a prompt file with no usable prompt (an empty run) "
+                                                        "instead of refusing it.")
 
 
 def _engine_options(model, engine, base_url, batch_size):
@@ -40,6 +43,7 @@ def generate(
     prompt_column: str = typer.Option(None, "--prompt-column", help="Prompt column (default: auto-detect)."),
     batch_size: int = BATCH,
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over if --out holds a different spec."),
+    allow_empty: bool = ALLOW_EMPTY,
     quiet: bool = QUIET,
 ) -> None:
     """Sample N responses per prompt into a resumable run directory."""
@@ -47,7 +51,7 @@ def generate(
 
     config = GenerateConfig(prompts=prompts, out=out, engine=_engine_options(model, engine, base_url, batch_size),
                             n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-                            limit=limit, prompt_column=prompt_column, overwrite=overwrite)
+                            limit=limit, prompt_column=prompt_column, overwrite=overwrite, allow_empty=allow_empty)
     with StageProgress("generate", unit="prompts", quiet=quiet) as progress:
         counts = run_generate(config, progress=progress)
     typer.echo(_summary(out, counts))
@@ -66,6 +70,7 @@ def revise(
     templates: Path = typer.Option(None, "--templates", help="Folder of .jinja files shadowing the built-ins."),
     batch_size: int = BATCH,
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over if --out holds a different spec."),
+    allow_empty: bool = ALLOW_EMPTY,
     quiet: bool = QUIET,
 ) -> None:
     """SL-CAI: initial response, then critique -> revision rounds against sampled principles."""
@@ -74,7 +79,7 @@ def revise(
     config = ReviseConfig(prompts=prompts, out=out, constitution=constitution, rounds=rounds,
                           engine=_engine_options(model, engine, base_url, batch_size), temperature=temperature,
                           max_tokens=max_tokens, seed=seed, limit=limit, prompt_column=prompt_column,
-                          templates=templates, overwrite=overwrite)
+                          templates=templates, overwrite=overwrite, allow_empty=allow_empty)
     with StageProgress("revise", unit="prompts", quiet=quiet) as progress:
         counts = run_revise(config, progress=progress)
     typer.echo(_summary(out, counts))

@@ -32,6 +32,8 @@ def judge(
     batch_size: int = typer.Option(64, help="Pairs judged per engine call (runtime only)."),
     limit: int | None = typer.Option(None, help="Judge only the first N input items."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over if the output run's spec changed."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Accept an input with nothing to judge (an empty "
+                                                                  "run) instead of refusing it."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Judge response pairs against the constitution's principles (option logprobs, both orders,
@@ -44,7 +46,7 @@ def judge(
         engine=engine, base_urls=base_url, principles_per_pair=principles_per_pair, orders=orders, cot=cot,
         cot_samples=cot_samples, pairing=pairing, min_confidence=min_confidence,
         templates=str(templates) if templates else None, seed=seed, batch_size=batch_size, limit=limit,
-        overwrite=overwrite)
+        overwrite=overwrite, allow_empty=allow_empty)
     with StageProgress("judging", unit="pairs", quiet=quiet) as progress:
         summary = run_judge(config, progress=progress)
     typer.echo(summary.line())
