@@ -26,6 +26,27 @@ engine_app = typer.Typer(help="Inference servers for the openai engine.", no_arg
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
+class ServeError(ValueError):
+    """A server option that vLLM would only refuse after loading the model."""
+
+
+def check_serve_options(*, host: str, port: int, max_model_len: int, kv_cache_gib: float | None,
+                        tensor_parallel_size: int, data_parallel_size: int) -> None:
+    """Refuse, before the model is resolved or vLLM starts, options no server can run with
+    (tests/bad_inputs/cases.py: engine-serve-*)."""
+    problems = [
+        (not host.strip(), f"--host {host!r} is empty; use 127.0.0.1 (this machine) or 0.0.0.0 (all interfaces)"),
+        (not 1 <= port <= 65535, f"--port {port} is not a TCP port; use 1..65535, e.g. 8000"),
+        (max_model_len < 1, f"--max-model-len {max_model_len} must be at least 1 token, e.g. 2048"),
+        (kv_cache_gib is not None and not kv_cache_gib > 0, f"--kv-cache-gib {kv_cache_gib} must be above 0, e.g. 1"),
+        (tensor_parallel_size < 1, f"--tensor-parallel-size {tensor_parallel_size} must be at least 1"),
+        (data_parallel_size < 1, f"--data-parallel-size {data_parallel_size} must be at least 1"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise ServeError(message)
+
+
 def _cuda_available() -> bool:
     try:
         import torch
@@ -39,10 +60,14 @@ def serve_argv(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, 
                kv_cache_gib: float | None = None, served_model_name: str | None = None,
                tensor_parallel_size: int = 1, data_parallel_size: int = 1, seed: int = 0,
                dtype: str = "auto", cpu: bool | None = None, extra: list[str] | None = None) -> list[str]:
-    """The full argv (starting with the Python interpreter) that serves ``model``."""
+    """The full argv (starting with the Python interpreter) that serves ``model``; options that cannot
+    work are refused first (``check_serve_options``), before the model is resolved."""
     from generator.engines.vllm_cpu import resolve_dtype
-    from generator.models import resolve
+    from generator.models import check_local_model, resolve
 
+    check_serve_options(host=host, port=port, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
+                        tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size)
+    check_local_model(model)
     path = resolve(model)
     name = served_model_name or _user_name(model, path)
     cpu = (not _cuda_available()) if cpu is None else cpu
