@@ -1,0 +1,338 @@
+"""The bad-input corpus: each case is a command line that must be refused.
+
+A case names the command line (run as ``python -m rlaif ARGV`` in a fresh folder), the files
+to create there first (text, bytes, or ``Make(kind)`` for a run directory or broken parquet
+file from ``builders.py``), and a substring of the one line expected on stderr. Every case is
+held to the same contract by tests/test_bad_inputs.py: exit code 2, exactly one line on stderr,
+no traceback, no engine or model built, nothing created and every file byte-identical afterwards.
+
+``xfail`` marks a case whose code belongs to another area and is not fixed yet: the reason says
+what goes wrong (the test is strict, so a fix makes it fail until the mark is removed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Make:
+    kind: str  # a key of builders.KINDS
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: tuple[str, ...]
+    expect: str  # substring of the single stderr line
+    files: dict = field(default_factory=dict)  # relative path -> str | bytes | Make
+    max_s: float = 20.0
+    xfail: str | None = None
+
+
+PROMPTS = {"p.jsonl": '{"prompt": "How do I keep basil alive?"}\n{"prompt": "Name a prime."}\n'}
+PAIRS = {"pairs.jsonl": '{"prompt": "hi", "response_a": "hello", "response_b": "go away"}\n'}
+HH = {"hh.jsonl": '{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: hello", '
+                  '"rejected": "\\n\\nHuman: hi\\n\\nAssistant: go away"}\n'}
+GEN_RUN, REV_RUN, JUDGE_RUN = Make("generate_run"), Make("revise_run"), Make("judge_run")
+
+
+def constitution(compare: str = "Which response is less harmful?", ids: tuple[str, ...] = ("harm",),
+                 extra: str = "") -> str:
+    """A small valid constitution, with one field or another made bad by the caller."""
+    out = "name: test\nversion: 1\n" + extra + "principles:\n"
+    for pid in ids:
+        out += (f"  - id: {pid}\n    critique: \"Find harm.\"\n    revision: \"Remove harm.\"\n"
+                f"    compare: {compare!r}\n")
+    return out
+
+
+HOSTILE = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+EVIL_PY = '''\
+from pathlib import Path
+
+from generator.engines.base import EngineBase
+
+
+def make(*args, **kwargs):
+    Path("pwned-function").write_text("ran")
+
+
+class NotAnEngine:
+    def __init__(self, *args, **kwargs):
+        Path("pwned-class").write_text("ran")
+
+
+class HalfEngine(EngineBase):
+    def __init__(self, *args, **kwargs):
+        Path("pwned-half").write_text("ran")
+
+    def close(self):
+        pass
+'''
+EVIL = {"evil.py": EVIL_PY}
+BENCH_NO_CHECK = ("rlaif/{module}.py does not check {flag} before it loads the model: the embedded model or a vLLM "
+                  "engine is built first (RLAIF_NO_MODEL stops it with a traceback)")
+BAD_URL_S = 10.0  # a malformed --base-url is refused at once: no connection, no retries
+
+
+def _generate(*extra: str) -> tuple[str, ...]:
+    return ("generate", "--prompts", "p.jsonl", "--out", "gen", *extra)
+
+
+def _revise(*extra: str) -> tuple[str, ...]:
+    return ("revise", "--prompts", "p.jsonl", "--out", "sft", "--constitution", "c.yaml", *extra)
+
+
+def _judge(*extra: str) -> tuple[str, ...]:
+    return ("judge", "--input", "pairs.jsonl", "--out", "prefs", *extra)
+
+
+def _judge_eval(*extra: str) -> tuple[str, ...]:
+    return ("judge-eval", "--human", "hh.jsonl", "--out", "eval", *extra)
+
+
+def _serve(*extra: str) -> tuple[str, ...]:
+    return ("engine", "serve", "--print-command", *extra)
+
+
+C = Case
+OK_CONST = {"c.yaml": constitution()}
+
+GENERATE = [
+    C("generate-out-empty-string-overwrite", ("generate", "--prompts", "p.jsonl", "--out", "", "--overwrite"),
+      "--out must name a folder of its own", PROMPTS),
+    C("generate-out-dot-overwrite", ("generate", "--prompts", "p.jsonl", "--out", ".", "--overwrite"),
+      "--out must name a folder of its own", PROMPTS),
+    C("generate-out-user-folder-overwrite", _generate("--overwrite"), "is not an rlaif run directory",
+      {**PROMPTS, "gen/notes.txt": "mine"}),
+    C("generate-out-judge-run-overwrite", _generate("--overwrite"), "holds a 'judge' run",
+      {**PROMPTS, "gen": JUDGE_RUN}),
+    C("generate-out-is-a-file", ("generate", "--prompts", "p.jsonl", "--out", "p.jsonl"), "is a file", PROMPTS),
+    C("generate-prompts-missing", _generate(), "p.jsonl: no such file", {}),
+    C("generate-prompts-folder", ("generate", "--prompts", "stuff", "--out", "gen"), "is a folder",
+      {"stuff/a.jsonl": '{"prompt": "x"}\n'}),
+    C("generate-prompts-judge-run", ("generate", "--prompts", "prefs", "--out", "gen"), "'judge' run",
+      {"prefs": JUDGE_RUN}),
+    C("generate-prompts-corrupt-parquet", ("generate", "--prompts", "p.parquet", "--out", "gen"),
+      "p.parquet: cannot read", {"p.parquet": Make("corrupt_parquet")}),
+    C("generate-prompts-truncated-parquet", ("generate", "--prompts", "p.parquet", "--out", "gen"),
+      "p.parquet: cannot read", {"p.parquet": Make("prompts_parquet_truncated")}),
+    C("generate-prompts-binary-jsonl", _generate(), "not UTF-8", {"p.jsonl": bytes(range(256)) * 4}),
+    C("generate-prompts-not-gzip", ("generate", "--prompts", "p.jsonl.gz", "--out", "gen"), "cannot read",
+      {"p.jsonl.gz": '{"prompt": "plain text, not gzip"}\n'}),
+    C("generate-prompts-unknown-type", ("generate", "--prompts", "p.txt", "--out", "gen"), "unknown file type",
+      {"p.txt": "hello\n"}),
+    C("generate-prompts-json-not-a-list", ("generate", "--prompts", "p.json", "--out", "gen"),
+      "must hold a list", {"p.json": '{"a": 1, "b": 2}'}),
+    C("generate-prompts-empty-file", _generate(), "--allow-empty", {"p.jsonl": ""}),
+    C("generate-prompts-header-only-csv", ("generate", "--prompts", "p.csv", "--out", "gen"), "--allow-empty",
+      {"p.csv": "prompt\n"}),
+    C("generate-prompt-column-no-row-has", _generate("--prompt-column", "question"), "no column 'question'",
+      PROMPTS),
+    C("generate-prompts-all-blank", _generate(), "--allow-empty", {"p.jsonl": '{"prompt": "  "}\n{"prompt": ""}\n'}),
+    C("generate-n-zero", _generate("--n", "0"), "n: Input should be greater than or equal to 1", PROMPTS),
+    C("generate-max-tokens-zero", _generate("--max-tokens", "0"), "max_tokens", PROMPTS),
+    C("generate-limit-zero", _generate("--limit", "0"), "limit", PROMPTS),
+    C("generate-batch-size-zero", _generate("--batch-size", "0"), "batch_size", PROMPTS),
+    C("generate-temperature-negative", _generate("--temperature", "-1"), "temperature", PROMPTS),
+    C("generate-top-p-two", _generate("--top-p", "2"), "top_p", PROMPTS),
+    C("generate-engine-bogus", _generate("--engine", "bogus"), "unknown engine 'bogus'", PROMPTS),
+    C("generate-engine-os-system", _generate("--engine", "os:system", "--model", "touch pwned"),
+      "is not a class", PROMPTS),
+    C("generate-engine-subprocess-popen", _generate("--engine", "subprocess:Popen", "--model", "true"),
+      "not derived from generator.engines.base.EngineBase", PROMPTS),
+    C("generate-engine-user-function", _generate("--engine", "evil:make"), "is not a class", {**PROMPTS, **EVIL}),
+    C("generate-engine-user-class-not-engine", _generate("--engine", "evil:NotAnEngine"),
+      "not derived from generator.engines.base.EngineBase", {**PROMPTS, **EVIL}),
+    C("generate-engine-user-class-abstract", _generate("--engine", "evil:HalfEngine"), "does not implement",
+      {**PROMPTS, **EVIL}),
+    C("generate-model-missing-folder", _generate("--model", "./no-model"), "model ./no-model: no such model folder",
+      PROMPTS),
+    C("generate-engine-module-missing", _generate("--engine", "no_such_module_xyz:Engine"), "cannot be imported",
+      PROMPTS),
+    C("generate-base-url-not-a-url", _generate("--base-url", "notaurl"), "is not an http(s)://host[:port] URL",
+      PROMPTS, max_s=BAD_URL_S),
+    C("generate-base-url-no-host", _generate("--base-url", "http://"), "is not an http(s)://host[:port] URL",
+      PROMPTS, max_s=BAD_URL_S),
+    C("generate-base-url-ftp", _generate("--base-url", "ftp://x"), "is not an http(s)://host[:port] URL",
+      PROMPTS, max_s=BAD_URL_S),
+    C("generate-base-url-port-out-of-range", _generate("--base-url", "http://host:99999"), "is not a valid URL",
+      PROMPTS, max_s=BAD_URL_S),
+    C("generate-base-url-with-vllm", _generate("--engine", "vllm", "--base-url", "http://127.0.0.1:8000/v1"),
+      "only used by the openai engine", PROMPTS, max_s=BAD_URL_S),
+]
+
+REVISE = [
+    C("revise-constitution-missing", _revise(), "c.yaml: file not found", PROMPTS),
+    C("revise-constitution-folder", _revise(), "is a folder", {**PROMPTS, "c.yaml/x": "y"}),
+    C("revise-constitution-binary", _revise(), "binary file", {**PROMPTS, "c.yaml": b"name: x\0\1\2"}),
+    C("revise-constitution-yaml-error", _revise(), "YAML syntax error", {**PROMPTS, "c.yaml": "name: [unclosed\n"}),
+    C("revise-constitution-duplicate-ids", _revise(), "harm", {**PROMPTS, "c.yaml": constitution(ids=("harm", "harm"))}),
+    C("revise-constitution-hostile-jinja", _revise(), "c.yaml", {**PROMPTS, "c.yaml": constitution(compare=HOSTILE)}),
+    C("revise-rounds-zero", _revise("--rounds", "0"), "rounds", {**PROMPTS, **OK_CONST}),
+    C("revise-templates-missing", _revise("--templates", "no-such-templates"), "no-such-templates",
+      {**PROMPTS, **OK_CONST}),
+    C("revise-prompts-empty-file", _revise(), "--allow-empty", {"p.jsonl": "", **OK_CONST}),
+    C("revise-engine-bogus", _revise("--engine", "bogus"), "unknown engine 'bogus'", {**PROMPTS, **OK_CONST}),
+    C("revise-base-url-with-transformers", _revise("--engine", "transformers", "--base-url", "http://h:1/v1"),
+      "only used by the openai engine", {**PROMPTS, **OK_CONST}, max_s=BAD_URL_S),
+    C("revise-out-empty-string-overwrite", ("revise", "--prompts", "p.jsonl", "--out", "", "--constitution",
+                                            "c.yaml", "--overwrite"),
+      "--out must name a folder of its own", {**PROMPTS, **OK_CONST}),
+]
+
+JUDGE = [
+    C("judge-input-corrupt-parquet", ("judge", "--input", "pairs.parquet", "--out", "prefs"),
+      "pairs.parquet: cannot read", {"pairs.parquet": Make("corrupt_parquet")}),
+    C("judge-input-truncated-shard", ("judge", "--input", "gen", "--out", "prefs"), "unreadable shard",
+      {"gen": Make("generate_run_truncated")}),
+    C("judge-input-judge-run", ("judge", "--input", "old", "--out", "prefs"), "is a 'judge' run",
+      {"old": JUDGE_RUN}),
+    C("judge-input-empty-file", _judge(), "--allow-empty", {"pairs.jsonl": ""}),
+    C("judge-input-header-only-csv", ("judge", "--input", "pairs.csv", "--out", "prefs"), "--allow-empty",
+      {"pairs.csv": "prompt,response_a,response_b\n"}),
+    C("judge-input-run-without-rows", ("judge", "--input", "gen", "--out", "prefs"), "has no rows",
+      {"gen": Make("generate_run_no_rows")}),
+    C("judge-input-missing-columns", _judge(), "missing column(s) response_a, response_b",
+      {"pairs.jsonl": '{"prompt": "hi"}\n'}),
+    C("judge-input-missing", _judge(), "no such file or folder", {}),
+    C("judge-input-folder-not-a-run", ("judge", "--input", "stuff", "--out", "prefs"), "not a run directory",
+      {"stuff/a.txt": "x"}),
+    C("judge-cot-samples-without-cot", _judge("--cot-samples", "8"), "--cot-samples is only used with --cot", PAIRS),
+    C("judge-principles-per-pair-zero", _judge("--principles-per-pair", "0"), "principles_per_pair", PAIRS),
+    C("judge-min-confidence-two", _judge("--min-confidence", "2"), "min_confidence", PAIRS),
+    C("judge-batch-size-zero", _judge("--batch-size", "0"), "batch_size", PAIRS),
+    C("judge-limit-zero", _judge("--limit", "0"), "limit", PAIRS),
+    C("judge-orders-bogus", _judge("--orders", "three"), "orders", PAIRS),
+    C("judge-pairing-bogus", _judge("--pairing", "random"), "pairing", PAIRS),
+    C("judge-engine-bogus", _judge("--engine", "bogus"), "unknown engine 'bogus'", PAIRS),
+    C("judge-engine-os-system", _judge("--engine", "os:system", "--model", "touch pwned"), "is not a class", PAIRS),
+    C("judge-base-url-ftp", _judge("--base-url", "ftp://x"), "is not an http(s)://host[:port] URL", PAIRS,
+      max_s=BAD_URL_S),
+    C("judge-base-url-port-out-of-range", _judge("--base-url", "http://host:99999"), "is not a valid URL", PAIRS,
+      max_s=BAD_URL_S),
+    C("judge-base-url-with-vllm", _judge("--engine", "vllm", "--base-url", "http://127.0.0.1:8000/v1"),
+      "only used by the openai engine", PAIRS, max_s=BAD_URL_S),
+    C("judge-out-user-folder-overwrite", _judge("--overwrite"), "is not an rlaif run directory",
+      {**PAIRS, "prefs/notes.txt": "mine"}),
+    C("judge-out-generate-run-overwrite", _judge("--overwrite"), "holds a 'generate' run",
+      {**PAIRS, "prefs": GEN_RUN}),
+    C("judge-constitution-hostile-jinja", _judge("--constitution", "c.yaml"), "c.yaml",
+      {**PAIRS, "c.yaml": constitution(compare=HOSTILE)}),
+    C("judge-constitution-duplicate-ids", _judge("--constitution", "c.yaml"), "harm",
+      {**PAIRS, "c.yaml": constitution(ids=("harm", "harm"))}),
+    C("judge-templates-missing", _judge("--templates", "no-such-templates"), "no-such-templates", PAIRS),
+]
+
+JUDGE_EVAL = [
+    C("judge-eval-human-revise-run", ("judge-eval", "--human", "sft", "--out", "eval"), "is a run directory (a 'revise' run)",
+      {"sft": REV_RUN}),
+    C("judge-eval-human-missing", _judge_eval(), "hh.jsonl", {}),
+    C("judge-eval-human-corrupt-parquet", ("judge-eval", "--human", "hh.parquet", "--out", "eval"), "hh.parquet",
+      {"hh.parquet": Make("corrupt_parquet")}),
+    C("judge-eval-human-empty-file", _judge_eval(), "hh.jsonl", {"hh.jsonl": ""}),
+    C("judge-eval-human-wrong-columns", _judge_eval(), "chosen", {"hh.jsonl": '{"prompt": "hi"}\n'}),
+    C("judge-eval-out-user-folder", _judge_eval(), "is not an rlaif run directory", {**HH, "eval/notes.txt": "mine"}),
+    C("judge-eval-out-empty-string-overwrite", ("judge-eval", "--human", "hh.jsonl", "--out", "", "--overwrite"),
+      "--out must name a folder of its own", HH),
+    C("judge-eval-limit-zero", _judge_eval("--limit", "0"), "limit", HH),
+    C("judge-eval-offset-negative", _judge_eval("--offset", "-1"), "offset", HH),
+    C("judge-eval-principles-per-pair-zero", _judge_eval("--principles-per-pair", "0"), "principles_per_pair", HH),
+    C("judge-eval-engine-os-system", _judge_eval("--engine", "os:system", "--model", "touch pwned"),
+      "is not a class", HH),
+    C("judge-eval-base-url-not-a-url", _judge_eval("--base-url", "notaurl"), "is not an http(s)://host[:port] URL",
+      HH, max_s=BAD_URL_S),
+]
+
+PUBLISH = [
+    C("publish-repo-id-bad", ("publish", "prefs", "--repo-id", "not a repo/x y", "--dry-run", "out"),
+      "is not a valid Hub id", {"prefs": JUDGE_RUN}),
+    C("publish-generate-run", ("publish", "gen", "--repo-id", "me/data", "--dry-run", "out"), "not a judge run",
+      {"gen": GEN_RUN}),
+    C("publish-dry-run-into-non-empty-folder", ("publish", "prefs", "--repo-id", "me/data", "--dry-run", "out"),
+      "is not an empty folder", {"prefs": JUDGE_RUN, "out/keep.txt": "mine"}),
+    C("publish-run-missing", ("publish", "nope", "--repo-id", "me/data", "--dry-run", "out"), "not a run directory",
+      {}),
+    C("publish-test-size-one", ("publish", "prefs", "--repo-id", "me/data", "--dry-run", "out", "--test-size", "1"),
+      "test_size", {"prefs": JUDGE_RUN}),
+    C("publish-truncated-shard", ("publish", "prefs", "--repo-id", "me/data", "--dry-run", "out"),
+      "unreadable shard", {"prefs": Make("judge_run_truncated")}),
+    C("publish-constitution-mismatch", ("publish", "prefs", "--repo-id", "me/data", "--dry-run", "out",
+                                        "--constitution", "c.yaml"), "does not match", {"prefs": JUDGE_RUN, **OK_CONST}),
+]
+
+ALIGN = [
+    C("align-dpo-data-truncated-shard", ("align", "dpo", "--data", "prefs", "--out", "m"), "unreadable shard",
+      {"prefs": Make("judge_run_truncated")}),
+    C("align-sft-data-missing", ("align", "sft", "--data", "nope", "--out", "m"), "nope", {}),
+    C("align-sft-data-judge-run", ("align", "sft", "--data", "prefs", "--out", "m"), "prefs", {"prefs": JUDGE_RUN}),
+    C("align-dpo-data-generate-run", ("align", "dpo", "--data", "gen", "--out", "m"), "gen", {"gen": GEN_RUN}),
+    C("align-dpo-max-steps-zero", ("align", "dpo", "--data", "prefs", "--out", "m", "--max-steps", "0"),
+      "max_steps", {"prefs": JUDGE_RUN}),
+    C("align-dpo-out-user-folder", ("align", "dpo", "--data", "prefs", "--out", "m"), "m",
+      {"prefs": JUDGE_RUN, "m/notes.txt": "mine"}),
+    C("align-dpo-out-empty-string", ("align", "dpo", "--data", "prefs", "--out", "", "--overwrite"), "--out",
+      {"prefs": JUDGE_RUN}),
+    C("align-dpo-model-missing-folder", ("align", "dpo", "--data", "prefs", "--out", "m", "--model", "./no-model"),
+      "no-model", {"prefs": JUDGE_RUN}),
+    C("align-reward-data-revise-run", ("align", "reward", "--data", "sft", "--out", "m"), "'revise' run",
+      {"sft": REV_RUN}),
+    C("align-dpo-no-data-no-config", ("align", "dpo"), "give --config", {}),
+    C("align-config-bad-yaml", ("align", "dpo", "--config", "r.yaml"), "r.yaml", {"r.yaml": "method: [dpo\n"}),
+    C("align-config-unknown-key", ("align", "dpo", "--config", "r.yaml"), "bogus_key",
+      {"r.yaml": "method: dpo\ndata: prefs\noutput_dir: m\nbogus_key: 1\n", "prefs": JUDGE_RUN}),
+    C("align-config-negative-learning-rate", ("align", "dpo", "--config", "r.yaml"), "learning_rate",
+      {"r.yaml": "method: dpo\ndata: prefs\noutput_dir: m\nlearning_rate: -1\n", "prefs": JUDGE_RUN}),
+    C("align-config-negative-max-steps", ("align", "dpo", "--config", "r.yaml"), "max_steps",
+      {"r.yaml": "method: dpo\ndata: prefs\noutput_dir: m\nmax_steps: -5\n", "prefs": JUDGE_RUN}),
+]
+
+ENGINE_SERVE = [
+    C("engine-serve-port-too-large", _serve("--port", "99999"), "--port"),
+    C("engine-serve-port-zero", _serve("--port", "0"), "--port"),
+    C("engine-serve-max-model-len-zero", _serve("--max-model-len", "0"), "--max-model-len"),
+    C("engine-serve-kv-cache-negative", _serve("--kv-cache-gib", "-1"), "--kv-cache-gib"),
+    C("engine-serve-tensor-parallel-zero", _serve("--tensor-parallel-size", "0"), "--tensor-parallel-size"),
+    C("engine-serve-data-parallel-zero", _serve("--data-parallel-size", "0"), "--data-parallel-size"),
+    C("engine-serve-model-missing-folder", _serve("--model", "./no-model"), "no-model"),
+]
+
+CONSTITUTION = [
+    C("constitution-lint-missing", ("constitution", "lint", "c.yaml"), "c.yaml: file not found"),
+    C("constitution-lint-folder", ("constitution", "lint", "c.yaml"), "is a folder", {"c.yaml/x": "y"}),
+    C("constitution-lint-binary", ("constitution", "lint", "c.yaml"), "binary file", {"c.yaml": b"\0\1\2\3"}),
+    C("constitution-lint-not-utf8", ("constitution", "lint", "c.yaml"), "not UTF-8", {"c.yaml": b"name: \xff\xfe\n"}),
+    C("constitution-lint-yaml-error", ("constitution", "lint", "c.yaml"), "YAML syntax error",
+      {"c.yaml": "name: x\n  bad: : indent\n"}),
+    C("constitution-lint-duplicate-ids", ("constitution", "lint", "c.yaml"), "harm",
+      {"c.yaml": constitution(ids=("harm", "harm"))}),
+    C("constitution-lint-hostile-jinja", ("constitution", "lint", "c.yaml"), "c.yaml",
+      {"c.yaml": constitution(compare=HOSTILE)}),
+    C("constitution-lint-unknown-key", ("constitution", "lint", "c.yaml"), "colour",
+      {"c.yaml": constitution(extra="colour: blue\n")}),
+    C("constitution-lint-undefined-variable", ("constitution", "lint", "c.yaml"), "nobody",
+      {"c.yaml": constitution(compare="Which is better for {{ nobody }}?")}),
+    C("constitution-show-missing", ("constitution", "show", "c.yaml"), "c.yaml: file not found"),
+    C("constitution-diff-new-missing", ("constitution", "diff", "c.yaml", "d.yaml"), "d.yaml", OK_CONST),
+    C("constitution-import-hf-bad-json", ("constitution", "import-hf", "s.json", "--out", "c.yaml"), "s.json",
+      {"s.json": "{not json"}),
+    C("constitution-import-hf-out-exists", ("constitution", "import-hf", "s.json", "--out", "c.yaml"),
+      "already exists", {"s.json": '[{"critic": "a", "revision": "b"}]', **OK_CONST}),
+]
+
+OTHER = [
+    C("models-prepare-unknown", ("models", "prepare", "gpt-17"), "unknown embedded model 'gpt-17'"),
+    C("demo-engine-bogus", ("demo", "--engine", "bogus", "--out", "d"), "unknown engine 'bogus'"),
+    C("bench-generate-prompts-negative", ("bench", "generate", "--prompts", "-3"), "--prompts",
+      xfail=BENCH_NO_CHECK.format(module="bench_generate", flag="--prompts -3")),
+    C("bench-judge-pairs-zero", ("bench", "judge", "--pairs", "0"), "--pairs",
+      xfail=BENCH_NO_CHECK.format(module="bench_judge", flag="--pairs 0")),
+    C("bench-dpo-steps-zero", ("bench", "dpo", "--steps", "0"), "--steps",
+      xfail=BENCH_NO_CHECK.format(module="bench_align", flag="--steps 0")),
+    C("bench-dtype-prompts-zero", ("bench", "dtype", "--prompts", "0"), "--prompts",
+      xfail=BENCH_NO_CHECK.format(module="bench_dtype", flag="--prompts 0")),
+]
+
+CASES: list[Case] = [*GENERATE, *REVISE, *JUDGE, *JUDGE_EVAL, *PUBLISH, *ALIGN, *ENGINE_SERVE, *CONSTITUTION,
+                     *OTHER]
