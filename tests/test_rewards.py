@@ -182,3 +182,43 @@ def test_code_reward_without_sandbox_is_none(monkeypatch):
     monkeypatch.setattr(sandbox, "sandbox_unavailable", lambda: "code sandbox unavailable: no unshare")
     res = get_reward("code").results(None, ["def f(x): return 2*x"], tests=["assert f(2) == 4"])
     assert res[0].score is None and res[0].reason == "code sandbox unavailable: no unshare"
+
+
+# --- judge ----------------------------------------------------------------------------------
+
+_PREF = {("RESP0", "RESP1"): 0.8, ("RESP0", "RESP2"): 0.6, ("RESP1", "RESP2"): 0.3, ("RESP0", "REF"): 0.9}
+
+
+def _pref_scorer(prompt: str, options):
+    """P(option A better) from the table, by which response the prompt shows first."""
+    import math
+
+    shown = sorted((prompt.index(t), t) for t in ("RESP0", "RESP1", "RESP2", "REF") if t in prompt)
+    a, b = shown[0][1], shown[1][1]
+    p = _PREF[(a, b)] if (a, b) in _PREF else 1.0 - _PREF[(b, a)]
+    return {"A": math.log(p), "B": math.log(1.0 - p)}
+
+
+def _judge(scorer):
+    from align.rewards.judge import make_judge_reward
+    from constitution import DEFAULT_PATH, load_constitution
+    from generator.engines.fake import FakeEngine
+    from judge.config import JudgeConfig
+
+    return make_judge_reward(FakeEngine(scorer=scorer), load_constitution(DEFAULT_PATH),
+                             JudgeConfig(principles_per_pair=2))
+
+
+def test_judge_reward_groups():
+    reward = _judge(_pref_scorer)
+    prompts = ["q1", "q1", "q1", [{"role": "user", "content": "q2"}]]
+    completions = ["RESP0", "RESP1", _conv("RESP2"), "RESP0"]
+    assert reward(prompts, completions) == [pytest.approx(0.7), pytest.approx(0.25), pytest.approx(0.55), None]
+    assert "no other completion" in reward.results(prompts, completions)[3].reason
+
+
+def test_judge_reward_against_reference_and_unscored_votes():
+    assert _judge(_pref_scorer)(["q"], ["RESP0"], reference=["REF"]) == [pytest.approx(0.9)]
+    unscored = _judge(lambda prompt, options: {"zzz": -0.1})  # neither option in the top logprobs
+    res = unscored.results(["q", "q"], ["RESP0", "RESP1"])
+    assert [r.score for r in res] == [None, None] and all(r.reason for r in res)

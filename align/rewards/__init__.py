@@ -4,6 +4,8 @@
 
 ``REWARDS`` is the one registry; ``get_reward(name)`` takes a name from it or ``module:function``
 for a user reward (checked to be callable). An unknown name raises and lists the known ones.
+The constitution-judge reward needs an engine, so it is built, not looked up:
+``align.rewards.judge.make_judge_reward(engine, constitution, config)``.
 """
 
 from __future__ import annotations
