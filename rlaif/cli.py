@@ -83,10 +83,16 @@ def _describe(exc: BaseException) -> str:
     from pydantic import ValidationError
 
     if isinstance(exc, ValidationError):
+        # A command's config fields are its options: name the option, not the pydantic path.
         first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ())) or "input"
+        names = [p for p in first.get("loc", ()) if isinstance(p, str)]
+        msg = str(first.get("msg", "")).removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        return f"{exc.title}: {loc}: {first.get('msg')}{more}"
+        if not names:  # a check across fields: its message names the options itself
+            return f"{msg}{more}"
+        got = first.get("input")
+        shown = f" (got {got!r})" if isinstance(got, int | float | str) and len(repr(got)) <= 40 else ""
+        return f"--{names[-1].replace('_', '-')}: {msg}{shown}{more}"
     if isinstance(exc, FileNotFoundError) and exc.filename:
         return f"{exc.filename}: no such file or folder"
     return " ".join(str(exc).split()) or type(exc).__name__

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from generator.engines import Sampling, make_engine
+from generator.engines import EngineError, Sampling, make_engine
 
 pytestmark = pytest.mark.integration
 
@@ -129,9 +129,13 @@ def test_openai_engine_reads_the_server(openai_engine, vllm_server, embedded_mod
 
     assert openai_engine.max_context == 2048
     assert openai_engine.model == "smollm2-135m"
-    # A client may also send the folder path, or a name the server does not know (one model served).
-    for name in (embedded_model_dir, "some-other-name"):
-        with OpenAIEngine(name, base_urls=[vllm_server], deadline_s=120) as other:
-            assert other.generate(CHATS[:1], GREEDY)[0][0].text.strip()
-            # "some-other-name" is not a folder: counted by the server's /tokenize endpoint.
-            assert other.count_tokens(CHATS[0]) == openai_engine.count_tokens(CHATS[0])
+    # A client may also send the folder path (the same model); the rows then name the embedded model.
+    with OpenAIEngine(embedded_model_dir, base_urls=[vllm_server], deadline_s=120) as other:
+        assert other.generate(CHATS[:1], GREEDY)[0][0].text.strip()
+        assert other.count_tokens(CHATS[0]) == openai_engine.count_tokens(CHATS[0])
+        assert other.model == "smollm2-135m"
+    # A name the server does not serve is refused in one line naming what it serves (never silently
+    # another model: the rows would name the wrong one).
+    with OpenAIEngine("some-other-name", base_urls=[vllm_server], deadline_s=120) as other:
+        with pytest.raises(EngineError, match="'some-other-name' is not served.*it serves: smollm2-135m"):
+            other.generate(CHATS[:1], GREEDY)
