@@ -5,12 +5,15 @@ Two measured facts on a 2-core AVX2 box, SmolLM2-135M, 16 prompts x 2 x 64 token
 
 * **dtype**: ``dtype="auto"`` means float32 on EVERY CPU and bfloat16 on GPUs. Without native bf16
   instructions (``avx512_bf16`` / ``amx_bf16`` on x86, ``bf16`` on ARM) vLLM's CPU backend falls back
-  to plain torch linears in bf16: 29 tok/s against 104 tok/s in float32. With them, bf16 is faster,
-  but for a model this small it changes the answers: on an AMX Xeon, greedy "What is the capital of
-  France?" gave "L'Étoile, la Marseillaise, la femme, ..." in bf16 and "The capital of France is
-  Paris." in float32 and on transformers, and bf16 option logits put every judge vote on a handful
-  of values. Quality first: float32 unless ``RLAIF_VLLM_DTYPE`` / ``--dtype`` ask for bfloat16
-  (``rlaif bench dtype`` measures both on the machine at hand).
+  to plain torch linears in bf16: 29 tok/s against 104 tok/s in float32. With them, bf16 is somewhat
+  faster but changes the answers of a model this small: on an AMX Xeon, greedy "What is the capital
+  of France?" gave "L'Étoile, la Marseillaise, la femme, ..." in bf16 and "The capital of France is
+  Paris." in float32; on an AVX-512-BF16 EPYC (`rlaif bench dtype`, 32 HH-RLHF prompts x 64 greedy
+  tokens) only 12 of 32 bf16 greedy texts equalled float32's, for 1.13x the tokens per CPU-second.
+  Judge labels suffer less once logits are float32 (the vllm engine's float32 head): p_a correlates
+  0.99 with float32's over 60 comparisons and no preference flipped. Quality first: float32 unless
+  ``RLAIF_VLLM_DTYPE`` / ``--dtype`` ask for bfloat16; ``rlaif bench dtype`` measures both on the
+  machine at hand.
 * **thread binding**: vLLM's ``auto`` binding keeps one logical CPU per physical core and reserves
   one for the front end, which on a machine with a handful of CPUs leaves most of them idle
   (104 tok/s, against 163 tok/s bound to both CPUs). On machines with at most ``SMALL_MACHINE`` CPUs
