@@ -112,6 +112,9 @@ def register(bench_app: typer.Typer) -> None:
             model: str = typer.Option("tiny", "--model", help="tiny (random 2-layer), smollm2-135m, or a path."),
             as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
         """DPO steps/s with the reference model in the loop vs precompute_ref_log_probs, and the ratio."""
+        from rlaif.bench_args import require_positive
+
+        require_positive(steps=steps)
         result = bench_dpo(steps=steps, data=data, model=model)
         if as_json:
             typer.echo(json.dumps(result))

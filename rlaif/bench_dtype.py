@@ -176,6 +176,10 @@ def register(bench_app: typer.Typer) -> None:
               kv_cache_gib: float = typer.Option(1.0, "--kv-cache-gib", help="vLLM KV cache (CPU)."),
               as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")) -> None:
         """bfloat16 vs float32 on in-process vLLM: speed, greedy and judge agreement, float32 logits."""
+        from rlaif.bench_args import require_positive
+
+        require_positive(prompts=prompts, max_tokens=max_tokens, pairs=pairs, principles=principles,
+                         kv_cache_gib=kv_cache_gib)
         r = run_bench(prompts=prompts, max_tokens=max_tokens, pairs=pairs, principles=principles, model=model,
                       data=data, kv_cache_gib=kv_cache_gib)
         if as_json:

@@ -215,6 +215,10 @@ def register(bench_app: typer.Typer) -> None:
                  as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
                  ) -> None:
         """Tokens/s of vllm vs transformers on the same prompts and sampling, and the ratio."""
+        from rlaif.bench_args import require_positive
+
+        require_positive(prompts=prompts, n=n, max_tokens=max_tokens, hf_batch_size=hf_batch_size,
+                         kv_cache_gib=kv_cache_gib)
         result = bench_generate(prompts=prompts, n=n, max_tokens=max_tokens, model=model, data=data, seed=seed,
                                 hf_batch_size=hf_batch_size, kv_cache_gib=kv_cache_gib, vllm_dtype=vllm_dtype,
                                 with_other_dtype=with_other)

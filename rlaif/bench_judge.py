@@ -235,6 +235,9 @@ def bench_judge(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Judge comparisons/s: logprob scoring (vLLM) vs generate-and-parse (vLLM) vs logprob (transformers)."""
+    from rlaif.bench_args import require_positive
+
+    require_positive(pairs=pairs, principles=principles, hf_batch_size=hf_batch_size)
     result = run_bench(pairs, principles, model, data, hf_batch_size, vllm_dtype, with_other)
     if as_json:
         typer.echo(json.dumps(result))
