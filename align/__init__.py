@@ -1,4 +1,4 @@
-"""Alignment: SFT, reward models and DPO on the runs the generator and judge write (TRL underneath).
+"""Alignment: SFT, reward models, DPO and GRPO on the runs the generator and judge write (TRL underneath).
 
 ``ALIGN_METHODS`` maps a method name to its ``module:function`` trainer; a name not in it may be
 a ``module:function`` of user code taking a recipe. Recipes live in ``align/config.py``.
@@ -14,6 +14,7 @@ ALIGN_METHODS: dict[str, str] = {
     "sft": "align.sft:train",
     "reward": "align.reward:train",
     "dpo": "align.dpo:train",
+    "grpo": "align.grpo:train",
 }
 
 

@@ -22,7 +22,8 @@ METRICS = "metrics.json"
 # method -> (eval metric plotted beside the loss, TRL log key of a train metric worth a curve)
 PLOTTED = {"sft": ("eval_mean_token_accuracy", "mean_token_accuracy"),
            "reward": ("eval_accuracy", "accuracy"),
-           "dpo": ("eval_rewards/margins", "rewards/margins")}
+           "dpo": ("eval_rewards/margins", "rewards/margins"),
+           "grpo": ("eval_reward", "reward")}
 
 
 def resolve_model(name: str) -> str:

@@ -107,6 +107,12 @@ class _Recipe(BaseModel):
         """Recipe fields that map onto the TRL config beyond the shared ones."""
         return {}
 
+    def check_data(self):
+        """Read and check the training data without loading a model (``align.data.AlignData``)."""
+        from align.data import load_data
+
+        return load_data(self.data, self.method, soft_labels=getattr(self, "soft_labels", False), seed=self.seed)
+
     def check_trl_keys(self) -> None:
         """Refuse ``trl:`` keys TRL does not know, or that duplicate a recipe field."""
         import trl
@@ -198,7 +204,78 @@ class DPORecipe(_Recipe):
         return self
 
 
-RECIPES: dict[str, type[_Recipe]] = {"sft": SFTRecipe, "reward": RewardRecipe, "dpo": DPORecipe}
+class GRPORecipe(_Recipe):
+    """Group Relative Policy Optimization (DeepSeekMath, arXiv 2402.03300) with verifiable rewards
+    (align/rewards/): per prompt, ``num_generations`` completions are scored and each one's advantage
+    is its reward relative to its group. ``per_device_train_batch_size`` counts completions, not prompts."""
+
+    method: ClassVar[str] = "grpo"
+    trl_config: ClassVar[str] = "GRPOConfig"
+    ours: ClassVar[tuple[str, ...]] = tuple(k for k in _Recipe.ours if k != "max_length")
+    learning_rate: float = Field(1e-6, gt=0, description="Peak learning rate.")
+    per_device_train_batch_size: int = Field(8, gt=0, description="Completions (not prompts) per device per step; "
+                                             "times gradient_accumulation_steps, a multiple of num_generations.")
+    max_length: None = Field(None, description="Not used by GRPO: completions are cut at max_completion_length "
+                             "and prompts are not truncated.")
+    reward_funcs: list[str] = Field(min_length=1, description="Rewards by name: a key of align.rewards.REWARDS "
+                                    "(gsm8k, math, code, format, length) or module:function.")
+    reward_weights: list[float] | None = Field(None, description="One weight >= 0 per reward (TRL sums the weighted "
+                                               "rewards); None = all 1.0.")
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt (the group).")
+    max_completion_length: int = Field(256, gt=0, description="Most tokens per completion.")
+    use_vllm: bool = Field(False, description="Generate with vLLM (TRL colocate or server mode, GPUs); False = "
+                           "transformers generate, the only choice on a CPU.")
+
+    @field_validator("max_length", mode="before")
+    @classmethod
+    def _no_max_length(cls, v: Any) -> Any:
+        if v is not None:
+            raise ValueError("GRPO has no max_length; set max_completion_length (prompts are not truncated)")
+        return v
+
+    @field_validator("reward_funcs")
+    @classmethod
+    def _known_rewards(cls, v: list[str]) -> list[str]:
+        from align.rewards import get_reward
+
+        for name in v:
+            try:
+                get_reward(name)
+            except (KeyError, TypeError) as e:
+                raise ValueError(e.args[0] if e.args else str(e)) from None
+        if len(set(v)) != len(v):
+            raise ValueError(f"a reward is named twice ({', '.join(v)}); give each once and weight it with reward_weights")
+        return v
+
+    @model_validator(mode="after")
+    def _weights_and_groups(self) -> GRPORecipe:
+        w = self.reward_weights
+        if w is not None:
+            if len(w) != len(self.reward_funcs):
+                raise ValueError(f"reward_weights: {len(w)} weight(s) for {len(self.reward_funcs)} reward(s) "
+                                 f"({', '.join(self.reward_funcs)}); give one weight per reward")
+            if any(x < 0 for x in w) or not any(x > 0 for x in w):
+                raise ValueError(f"reward_weights: each weight must be >= 0 and one > 0 (got {w}); a penalty is a "
+                                 f"reward that returns negative scores")
+        per_step = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if not {"generation_batch_size", "steps_per_generation"} & set(self.trl) and per_step % self.num_generations:
+            raise ValueError(f"per_device_train_batch_size x gradient_accumulation_steps = {per_step} completions must "
+                             f"be a multiple of num_generations ({self.num_generations}): each prompt's completions "
+                             f"form one group")
+        return self
+
+    def check_data(self):
+        from align.grpo import load_grpo_data
+
+        return load_grpo_data(self)
+
+    def method_fields(self) -> dict[str, Any]:
+        return {"reward_weights": self.reward_weights, "num_generations": self.num_generations,
+                "max_completion_length": self.max_completion_length, "use_vllm": self.use_vllm}
+
+
+RECIPES: dict[str, type[_Recipe]] = {"sft": SFTRecipe, "reward": RewardRecipe, "dpo": DPORecipe,
+                                     "grpo": GRPORecipe}
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -275,7 +352,8 @@ def build_recipe(method: str, raw: dict[str, Any], source: str = "recipe") -> _R
             known = ", ".join(cls.model_fields) if len(first.get("loc", ())) == 1 else ", ".join(DataSource.model_fields)
             msg = f"unknown key (known: {known}; TRL options go under trl:)"
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise RecipeError(f"{source}: {loc}: {msg}{more}") from None
+        where = f"{source}: {loc}" if first.get("loc") else source  # a check across fields names its keys itself
+        raise RecipeError(f"{where}: {msg}{more}") from None
     recipe.check_trl_keys()
     return recipe
 

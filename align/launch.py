@@ -100,11 +100,10 @@ def run_launched(recipe, num_processes: int | None, accelerate_config: str | Non
     """Check output_dir, the data and the model here (no weights read), then train in child processes
     writing into a temp folder that becomes output_dir only if they all succeed; returns the exit code."""
     from align.card import check_model
-    from align.data import load_data
     from align.output import check_out, publish
 
     mode = check_out(recipe, overwrite)
-    load_data(recipe.data, recipe.method, soft_labels=getattr(recipe, "soft_labels", False), seed=recipe.seed)
+    recipe.check_data()
     check_model(recipe.model)
     code = 0
     try:

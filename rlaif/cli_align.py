@@ -1,8 +1,9 @@
-"""``rlaif align sft|reward|dpo``: train on a run directory from a recipe or the quick flags.
+"""``rlaif align sft|reward|dpo|grpo``: train on a run directory from a recipe or the quick flags.
 
     rlaif align dpo --config recipes/cpu-tiny-dpo.yaml --set beta=0.2 --set trl.warmup_steps=0.1
     rlaif align dpo --data runs/judge --model smollm2-135m --out models/dpo --max-steps 100
     rlaif align dpo --config recipes/gpu-7b-dpo.yaml --accelerate-config recipes/accelerate/zero3.yaml
+    rlaif align grpo --data runs/gsm8k --model smollm2-135m --reward gsm8k --out models/grpo --max-steps 20
 """
 
 from __future__ import annotations
@@ -12,25 +13,28 @@ from pathlib import Path
 
 import typer
 
-align_app = typer.Typer(help="Train on AI feedback: SFT on revisions, reward models and DPO on preferences.",
+align_app = typer.Typer(help="Train on AI feedback: SFT on revisions, reward models and DPO on preferences, "
+                             "GRPO on verifiable rewards.",
                         no_args_is_help=True)
 
 HELP = {
     "sft": "Supervised fine-tuning on a `rlaif revise` run (messages column).",
     "reward": "Reward model (sequence classifier, Bradley-Terry loss) on a `rlaif judge` run.",
     "dpo": "DPO on a `rlaif judge` run (TRL loss types; soft_labels = cDPO with the judge's p_chosen).",
+    "grpo": "GRPO on prompts (`rlaif data gsm8k|mbpp` run or a file) with verifiable rewards (--reward).",
 }
 
 
 def _train(method: str, config: Path | None, sets: list[str], data: str | None, model: str | None,
            out: str | None, max_steps: int | None, num_processes: int, accelerate_config: str | None,
-           quiet: bool, overwrite: bool) -> None:
+           quiet: bool, overwrite: bool, extra: dict | None = None) -> None:
     from align.config import RecipeError, load_recipe
     from align.launch import run_launched, should_launch, writes_for_parent
 
     if config is None and not (data and out):
         raise RecipeError(f"give --config RECIPE.yaml, or --data RUN_DIR and --out DIR (rlaif align {method} --help)")
-    quick = {"data": data, "model": model, "output_dir": out, "max_steps": max_steps, "quiet": quiet or None}
+    quick = {"data": data, "model": model, "output_dir": out, "max_steps": max_steps, "quiet": quiet or None,
+             **(extra or {})}
     recipe = load_recipe(method, config, sets, quick)
     if should_launch(num_processes, accelerate_config):
         code = run_launched(recipe, num_processes, accelerate_config, overwrite)
@@ -66,9 +70,16 @@ def _make(method: str):
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `rlaif align "
                                        f"{method}` output in --out (nothing else is ever replaced)."),
+        reward: list[str] = typer.Option([], "--reward", help="GRPO reward: gsm8k, math, code, format, length or "
+                                         "module:function; repeat for several (weights: --set reward_weights=[1,0.5]).",
+                                         hidden=method != "grpo"),
     ) -> None:
+        if reward and method != "grpo":
+            from align.config import RecipeError
+
+            raise RecipeError(f"--reward is for `rlaif align grpo`; `rlaif align {method}` takes no reward")
         _train(method, config, sets, data, model, out, max_steps, num_processes, accelerate_config, quiet,
-               overwrite)
+               overwrite, {"reward_funcs": reward or None})
 
     command.__doc__ = HELP[method]
     return command

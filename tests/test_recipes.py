@@ -1,9 +1,10 @@
 """Every shipped recipe trains one step on real run directories, through ``align.run`` as users run it.
 
 The runs have the splits the real stages write (a judge run: ``train`` + ``filtered``, no ``test``;
-a revise run: ``train``), in the schemas of judge/records.py and generator/records.py. The only
-overrides make a recipe CPU-tiny: the tiny random model of tests/conftest.py, one step, no bf16 or
-DeepSpeed, and the data path; every other key (splits, eval_ratio, batch sizes, TRL options) is the
+a revise run: ``train``; a gsm8k run of ``rlaif data gsm8k``: ``train``), in the schemas of
+judge/records.py, generator/records.py and align/tasks.py. The only overrides make a recipe CPU-tiny:
+the tiny random model of tests/conftest.py, one step, no bf16 or DeepSpeed, and the data path (GRPO:
+generation by transformers, 16-token completions); every other key (splits, eval_ratio, batch sizes, TRL options) is the
 recipe's own, so a recipe that names a split no run has fails here.
 """
 
@@ -64,22 +65,36 @@ def revise_run(tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.fixture(scope="module")
+def gsm8k_run(tmp_path_factory) -> str:
+    """A `rlaif data gsm8k` run of easy sums, written by align/tasks.py as the command does."""
+    from align.tasks import import_task
+
+    folder = tmp_path_factory.mktemp("recipes")
+    rows = [{"question": f"What is {i} + {i + 1}?", "answer": f"{i} + {i + 1} = {2 * i + 1}\n#### {2 * i + 1}"}
+            for i in range(PROMPTS)]
+    (folder / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    import_task(folder / "sums.jsonl", folder / "gsm8k", "gsm8k")
+    return str(folder / "gsm8k")
+
+
 def test_every_recipe_declares_its_method():
-    assert len(RECIPES) >= 6
+    assert len(RECIPES) >= 8
     for path in RECIPES:
-        assert yaml.safe_load(path.read_text()).get("method") in ("sft", "reward", "dpo"), path.name
+        assert yaml.safe_load(path.read_text()).get("method") in ("sft", "reward", "dpo", "grpo"), path.name
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
-def test_recipe_trains_one_step_on_a_real_run(path, tiny_model_dir, judge_run, revise_run, tmp_path):
+def test_recipe_trains_one_step_on_a_real_run(path, tiny_model_dir, judge_run, revise_run, gsm8k_run, tmp_path):
     import align
     from align.config import load_recipe
 
     method = yaml.safe_load(path.read_text())["method"]
     out = tmp_path / "model"
-    data = revise_run if method == "sft" else judge_run
+    data = {"sft": revise_run, "grpo": gsm8k_run}.get(method, judge_run)
+    tiny = ["use_vllm=false", "max_completion_length=16"] if method == "grpo" else []
     recipe = load_recipe(method, path, [f"model={tiny_model_dir}", f"data.path={data}", f"output_dir={out}",
-                                        "max_steps=1", "quiet=true", "trl.bf16=false", "trl.deepspeed="])
+                                        "max_steps=1", "quiet=true", "trl.bf16=false", "trl.deepspeed=", *tiny])
     metrics = align.run(recipe)
     assert metrics["global_step"] == 1 and "eval_loss" in metrics["eval"], metrics.get("eval")
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()

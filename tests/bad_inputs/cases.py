@@ -286,6 +286,47 @@ ALIGN = [
       {"r.yaml": "method: dpo\ndata: prefs\noutput_dir: m\nmax_steps: -5\n", "prefs": JUDGE_RUN}),
 ]
 
+GSM8K_OK = '{"question": "What is 1 + 1?", "answer": "1 + 1 = 2\\n#### 2"}\n'
+GRPO_DATA = {"d.jsonl": '{"prompt": "What is 1 + 1?", "answer": "#### 2"}\n'}
+
+
+def _grpo(*extra: str) -> tuple[str, ...]:
+    return ("align", "grpo", "--data", "d.jsonl", "--out", "m", *extra)
+
+
+DATA = [
+    C("data-gsm8k-missing-file", ("data", "gsm8k", "nope.jsonl", "--out", "run"), "nope.jsonl", {}),
+    C("data-gsm8k-answer-without-marker", ("data", "gsm8k", "g.jsonl", "--out", "run"), "g.jsonl row 2",
+      {"g.jsonl": GSM8K_OK + '{"question": "What is 2 + 2?", "answer": "four"}\n'}),
+    C("data-gsm8k-no-question", ("data", "gsm8k", "g.jsonl", "--out", "run"), "'question'",
+      {"g.jsonl": '{"prompt": "What is 2 + 2?", "answer": "#### 4"}\n'}),
+    C("data-gsm8k-limit-zero", ("data", "gsm8k", "g.jsonl", "--out", "run", "--limit", "0"), "--limit",
+      {"g.jsonl": GSM8K_OK}),
+    C("data-gsm8k-out-user-folder", ("data", "gsm8k", "g.jsonl", "--out", "run"), "run",
+      {"g.jsonl": GSM8K_OK, "run/notes.txt": "mine"}),
+    C("data-gsm8k-out-other-stage", ("data", "gsm8k", "g.jsonl", "--out", "prefs"), "prefs",
+      {"g.jsonl": GSM8K_OK, "prefs": JUDGE_RUN}),
+    C("data-mbpp-empty-tests", ("data", "mbpp", "c.jsonl", "--out", "run"), "test_list",
+      {"c.jsonl": '{"text": "Write f.", "test_list": []}\n'}),
+    C("data-mbpp-empty-file", ("data", "mbpp", "c.jsonl", "--out", "run"), "no rows", {"c.jsonl": ""}),
+    C("data-mbpp-undecodable-line", ("data", "mbpp", "c.jsonl", "--out", "run"), "line 1",
+      {"c.jsonl": "{not json\n"}),
+]
+
+ALIGN_GRPO = [
+    C("align-grpo-unknown-reward", _grpo("--reward", "nope"), "unknown reward 'nope'", GRPO_DATA),
+    C("align-grpo-no-reward", _grpo(), "reward_funcs", GRPO_DATA),
+    C("align-grpo-weights-length", _grpo("--reward", "gsm8k", "--set", "reward_weights=[1,2]"),
+      "2 weight(s) for 1 reward(s)", GRPO_DATA),
+    C("align-grpo-negative-generations", _grpo("--reward", "gsm8k", "--set", "num_generations=-2"),
+      "num_generations", GRPO_DATA),
+    C("align-grpo-missing-reward-column", _grpo("--reward", "code"), "needs a 'tests' column", GRPO_DATA),
+    C("align-grpo-no-prompt-column", _grpo("--reward", "gsm8k"), "no 'prompt' column",
+      {"d.jsonl": '{"question": "What is 1 + 1?", "answer": "#### 2"}\n'}),
+    C("align-grpo-reward-on-dpo", ("align", "dpo", "--data", "prefs", "--out", "m", "--reward", "gsm8k"),
+      "--reward is for", {"prefs": JUDGE_RUN}),
+]
+
 ENGINE_SERVE = [
     C("engine-serve-port-too-large", _serve("--port", "99999"), "--port"),
     C("engine-serve-port-zero", _serve("--port", "0"), "--port"),
@@ -328,5 +369,5 @@ OTHER = [
     C("bench-dtype-prompts-zero", ("bench", "dtype", "--prompts", "0"), "--prompts"),
 ]
 
-CASES: list[Case] = [*GENERATE, *REVISE, *JUDGE, *JUDGE_EVAL, *PUBLISH, *ALIGN, *ENGINE_SERVE, *CONSTITUTION,
-                     *OTHER]
+CASES: list[Case] = [*GENERATE, *REVISE, *JUDGE, *JUDGE_EVAL, *PUBLISH, *ALIGN, *DATA, *ALIGN_GRPO, *ENGINE_SERVE,
+                     *CONSTITUTION, *OTHER]

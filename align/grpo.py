@@ -1,0 +1,164 @@
+"""Group Relative Policy Optimization (Shao et al., DeepSeekMath, arXiv 2402.03300) with verifiable
+rewards, on TRL's GRPOTrainer (written against TRL 1.16.0).
+
+The rewards are the plain TRL functions of align/rewards/ (``f(prompts, completions, **columns)``),
+named in the recipe (``reward_funcs``) and weighted by TRL (``reward_weights``). TRL hands every
+dataset column (``answer``, ``tests``, ...) to each reward as a keyword argument and logs
+``rewards/<name>/mean`` and ``/std`` itself; ``Logged`` adds, from each reward's typed
+``RewardResult`` records (``.results``):
+
+- ``rewards/<name>/pass_rate``: share of the step's completions scored 1.0 or more (full marks);
+- ``rewards/<name>/scored``: share with a verdict (``None`` is no verdict, never 0);
+- ``rewards/<name>/status/<status>``: share of each status (``correct``, ``wrong``, ``no_answer``, ...);
+  a status the reward has never returned in this process is not logged, so in a multi-process
+  run a status one process has not met yet is averaged over the processes that have;
+
+and, through TRL's ``log_extra``, each completion's status and reason into TRL's completions table
+(``trl.log_completions: true`` writes it to ``completions/*.parquet``). All of it lands in
+metrics.json's ``log_history`` (tests/test_grpo.py::test_grpo_trains_two_steps_and_logs_each_reward).
+
+Generation is transformers ``generate`` unless ``use_vllm`` (GPUs; see recipes/gpu-7b-grpo.yaml).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from align.card import finish, resolve_model
+from align.config import GRPORecipe, RecipeError
+from align.data import AlignData, _hold_out_prompts, _read_file
+
+log = logging.getLogger(__name__)
+
+
+class Logged:
+    """A reward that also logs its pass rate, verdict share and statuses (see the module docstring).
+
+    Calls ``reward.results`` when the reward has it (the built-in ones), else the reward itself
+    (a user's ``module:function``, whose statuses are ``scored`` / ``no_verdict``)."""
+
+    def __init__(self, name: str, reward: Callable):
+        self.reward = reward
+        self.__name__ = name  # TRL names the reward's metrics after it
+        self.seen: set[str] = set()
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float | None]:
+        results = getattr(self.reward, "results", None)
+        if results is not None:
+            records = list(results(prompts, completions, **kwargs))
+            scores = [r.score for r in records]
+            statuses, reasons = [r.status for r in records], [r.reason for r in records]
+        else:
+            scores = list(self.reward(prompts, completions, **kwargs))
+            statuses = ["scored" if s is not None else "no_verdict" for s in scores]
+            reasons = [""] * len(scores)
+        n = max(len(scores), 1)
+        log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
+        if log_metric is not None:
+            log_metric(f"rewards/{self.__name__}/pass_rate", sum(s is not None and s >= 1.0 for s in scores) / n)
+            log_metric(f"rewards/{self.__name__}/scored", sum(s is not None for s in scores) / n)
+            counts = Counter(statuses)
+            self.seen.update(counts)
+            for status in sorted(self.seen):
+                log_metric(f"rewards/{self.__name__}/status/{status}", counts[status] / n)
+        if log_extra is not None:
+            log_extra(f"{self.__name__}/status", statuses)
+            log_extra(f"{self.__name__}/reason", reasons)
+        return scores
+
+
+def make_rewards(names: list[str]) -> list[Logged]:
+    from align.rewards import get_reward
+
+    return [Logged(name.rpartition(":")[2], get_reward(name)) for name in names]
+
+
+def _read(path: Path, src) -> tuple[Any, Any, str | None, dict[str, Any]]:
+    from plumbing.runs import RunError, load, read_manifest, splits
+
+    if not path.is_dir():
+        if src.eval_split:
+            raise RecipeError(f"data.eval_split {src.eval_split!r}: a dataset file has one split; use eval_ratio")
+        return _read_file(path), None, None, {}
+    try:
+        manifest = read_manifest(path)
+        known = splits(path)
+        for name in filter(None, (src.split, src.eval_split)):
+            if name not in known:
+                raise RecipeError(f"data.path {path} has no split {name!r}; it has: {', '.join(known) or 'no rows'}")
+        train = load(path, src.split)
+        evals = load(path, src.eval_split) if src.eval_split else None
+    except RunError as e:
+        raise RecipeError(f"data.path: {e}") from None
+    prov = {"run_stage": manifest.get("stage"), "run_spec_sha256": manifest.get("spec_sha256"),
+            "run_counts": manifest.get("counts")}
+    return train, evals, manifest.get("stage"), prov
+
+
+def load_grpo_data(recipe: GRPORecipe) -> AlignData:
+    """Prompts (a ``prompt`` column: text or chat messages) with the columns the rewards read, from a
+    run directory (``rlaif data gsm8k|mbpp``, or any run with prompts) or a dataset file; each reward
+    is tried on the first row (an empty completion) so a missing column fails here, before any
+    model loads (tests/test_grpo.py::test_missing_reward_column_fails_before_the_model)."""
+    src = recipe.data
+    path = Path(src.path)
+    if not path.exists():
+        raise RecipeError(f"data.path {path}: no such run directory or dataset file")
+    train, evals, stage, prov = _read(path, src)
+    for ds, where in ((train, f"data.path {path}"), (evals, f"data.eval_split {src.eval_split}")):
+        if ds is not None and "prompt" not in ds.column_names:
+            raise RecipeError(f"{where}: no 'prompt' column (it has: {', '.join(ds.column_names)}); "
+                              f"`rlaif align grpo` samples completions for each prompt (see `rlaif data gsm8k --help`)")
+    if len(train) == 0:
+        raise RecipeError(f"data.path {path}: split {src.split!r} has no rows")
+    _probe_rewards(recipe.reward_funcs, train[0], path)
+    if src.max_rows:
+        train = train.select(range(min(src.max_rows, len(train))))
+    if evals is None and src.eval_ratio > 0:
+        train, evals = _hold_out_prompts(train, src.eval_ratio, recipe.seed)
+    log.info("data %s: %d prompts, %d held out", path, len(train), len(evals) if evals is not None else 0)
+    return AlignData(train=train, eval=evals, source=str(path), stage=stage, provenance=prov)
+
+
+def _probe_rewards(names: list[str], row: dict[str, Any], path: Path) -> None:
+    from align.rewards import get_reward
+
+    prompt = row["prompt"]
+    completion = "" if isinstance(prompt, str) else [{"role": "assistant", "content": ""}]
+    columns = {k: [v] for k, v in row.items() if k != "prompt"}
+    for name in names:
+        try:
+            scores = get_reward(name)([prompt], [completion], **columns)
+        except (KeyError, ValueError, TypeError) as e:
+            raise RecipeError(f"reward {name!r} cannot score the rows of {path}: "
+                              f"{' '.join(str(e.args[0] if e.args else e).split())}") from None
+        if len(list(scores)) != 1:
+            raise RecipeError(f"reward {name!r} returned {len(list(scores))} scores for 1 completion; "
+                              f"it must return one score (or None) per completion")
+
+
+def build_trainer(recipe: GRPORecipe, data: AlignData):
+    """TRL's GRPOTrainer on ``data`` with the recipe's rewards; the model loads here."""
+    from trl import GRPOTrainer
+
+    if recipe.use_vllm:
+        from align.config import _has_accelerator
+
+        if not _has_accelerator():
+            raise RecipeError("use_vllm: true needs a GPU; on a CPU GRPO generates with transformers "
+                              "(set use_vllm: false)")
+    args = recipe.trl_args(remove_unused_columns=False)  # the rewards read the other columns
+    return GRPOTrainer(model=resolve_model(recipe.model), reward_funcs=make_rewards(recipe.reward_funcs),
+                       args=args, train_dataset=data.train, eval_dataset=data.eval)
+
+
+def train(recipe: GRPORecipe) -> dict[str, Any]:
+    """GRPO-train ``recipe.model`` on the prompts with the recipe's rewards; returns the metrics of metrics.json."""
+    data = load_grpo_data(recipe)  # checks data and rewards before any model loads
+    trainer = build_trainer(recipe, data)
+    result = trainer.train()
+    return finish(trainer, recipe, data, result)

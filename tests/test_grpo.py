@@ -1,0 +1,159 @@
+"""``rlaif data gsm8k|mbpp`` and ``rlaif align grpo``: importers, recipe checks through the CLI, and a
+2-step GRPO run of the tiny random model (tests/conftest.py) on easy arithmetic prompts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = [(2, 3), (4, 5), (1, 1), (6, 2), (3, 3), (7, 1), (5, 5), (8, 1)]
+
+
+def _cli(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RLAIF_NO_MODEL": "1"}
+    return subprocess.run([sys.executable, "-m", "rlaif", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def _error_line(res: subprocess.CompletedProcess) -> str:
+    """The single ``error:`` line of a refused command (TRL's import warnings about vLLM aside)."""
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def arithmetic(tmp_path_factory) -> Path:
+    """A `rlaif data gsm8k` run of 8 "What is a + b?" problems, made through the CLI."""
+    folder = tmp_path_factory.mktemp("grpo")
+    rows = [{"question": f"What is {a} + {b}?", "answer": f"{a} + {b} = {a + b}\n#### {a + b}"} for a, b in PAIRS]
+    (folder / "add.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = _cli("data", "gsm8k", "add.jsonl", "--out", "run", cwd=folder)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return folder
+
+
+def test_data_gsm8k_imports_the_shared_file_and_the_reward_scores_every_gold(shared_data, tmp_path):
+    from align.rewards import get_reward
+    from plumbing.runs import load, read_manifest
+
+    res = _cli("data", "gsm8k", shared_data / "gsm8k-train-1000.jsonl", "--out", tmp_path / "run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ds = load(tmp_path / "run")
+    assert len(ds) == 1000 and ds.column_names == ["id", "prompt", "answer"]
+    assert read_manifest(tmp_path / "run")["stage"] == "data-gsm8k"
+    assert ds[0]["prompt"][0]["role"] == "user" and ds[0]["prompt"][0]["content"].startswith("Natalia sold clips")
+    assert ds[0]["answer"].endswith("#### 72")  # the whole gold solution is kept
+    scores = get_reward("gsm8k")(ds["prompt"], list(ds["answer"]), answer=ds["answer"])
+    assert scores == [1.0] * 1000
+    wrong = get_reward("gsm8k")(ds["prompt"][:3], ["#### 0.5"] * 3, answer=ds["answer"][:3])
+    assert wrong == [0.0] * 3
+
+    limited = _cli("data", "gsm8k", shared_data / "gsm8k-train-1000.jsonl", "--out", tmp_path / "ten",
+                   "--limit", "10", cwd=tmp_path)
+    assert limited.returncode == 0 and len(load(tmp_path / "ten")) == 10, limited.stderr[-2000:]
+
+
+def test_data_importers_refuse_a_bad_row_and_write_nothing(tmp_path):
+    (tmp_path / "g.jsonl").write_text('{"question": "What is 1 + 1?", "answer": "#### 2"}\n'
+                                      '{"question": "What is 2 + 2?", "answer": "four"}\n')
+    line = _error_line(_cli("data", "gsm8k", "g.jsonl", "--out", "run", cwd=tmp_path))
+    assert "g.jsonl row 2" in line and "####" in line
+    (tmp_path / "c.jsonl").write_text('{"text": "Write f.", "test_list": ["assert f() == 1"]}\n'
+                                      '{"text": "Write g.", "test_list": []}\n')
+    line = _error_line(_cli("data", "mbpp", "c.jsonl", "--out", "code", cwd=tmp_path))
+    assert "c.jsonl row 2" in line and "test_list" in line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "code").exists()
+
+
+def test_data_mbpp_writes_prompts_and_tests(tmp_path):
+    from plumbing.runs import load, read_manifest
+
+    rows = [{"text": "Write a function f returning 1.", "test_list": ["assert f() == 1"],
+             "test_setup_code": "import math"},
+            {"prompt": "Write g(x) returning x + 1.", "tests": "assert g(1) == 2"}]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = _cli("data", "mbpp", "c.jsonl", "--out", "run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ds = load(tmp_path / "run")
+    assert read_manifest(tmp_path / "run")["stage"] == "data-code"
+    assert ds["tests"] == [["import math", "assert f() == 1"], ["assert g(1) == 2"]]
+    assert ds["prompt"][1] == [{"role": "user", "content": "Write g(x) returning x + 1."}]
+
+
+@pytest.mark.parametrize(("extra", "expect"), [
+    (("--reward", "nope"), "unknown reward 'nope'"),
+    (("--reward", "gsm8k", "--set", "reward_weights=[1,2]"), "2 weight(s) for 1 reward(s)"),
+    (("--reward", "gsm8k", "--reward", "length", "--set", "reward_weights=[1,-0.5]"), "each weight must be >= 0"),
+    (("--reward", "gsm8k", "--set", "num_generations=-4"), "num_generations"),
+    (("--reward", "gsm8k", "--set", "max_completion_length=-1"), "max_completion_length"),
+    (("--reward", "gsm8k", "--set", "num_generations=3"), "multiple of num_generations"),
+    (("--reward", "code"), "needs a 'tests' column"),
+])
+def test_bad_grpo_recipes_fail_in_one_line_before_the_model(arithmetic, extra, expect):
+    """RLAIF_NO_MODEL turns any model load into a traceback, so one error line means none happened."""
+    line = _error_line(_cli("align", "grpo", "--data", "run", "--model", "smollm2-135m", "--out", "m", *extra,
+                            cwd=arithmetic))
+    assert expect in line
+    assert not (arithmetic / "m").exists()
+
+
+def test_grpo_trains_two_steps_and_logs_each_reward(arithmetic, tiny_model_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "model"
+    # A user reward (module:function) with a spread across each group, so the advantages are not all 0:
+    # the random tiny model never writes the right number.
+    (tmp_path / "spread.py").write_text(
+        "def chars(prompts, completions, **columns):\n"
+        "    return [min(1.0, len(c[-1]['content']) / 400) for c in completions]\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-m", "rlaif", "align", "grpo", "--data", str(arithmetic / "run"),
+                          "--model", tiny_model_dir, "--reward", "gsm8k", "--reward", "spread:chars", "--out", str(out),
+                          "--max-steps", "2", "--quiet", "--set", "num_generations=4", "--set",
+                          "max_completion_length=12", "--set", "reward_weights=[1.0,0.5]",
+                          "--set", "learning_rate=1e-3"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "grpo: 2 steps" in res.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "grpo" and metrics["global_step"] == 2
+    steps = [h for h in metrics["log_history"] if "loss" in h]
+    assert len(steps) == 2
+    for h in steps:
+        for name in ("gsm8k", "chars"):
+            assert 0.0 <= h[f"rewards/{name}/mean"] <= 1.0 and 0.0 <= h[f"rewards/{name}/pass_rate"] <= 1.0
+            assert h[f"rewards/{name}/scored"] == 1.0
+            shares = [v for k, v in h.items() if k.startswith(f"rewards/{name}/status/")]
+            assert shares and sum(shares) == pytest.approx(1.0)
+        # gsm8k counts as 1.0, chars as 0.5 in the logged total (TRL's weighted sum)
+        assert h["reward"] == pytest.approx(h["rewards/gsm8k/mean"] + 0.5 * h["rewards/chars/mean"], abs=1e-5)
+        assert h["rewards/chars/status/scored"] == 1.0
+    assert json.loads((out / "manifest.json").read_text())["stage"] == "align-grpo"
+    assert (out / "training_curve.png").is_file() and "rlaif align grpo" in (out / "README.md").read_text()
+    before, after = load_file(Path(tiny_model_dir) / "model.safetensors"), load_file(out / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the chars reward's spread moved the policy
+
+
+def test_logged_reward_records_statuses_and_keeps_none():
+    from align.grpo import Logged
+    from align.rewards import get_reward
+
+    metrics, extra = {}, {}
+    reward = Logged("gsm8k", get_reward("gsm8k"))
+    scores = reward([[{"role": "user", "content": "q"}]] * 4, ["#### 5", "4", "no idea", "#### 5"],
+                    answer=["#### 5", "#### 5", "#### 5", "no gold"],
+                    log_metric=lambda k, v: metrics.__setitem__(k, v),
+                    log_extra=lambda k, v: extra.__setitem__(k, v))
+    assert scores == [1.0, 0.0, 0.0, None]
+    assert metrics["rewards/gsm8k/pass_rate"] == 0.25 and metrics["rewards/gsm8k/scored"] == 0.75
+    assert {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if "/status/" in k} == \
+        {"correct": 0.25, "wrong": 0.25, "no_answer": 0.25, "bad_gold": 0.25}
+    assert extra["gsm8k/status"] == ["correct", "wrong", "no_answer", "bad_gold"]
