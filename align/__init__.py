@@ -7,7 +7,8 @@ a ``module:function`` of user code taking a recipe. Recipes live in ``align/conf
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 ALIGN_METHODS: dict[str, str] = {
@@ -39,13 +40,16 @@ def run(recipe, overwrite: bool = False) -> dict:
     ``recipe.output_dir`` is checked before the data or the model is read, the trainer writes into a
     temp folder, and that folder is renamed to output_dir only when training ends well
     (align/output.py; ``overwrite`` replaces an earlier output of the same method)."""
+    with quiet_progress(recipe.quiet):
+        return _run(recipe, overwrite)
+
+
+def _run(recipe, overwrite: bool) -> dict:
     import os
 
     from align.launch import WORK_DIR, in_child, writes_for_parent
     from align.output import check_out, publish, write_manifest
 
-    if recipe.quiet:
-        quiet_progress()
     train = get_method(recipe.method)
     if writes_for_parent():  # started by align/launch.py, which checked output_dir and renames at the end
         return train(recipe.writing_to(os.environ[WORK_DIR]))
@@ -60,13 +64,32 @@ def run(recipe, overwrite: bool = False) -> dict:
         return train(recipe.writing_to(tmp))
 
 
-def quiet_progress() -> None:
-    """No progress bars from TRL, transformers or datasets (logs stay)."""
+@contextmanager
+def quiet_progress(quiet: bool = True) -> Iterator[None]:
+    """No progress bars from TRL, transformers or datasets while training (logs stay); the process's
+    environment and the libraries' settings are restored afterwards (a caller's later subprocesses
+    must not inherit TQDM_DISABLE)."""
     import os
 
+    if not quiet:
+        yield
+        return
     import datasets
     import transformers
 
+    before = os.environ.get("TQDM_DISABLE")
+    bars = datasets.is_progress_bar_enabled(), transformers.utils.logging.is_progress_bar_enabled()
     os.environ["TQDM_DISABLE"] = "1"
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
+        if bars[0]:
+            datasets.enable_progress_bars()
+        if bars[1]:
+            transformers.utils.logging.enable_progress_bar()

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from generator.inputs import BadItem, InputError, read_rows
 from plumbing.hashing import file_sha256, item_id
+from plumbing.inputs import BadItem, InputError, read_rows
 from plumbing.runs import RunWriter, iter_batches
 
 BATCH = 500  # rows per shard

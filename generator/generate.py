@@ -8,13 +8,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from generator.engines import Engine, EngineError, Sampling
-from generator.engines.options import EngineOptions
-from generator.inputs import BadItem, PromptItem, read_prompts, require_usable
-from generator.models import display_name
+from generator.engines import Engine, Sampling
+from generator.engines.options import EngineOptions, check_served, provenance
 from generator.records import RESPONSES
 from plumbing.batching import iter_batches
 from plumbing.hashing import canonical_json, file_sha256
+from plumbing.inputs import BadItem, PromptItem, read_prompts, require_usable
 from plumbing.runs import RunWriter
 
 log = logging.getLogger(__name__)
@@ -77,15 +76,6 @@ def pending_items(items: list[PromptItem | BadItem], writer: RunWriter) -> list[
     return todo
 
 
-def provenance(options: EngineOptions, engine: Engine | None = None) -> dict:
-    """What made a stage's rows: the engine kind and the model it serves (part of every spec, so
-    resuming with another engine or model is refused like any spec change). An engine passed in
-    (tests, notebooks) speaks for itself; otherwise the options say what will be built."""
-    if engine is not None:
-        return {"engine": engine.name, "model": display_name(engine.model)}
-    return {"engine": options.engine_name(), "model": display_name(options.model)}
-
-
 def base_spec(config: GenerateConfig, sampling: Sampling, engine: Engine | None = None) -> tuple[dict, dict]:
     """(spec, runtime) shared by every prompt-driven stage: what defines the output vs how it ran."""
     spec = {
@@ -97,15 +87,6 @@ def base_spec(config: GenerateConfig, sampling: Sampling, engine: Engine | None 
     runtime = {"batch_size": config.engine.batch_size, "base_urls": config.engine.base_urls, "limit": config.limit,
                "allow_empty": config.allow_empty}
     return spec, runtime
-
-
-def served(engine: Engine) -> dict:
-    """The model the engine actually serves, for the manifest's runtime history (openai: the
-    server's /v1/models card; in-process engines: the folder loaded)."""
-    card = getattr(engine, "served_card", None)
-    if card:
-        return {"id": card.get("id"), "root": card.get("root"), "base_urls": getattr(engine, "base_urls", None)}
-    return {"path": getattr(engine, "path", None), "dtype": getattr(engine, "dtype", None)}
 
 
 def run_batches(config: GenerateConfig, writer: RunWriter, items: list[PromptItem | BadItem], engine: Engine | None,
@@ -123,10 +104,7 @@ def run_batches(config: GenerateConfig, writer: RunWriter, items: list[PromptIte
     report(0, len(todo))
     done = 0
     try:
-        if display_name(engine.model) != writer.spec["model"]:
-            raise EngineError(f"the engine serves {display_name(engine.model)!r}, not {writer.spec['model']!r}; "
-                              f"the rows would name the wrong model")
-        writer.runtime["served"] = served(engine)
+        writer.runtime["served"] = check_served(engine, writer.spec["model"])
         for batch in iter_batches(todo, config.engine.batch_size):
             handle(engine, batch)
             done += len(batch)

@@ -26,8 +26,8 @@ import prompts
 from constitution import Constitution, load_constitution
 from generator.engines import Engine, Sampling
 from generator.generate import GenerateConfig, base_spec, read_items, run_batches, split_too_long
-from generator.inputs import PromptItem
 from generator.records import REVISIONS
+from plumbing.inputs import PromptItem
 from plumbing.runs import RunWriter
 
 log = logging.getLogger(__name__)

@@ -120,7 +120,7 @@ def _read_run(path: Path, manifest: dict, limit: int | None) -> JudgeInput:
 
 
 def _read_file(path: Path, limit: int | None) -> JudgeInput:
-    from generator.inputs import BadItem, InputError, read_rows, to_messages
+    from plumbing.inputs import BadItem, InputError, read_rows, to_messages
 
     items: list[Item] = []
     bad: list[tuple[str, str]] = []
@@ -158,7 +158,7 @@ def judge_spec(config: JudgeConfig, inp: JudgeInput, constitution_sha256: str, t
                engine=None) -> dict:
     """What defines the labels (hashed into the run): the engine kind and model served among them;
     runtime knobs (servers, batch size) are left out."""
-    from generator.generate import provenance
+    from generator.engines.options import provenance
 
     return {"input": {"kind": inp.kind, "sha256": inp.sha256}, **provenance(engine_options(config), engine),
             "constitution_sha256": constitution_sha256, "template_sha256": template_sha256,
@@ -282,7 +282,6 @@ def run_judge(config: JudgeConfig, *, engine=None, constitution=None,
     """Run the stage. ``engine``/``constitution`` may be injected (tests, notebooks); otherwise
     they are built from ``config`` AFTER the input and the output run were validated.
     ``progress(done_pairs, total_pairs)`` is called after each batch."""
-    from generator.models import display_name
     from prompts import template_sha256
 
     if not config.input or not config.out:
@@ -308,11 +307,9 @@ def run_judge(config: JudgeConfig, *, engine=None, constitution=None,
     done = 0
     try:
         if engine is not None and todo:
-            from generator.generate import served
+            from generator.engines.options import check_served
 
-            if display_name(engine.model) != spec["model"]:
-                raise JudgeError(f"the judge engine serves {display_name(engine.model)!r}, not {spec['model']!r}")
-            writer.runtime["served"] = served(engine)
+            writer.runtime["served"] = check_served(engine, spec["model"])
         if progress:
             progress(0, total)
         for batch in iter_batches(todo, config.batch_size, weight=lambda entry: len(entry[1])):

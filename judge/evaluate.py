@@ -79,8 +79,8 @@ class HumanPairs:
 def read_human_pairs(path: Path, offset: int = 0, limit: int | None = None) -> HumanPairs:
     """HH-RLHF rows -> pairs (chosen first). A file that is not in that format raises; a row
     whose two transcripts do not share the conversation is skipped with its reason."""
-    from generator.inputs import BadItem, InputError, hh_split, read_rows
     from judge.scoring import Pair
+    from plumbing.inputs import BadItem, InputError, hh_split, read_rows
     from plumbing.runs import item_id
 
     pairs, skipped, rows, index = [], [], 0, -1

@@ -43,7 +43,7 @@ def default_data() -> Path:
 
 def load_prompts(path: Path, n: int) -> list[list[dict]]:
     """The first human turn of the first ``n`` rows (from "chosen"), as one-message chats."""
-    from generator.inputs import hh_messages
+    from plumbing.inputs import hh_messages
 
     out: list[list[dict]] = []
     opener = gzip.open if str(path).endswith(".gz") else open

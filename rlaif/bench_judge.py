@@ -59,9 +59,9 @@ def parse_letter(text: str) -> str | None:
 
 def load_pairs(path: Path, n: int):
     """The first ``n`` usable HH-RLHF rows as judge pairs: first = chosen reply, second = rejected."""
-    from generator.inputs import hh_split, read_rows
     from judge.errors import JudgeError
     from judge.scoring import Pair
+    from plumbing.inputs import hh_split, read_rows
     from plumbing.runs import item_id
 
     pairs = []

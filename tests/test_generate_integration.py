@@ -16,7 +16,7 @@ import pytest
 
 from generator.engines.options import EngineOptions
 from generator.generate import GenerateConfig, run_generate
-from generator.inputs import read_prompts
+from plumbing.inputs import read_prompts
 from plumbing.runs import load, read_manifest, shard_files
 
 pytestmark = pytest.mark.integration

@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import BASE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [(2, 3), (4, 5), (1, 1), (6, 2), (3, 3), (7, 1), (5, 5), (8, 1)]
 
 
 def _cli(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RLAIF_NO_MODEL": "1"}
+    env = {**BASE_ENV, "RLAIF_NO_MODEL": "1"}
     return subprocess.run([sys.executable, "-m", "rlaif", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
 
@@ -114,7 +115,7 @@ def test_grpo_trains_two_steps_and_logs_each_reward(arithmetic, tiny_model_dir, 
     (tmp_path / "spread.py").write_text(
         "def chars(prompts, completions, **columns):\n"
         "    return [min(1.0, len(c[-1]['content']) / 400) for c in completions]\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env = {**BASE_ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run([sys.executable, "-m", "rlaif", "align", "grpo", "--data", str(arithmetic / "run"),
                           "--model", tiny_model_dir, "--reward", "gsm8k", "--reward", "spread:chars", "--out", str(out),
                           "--max-steps", "2", "--quiet", "--set", "num_generations=4", "--set",

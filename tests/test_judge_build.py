@@ -96,8 +96,8 @@ def test_generate_run_all_pairs_schema(generate_run, constitution_file, tmp_path
         assert row["p_chosen"] == pytest.approx(1 / (1 + math.exp(-d)))
         # votes are relative to chosen: "ab" = chosen shown as (A); p_chosen is recomputable from them
         # and the principle draws: per principle the mean over orders, then the plain mean over draws
-        def p_of(pid):
-            ps = [v["p_a"] if v["order"] == "ab" else 1 - v["p_a"] for v in row["votes"] if v["principle_id"] == pid]
+        def p_of(pid, votes=row["votes"]):
+            ps = [v["p_a"] if v["order"] == "ab" else 1 - v["p_a"] for v in votes if v["principle_id"] == pid]
             return sum(ps) / len(ps)
         draws = row["principle_ids"]
         assert sum(p_of(pid) for pid in draws) / len(draws) == pytest.approx(row["p_chosen"])

@@ -240,7 +240,7 @@ def _invoke(*args):
 
 
 def test_judge_eval_oracle_agrees_fully_without_position_bias(shared_data, tmp_path):
-    from generator.inputs import hh_split
+    from plumbing.inputs import hh_split
 
     hh = shared_data / "hh-rlhf-harmless-base-test.jsonl.gz"
     OracleEngine.chosen = {hh_split(r["chosen"])[1].strip() for r in _hh_rows(hh, 20)}

@@ -18,7 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 import prompts
 from constitution import ConstitutionError, load_constitution, parse_constitution
 from constitution.schema import Constitution, Principle
-from generator.inputs import hh_messages
+from plumbing.inputs import hh_messages
 from prompts import PromptError, SecurityError, render, render_text
 from prompts.limits import SandboxLimitError
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import BASE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_rlaifFAKEtoken0123456789SECRET"
@@ -33,7 +33,7 @@ if os.environ.get("RLAIF_TEST_PROCESS_LOG"):
 
 def rlaif(*args, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rlaif", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, cwd=str(ROOT), env={**os.environ, "HF_TOKEN": TOKEN, **(env or {})})
+                          timeout=600, cwd=str(ROOT), env={**BASE_ENV, "HF_TOKEN": TOKEN, **(env or {})})
 
 
 def files_under(*folders: Path) -> dict[Path, bytes]:

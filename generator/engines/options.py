@@ -66,3 +66,30 @@ class EngineOptions(BaseModel):
         if seed is not None:
             kwargs["seed"] = seed
         return make_engine(name, self.model, **kwargs)  # engines resolve embedded names themselves
+
+
+def provenance(options: EngineOptions, engine: Engine | None = None) -> dict:
+    """What made a stage's rows: the engine kind and the model it serves (part of every spec, so
+    resuming with another engine or model is refused like any spec change). An engine passed in
+    (tests, notebooks) speaks for itself; otherwise the options say what will be built."""
+    from generator.models import display_name
+
+    if engine is not None:
+        return {"engine": engine.name, "model": display_name(engine.model)}
+    return {"engine": options.engine_name(), "model": display_name(options.model)}
+
+
+def check_served(engine: Engine, model: str) -> dict:
+    """Refuse an engine that serves another model than the spec's ``model`` (the rows would name the
+    wrong one); return what it actually serves, for the manifest's runtime history (openai: the
+    server's /v1/models card; in-process engines: the folder loaded and the dtype)."""
+    from generator.engines.base import EngineError
+    from generator.models import display_name
+
+    if display_name(engine.model) != model:
+        raise EngineError(f"the engine serves {display_name(engine.model)!r}, not {model!r}; "
+                          f"the rows would name the wrong model")
+    card = getattr(engine, "served_card", None)
+    if card:
+        return {"id": card.get("id"), "root": card.get("root"), "base_urls": getattr(engine, "base_urls", None)}
+    return {"path": getattr(engine, "path", None), "dtype": getattr(engine, "dtype", None)}
