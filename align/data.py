@@ -63,8 +63,19 @@ def _read_file(path: Path):
                       f"{'/'.join(FILE_SUFFIXES)} file")
 
 
+def load_splits(path: Path, src: DataSource):
+    """(train, eval or None) of a run directory, the splits ``src`` names; a missing split is one line."""
+    from plumbing.runs import load, splits
+
+    known = splits(path)
+    for name in filter(None, (src.split, src.eval_split)):
+        if name not in known:
+            raise RecipeError(f"data.path {path} has no split {name!r}; it has: {', '.join(known) or 'no rows'}")
+    return load(path, src.split), (load(path, src.eval_split) if src.eval_split else None)
+
+
 def _read_run(path: Path, kind: str, src: DataSource, method: str):
-    from plumbing.runs import RunError, load, read_manifest, splits
+    from plumbing.runs import RunError, read_manifest
 
     try:
         manifest = read_manifest(path)
@@ -75,12 +86,7 @@ def _read_run(path: Path, kind: str, src: DataSource, method: str):
     if stage != want:
         raise RecipeError(f"data.path {path} is a {stage!r} run; `rlaif align {method}` needs a {want!r} run "
                           f"(the --out folder of `rlaif {want}`)")
-    known = splits(path)
-    for name in filter(None, (src.split, src.eval_split)):
-        if name not in known:
-            raise RecipeError(f"data.path {path} has no split {name!r}; it has: {', '.join(known) or 'no rows'}")
-    train = load(path, src.split)
-    evals = load(path, src.eval_split) if src.eval_split else None
+    train, evals = load_splits(path, src)
     prov = {"run_stage": stage, "run_spec_sha256": manifest.get("spec_sha256"),
             "run_status": manifest.get("status"), "run_counts": manifest.get("counts")}
     spec = manifest.get("spec") or {}

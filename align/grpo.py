@@ -78,7 +78,8 @@ def make_rewards(names: list[str]) -> list[Logged]:
 
 
 def _read(path: Path, src) -> tuple[Any, Any, str | None, dict[str, Any]]:
-    from plumbing.runs import RunError, load, read_manifest, splits
+    from align.data import load_splits
+    from plumbing.runs import RunError, read_manifest
 
     if not path.is_dir():
         if src.eval_split:
@@ -86,12 +87,7 @@ def _read(path: Path, src) -> tuple[Any, Any, str | None, dict[str, Any]]:
         return _read_file(path), None, None, {}
     try:
         manifest = read_manifest(path)
-        known = splits(path)
-        for name in filter(None, (src.split, src.eval_split)):
-            if name not in known:
-                raise RecipeError(f"data.path {path} has no split {name!r}; it has: {', '.join(known) or 'no rows'}")
-        train = load(path, src.split)
-        evals = load(path, src.eval_split) if src.eval_split else None
+        train, evals = load_splits(path, src)
     except RunError as e:
         raise RecipeError(f"data.path: {e}") from None
     prov = {"run_stage": manifest.get("stage"), "run_spec_sha256": manifest.get("spec_sha256"),

@@ -64,7 +64,10 @@ HOSTILE = {
     "c_stack_overflow": ("import sys\nsys.setrecursionlimit(10 ** 8)\ndef r(n):\n    return r(n + 1)\nr(0)\n",
                          {"error", "violation", "timeout"}, 4.0),
     "write_root": (f"open('/root/pwned-{TOK}', 'w').write('x')\n" + CORRECT, {"violation"}, 4.0),
-    "write_repo": (f"open('{Path(__file__).parent}/pwned-{TOK}', 'w').write('x')\n" + CORRECT, {"violation"}, 4.0),
+    # refused (read-only checkout: violation), or, for a checkout under /tmp, not even visible inside the
+    # sandbox's private /tmp (FileNotFoundError: error); never written, never a pass
+    "write_repo": (f"open('{Path(__file__).parent}/pwned-{TOK}', 'w').write('x')\n" + CORRECT,
+                   {"violation", "error"}, 4.0),
     # /tmp is a private tmpfs: the write succeeds in there, vanishes with it; f is wrong.
     "write_tmp": (f"open('/tmp/pwned-{TOK}', 'w').write('x')\n" + WRONG, {"fail"}, 4.0),
     # f is right only if the token is visible (env, /proc, root's HF cache): must fail.
