@@ -51,7 +51,7 @@ def test_dependencies_point_downwards_only():
 
 def test_no_stage_imports_another_stages_module():
     wrong = []
-    for package, path, module in _modules():
+    for package, path, _ in _modules():
         if package == "rlaif":
             continue  # the service layer composes the stages
         for name in _imports(path):
