@@ -96,12 +96,10 @@ def serve_argv(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, 
 
 def _user_name(model: str | None, path: str) -> str:
     """The name clients send: the embedded name even when the server is given its cache folder."""
-    from generator.models import EMBEDDED, cache_dir, display_name
+    from generator.models import EMBEDDED, display_name
 
-    for name in EMBEDDED:
-        if os.path.realpath(path) == os.path.realpath(cache_dir() / name):
-            return name
-    return display_name(model)
+    name = display_name(path)  # maps an embedded model's cache folder back to its name
+    return name if name in EMBEDDED else display_name(model)
 
 
 @engine_app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
