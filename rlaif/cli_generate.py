@@ -13,7 +13,8 @@ OUT = typer.Option(..., "--out", help="Run directory (resumed when it already ho
 MODEL = typer.Option("smollm2-135m", "--model", help="Embedded model name, local folder or Hub id.")
 ENGINE = typer.Option("auto", "--engine", help="auto | vllm | openai | transformers | fake | an 'rlaif.engines' entry "
                                                "point | module:Class (a generator.engines.base.EngineBase subclass).")
-BASE_URL = typer.Option(None, "--base-url", help="OpenAI-compatible server URL; repeat for several replicas.")
+BASE_URL = typer.Option(None, "--base-url", help="OpenAI-compatible server URL; repeat for several replicas "
+                                                 "(--engine auto then means openai; other engines refuse it).")
 BATCH = typer.Option(32, "--batch-size", help="Prompts per engine call and per shard (not part of the spec).")
 QUIET = typer.Option(False, "--quiet", help="No progress bar.")
 ALLOW_EMPTY = typer.Option(False, "--allow-empty", help="Accept a prompt file with no usable prompt (an empty run) "
