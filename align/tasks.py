@@ -5,11 +5,16 @@ its reward scores against:
 - GSM8K (Cobbe et al., arXiv 2110.14168): rows ``question``, ``answer`` -> ``id, prompt, answer``;
   ``answer`` keeps the whole gold solution (``... #### 72``), which the ``gsm8k`` reward reads
   (align/rewards/gsm8k.py); stage ``data-gsm8k``.
+- easy arithmetic (``rlaif data arithmetic``): generated ``a + b``, ``a - b`` and ``a x b`` problems with a
+  seeded ``random.Random``, in GSM8K's row shape (gold ``"... #### <n>"``); stage ``data-arithmetic``.
 - MBPP-style code problems (Austin et al., arXiv 2108.07732): rows ``text`` or ``prompt`` and
   ``test_list`` or ``tests`` (Python asserts; a non-empty ``test_setup_code`` runs first) ->
   ``id, prompt, tests``, scored by the ``code`` reward (align/rewards/code.py); stage ``data-code``.
 
-The prompt is the problem text as the user turn, unchanged. Every row is checked before anything is
+The prompt of a math problem is the user turn rendered by ``prompts/tasks/final_answer.jinja`` (the
+problem, then a request to end with ``#### <number>``, the form the ``gsm8k`` reward reads first;
+``plain=True`` keeps the problem text unchanged); the template's hash is in the run's spec. A code
+problem's prompt is its text, unchanged. Every row is checked before anything is
 written: one bad row refuses the whole file with its row number and what to fix, so a run never
 holds part of a file (tests/test_grpo.py). The id hashes the prompt and its gold, so a repeated
 problem is kept once and a re-run on the same folder resumes.
@@ -18,6 +23,7 @@ problem is kept once and a re-run on the same folder resumes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +43,14 @@ def _features(kind: str):
 
     from generator.records import MESSAGES
 
-    gold = {"gsm8k": {"answer": Value("string")}, "code": {"tests": List(Value("string"))}}[kind]
+    gold = {"code": {"tests": List(Value("string"))}}.get(kind, {"answer": Value("string")})
     return Features({"id": Value("string"), "prompt": MESSAGES, **gold})
 
 
-def gsm8k_row(row: dict[str, Any]) -> dict[str, Any]:
+FINAL_ANSWER = "tasks/final_answer.jinja"
+
+
+def gsm8k_row(row: dict[str, Any], plain: bool = False) -> dict[str, Any]:
     """One GSM8K problem -> ``{id, prompt, answer}``; raises ValueError saying what is wrong."""
     from align.rewards.gsm8k import final_answer, parse_number
 
@@ -52,8 +61,35 @@ def gsm8k_row(row: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"'answer' must be GSM8K's solution text ending in '#### <number>' (got {_shown(answer)})")
     if parse_number(final_answer(answer) or "") is None:
         raise ValueError(f"'answer' has no number after '####' ({answer.rsplit('####', 1)[1].strip()[:40]!r})")
-    prompt = [{"role": "user", "content": question.strip()}]
+    from prompts import render
+
+    text = question.strip() if plain else render(FINAL_ANSWER, None, question=question.strip())
+    prompt = [{"role": "user", "content": text}]
     return {"id": item_id("gsm8k", prompt, answer), "prompt": prompt, "answer": answer}
+
+
+def arithmetic_problems(count: int, seed: int = 0, max_operand: int = 20) -> list[dict[str, str]]:
+    """``count`` distinct problems ``{question, answer}`` with operands in 0..max_operand: sums,
+    differences that stay >= 0 and products, drawn by a ``random.Random(seed)`` (same seed, same list)."""
+    import random
+
+    if count < 1 or max_operand < 1:
+        raise TaskError(f"--count and --max-operand must be at least 1 (got {count}, {max_operand})")
+    distinct = 3 * (max_operand + 1) ** 2  # an upper bound; differences repeat some, so ask for at most half
+    if count > distinct // 2:
+        raise TaskError(f"--count {count}: at most {distinct // 2} distinct problems with --max-operand "
+                        f"{max_operand}; raise --max-operand")
+    rng, seen, out = random.Random(seed), set(), []
+    while len(out) < count:
+        a, b, op = rng.randint(0, max_operand), rng.randint(0, max_operand), rng.choice("+-x")
+        if op == "-" and b > a:
+            a, b = b, a
+        value = a + b if op == "+" else a - b if op == "-" else a * b
+        if (a, op, b) not in seen:
+            seen.add((a, op, b))
+            shown = "\u00d7" if op == "x" else op
+            out.append({"question": f"What is {a} {shown} {b}?", "answer": f"{a} {shown} {b} = {value}\n#### {value}"})
+    return out
 
 
 def code_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -81,15 +117,17 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-KINDS: dict[str, tuple[str, Callable[[dict], dict]]] = {"gsm8k": ("data-gsm8k", gsm8k_row),
-                                                         "code": ("data-code", code_row)}
+KINDS: dict[str, tuple[str, Callable[..., dict]]] = {"gsm8k": ("data-gsm8k", gsm8k_row),
+                                                      "arithmetic": ("data-arithmetic", gsm8k_row),
+                                                      "code": ("data-code", code_row)}
 
 
-def read_task_rows(path: str | Path, kind: str, limit: int | None = None) -> list[dict[str, Any]]:
+def read_task_rows(path: str | Path, kind: str, limit: int | None = None,
+                   plain: bool = False) -> list[dict[str, Any]]:
     """Every row of ``path`` (the first ``limit``) converted, or a TaskError for the first bad one."""
     if limit is not None and limit < 1:
         raise TaskError(f"--limit must be at least 1 (got {limit})")
-    convert = KINDS[kind][1]
+    convert = KINDS[kind][1] if kind == "code" else partial(gsm8k_row, plain=plain)
     rows: list[dict[str, Any]] = []
     try:
         for index, row in enumerate(read_rows(path)):
@@ -109,15 +147,41 @@ def read_task_rows(path: str | Path, kind: str, limit: int | None = None) -> lis
 
 
 def import_task(path: str | Path, out: str | Path, kind: str, limit: int | None = None,
-                overwrite: bool = False) -> dict[str, int]:
+                overwrite: bool = False, plain: bool = False) -> dict[str, int]:
     """Check every row of ``path``, then write them to the run directory ``out``; returns its counts."""
     from plumbing.runs import check_out_dir
 
-    stage = KINDS[kind][0]
-    check_out_dir(out, stage, overwrite=overwrite)  # a folder we may not write is refused before reading
-    rows = read_task_rows(path, kind, limit)
-    spec = {"source": Path(path).name, "source_sha256": file_sha256(path), "limit": limit, "kind": kind}
-    writer = RunWriter(out, stage, spec, _features(kind), overwrite=overwrite)
+    check_out_dir(out, KINDS[kind][0], overwrite=overwrite)  # a folder we may not write is refused before reading
+    rows = read_task_rows(path, kind, limit, plain)
+    spec = {"source": Path(path).name, "source_sha256": file_sha256(path), "limit": limit, "kind": kind,
+            **_template_spec(kind, plain)}
+    return _write(out, kind, spec, rows, overwrite)
+
+
+def make_arithmetic(out: str | Path, count: int = 64, seed: int = 0, max_operand: int = 20,
+                    overwrite: bool = False, plain: bool = False) -> dict[str, int]:
+    """Write ``count`` generated arithmetic problems (``arithmetic_problems``) to the run directory ``out``."""
+    from plumbing.runs import check_out_dir
+
+    problems = arithmetic_problems(count, seed, max_operand)  # bad numbers are refused before the folder is looked at
+    check_out_dir(out, KINDS["arithmetic"][0], overwrite=overwrite)
+    rows = [gsm8k_row(p, plain=plain) for p in problems]
+    spec = {"kind": "arithmetic", "count": count, "seed": seed, "max_operand": max_operand,
+            **_template_spec("arithmetic", plain)}
+    return _write(out, "arithmetic", spec, rows, overwrite)
+
+
+def _template_spec(kind: str, plain: bool) -> dict[str, Any]:
+    from prompts import template_sha256
+
+    if kind == "code" or plain:
+        return {"template": None}
+    return {"template": FINAL_ANSWER, "template_sha256": template_sha256([FINAL_ANSWER])}
+
+
+def _write(out: str | Path, kind: str, spec: dict[str, Any], rows: list[dict[str, Any]],
+           overwrite: bool) -> dict[str, int]:
+    writer = RunWriter(out, KINDS[kind][0], spec, _features(kind), overwrite=overwrite)
     try:
         for batch in iter_batches(rows, BATCH):
             writer.write(batch)

@@ -61,6 +61,33 @@ def test_data_gsm8k_imports_the_shared_file_and_the_reward_scores_every_gold(sha
     assert limited.returncode == 0 and len(load(tmp_path / "ten")) == 10, limited.stderr[-2000:]
 
 
+def test_data_arithmetic_is_seeded_distinct_and_scored_by_gsm8k(tmp_path):
+    from align.rewards import get_reward
+    from align.tasks import arithmetic_problems
+    from plumbing.runs import load, read_manifest
+
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        res = _cli("data", "arithmetic", "--out", name, "--count", "40", "--seed", seed, "--max-operand", "12",
+                   cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-2000:]
+    a, b, c = (load(tmp_path / n) for n in "abc")
+    assert a["prompt"] == b["prompt"] and a["prompt"] != c["prompt"] and len(set(a["id"])) == 40
+    manifest = read_manifest(tmp_path / "a")
+    assert manifest["stage"] == "data-arithmetic" and manifest["spec"]["template"] == "tasks/final_answer.jinja"
+    text = a["prompt"][0][0]["content"]
+    assert text.startswith("What is ") and text.rstrip().endswith("#### 42")  # the instruction's example line
+    assert get_reward("gsm8k")(a["prompt"], list(a["answer"]), answer=a["answer"]) == [1.0] * 40
+    for problem in arithmetic_problems(200, seed=1, max_operand=12):  # the gold value is the arithmetic's
+        left, value = problem["answer"].split(" = ")[0], int(problem["answer"].rsplit("#### ", 1)[1])
+        x, op, y = left.split()
+        assert value == {"+": int(x) + int(y), "-": int(x) - int(y), "\u00d7": int(x) * int(y)}[op] >= 0
+    plain = _cli("data", "arithmetic", "--out", "plain", "--count", "5", "--plain", cwd=tmp_path)
+    assert plain.returncode == 0 and load(tmp_path / "plain")["prompt"][0][0]["content"].endswith("?")
+    line = _error_line(_cli("data", "arithmetic", "--out", "big", "--count", "1000", "--max-operand", "5",
+                            cwd=tmp_path))
+    assert "at most" in line and not (tmp_path / "big").exists()
+
+
 def test_data_importers_refuse_a_bad_row_and_write_nothing(tmp_path):
     (tmp_path / "g.jsonl").write_text('{"question": "What is 1 + 1?", "answer": "#### 2"}\n'
                                       '{"question": "What is 2 + 2?", "answer": "four"}\n')

@@ -311,6 +311,14 @@ DATA = [
     C("data-mbpp-empty-file", ("data", "mbpp", "c.jsonl", "--out", "run"), "no rows", {"c.jsonl": ""}),
     C("data-mbpp-undecodable-line", ("data", "mbpp", "c.jsonl", "--out", "run"), "line 1",
       {"c.jsonl": "{not json\n"}),
+    C("data-arithmetic-count-zero", ("data", "arithmetic", "--out", "run", "--count", "0"), "--count", {}),
+    C("data-arithmetic-more-than-distinct", ("data", "arithmetic", "--out", "run", "--count", "500",
+                                             "--max-operand", "3"), "at most", {}),
+    C("data-arithmetic-seed-not-a-number", ("data", "arithmetic", "--out", "run", "--seed", "x"), "--seed", {}),
+    C("data-arithmetic-out-other-stage", ("data", "arithmetic", "--out", "prefs"), "not 'data-arithmetic'",
+      {"prefs": JUDGE_RUN}),
+    C("data-arithmetic-out-is-a-file", ("data", "arithmetic", "--out", "f.txt"), "is a file", {"f.txt": "mine"}),
+    C("data-gsm8k-missing-argument", ("data", "gsm8k", "--out", "run"), "Missing argument", {}),
 ]
 
 ALIGN_GRPO = [
