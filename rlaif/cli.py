@@ -117,13 +117,34 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _run_app() -> None:
+    """The app in click's non-standalone mode, so that a usage error (a missing argument, ``--seed x``)
+    is one ``error:`` line like every other refusal rather than a framed usage box."""
+    from typer._click import exceptions as click  # typer ships its own click
+
+    try:
+        code = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as e:  # a bare group: its help, as click would show it
+        typer.echo(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(e.exit_code)
+    except click.UsageError as e:
+        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+        _fail(" ".join(e.format_message().split()) + where, e.exit_code)
+    except click.ClickException as e:
+        _fail(" ".join(e.format_message().split()), e.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("RLAIF_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     exit_on_sigterm()
     logs.enable()
     crashed = False
     try:
-        app()
+        _run_app()
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as exc:  # noqa: BLE001 - narrowed just below

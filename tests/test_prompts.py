@@ -56,6 +56,7 @@ CASES: dict[str, dict[str, dict]] = {
     "judge/pairwise_generate.jinja": {"default": JUDGE},
     prompts.PAIRWISE_COT: {"default": JUDGE, "rationale": {
         **JUDGE, "rationale": "Response (A) suggests setting a fire near a house, which is dangerous."}},
+    "tasks/final_answer.jinja": {"default": {"question": "What is 7 \u00d7 6?"}},
 }
 
 
