@@ -26,6 +26,7 @@ from rlaif import (
     cli_constitution,
     cli_data,
     cli_engine,
+    cli_eval,
     cli_generate,
     cli_judge,
     cli_judge_eval,
@@ -44,7 +45,8 @@ app = typer.Typer(
 app.add_typer(cli_constitution.app, name="constitution")
 app.add_typer(cli_models.app, name="models")
 # Command order in --help follows the pipeline.
-for _area in (cli_models, cli_engine, cli_generate, cli_judge, cli_judge_eval, cli_data, cli_align, cli_bench):
+for _area in (cli_models, cli_engine, cli_generate, cli_judge, cli_judge_eval, cli_data, cli_align, cli_eval,
+              cli_bench):
     _area.register(app)
 for _info in app.registered_commands:
     if logs.LOGGED_COMMANDS.get(_info.name):  # commands whose folder is not a run directory of their own

@@ -377,5 +377,35 @@ OTHER = [
     C("bench-dtype-prompts-zero", ("bench", "dtype", "--prompts", "0"), "--prompts"),
 ]
 
+
+
+def _eval(*extra: str) -> tuple[str, ...]:
+    return ("eval", "--policy", "smollm2-135m", "--reference", "smollm2-135m", "--prompts", "p.jsonl", "--out", "ev",
+            *extra)
+
+
+EVAL = [
+    C("eval-prompts-missing", _eval(), "p.jsonl: no such file", {}),
+    C("eval-prompts-empty-file", _eval(), "no usable prompt", {"p.jsonl": ""}),
+    C("eval-prompts-folder", _eval(), "is a folder", {"p.jsonl/a.jsonl": '{"prompt": "x"}\n'}),
+    C("eval-out-is-a-file", ("eval", "--policy", "smollm2-135m", "--reference", "smollm2-135m", "--prompts",
+      "p.jsonl", "--out", "p.jsonl"), "is a file", PROMPTS),
+    C("eval-out-user-folder-overwrite", _eval("--overwrite"), "is not an rlaif run directory",
+      {**PROMPTS, "ev/notes.txt": "mine"}),
+    C("eval-out-judge-run-overwrite", _eval("--overwrite"), "holds a 'judge' run", {**PROMPTS, "ev": JUDGE_RUN}),
+    C("eval-policy-missing-folder", ("eval", "--policy", "./no-model", "--reference", "smollm2-135m", "--prompts",
+      "p.jsonl", "--out", "ev"), "--policy: model ./no-model: no such model folder", PROMPTS),
+    C("eval-reference-run-folder-not-a-model", ("eval", "--policy", "smollm2-135m", "--reference", "gen",
+      "--prompts", "p.jsonl", "--out", "ev"), "--reference gen is a folder without config.json",
+      {**PROMPTS, "gen": GEN_RUN}),
+    C("eval-limit-zero", _eval("--limit", "0"), "--limit", PROMPTS),
+    C("eval-principles-zero", _eval("--principles", "0"), "--principles-per-pair", PROMPTS),
+    C("eval-max-tokens-zero", _eval("--max-tokens", "0"), "--max-tokens", PROMPTS),
+    C("eval-reward-unknown", _eval("--reward", "bleu"), "--reward", PROMPTS),
+    C("eval-engine-os-system", _eval("--engine", "os:system"), "not a class", PROMPTS),
+    C("eval-base-url-not-a-url", _eval("--base-url", "notaurl"), "is not an http(s)://host[:port] URL", PROMPTS,
+      max_s=BAD_URL_S),
+]
+
 CASES: list[Case] = [*GENERATE, *REVISE, *JUDGE, *JUDGE_EVAL, *PUBLISH, *ALIGN, *DATA, *ALIGN_GRPO, *ENGINE_SERVE,
-                     *CONSTITUTION, *OTHER]
+                     *CONSTITUTION, *OTHER, *EVAL]

@@ -1,0 +1,204 @@
+"""``rlaif eval`` (align/evaluate.py) on fake engines: the verdicts, the outputs, resuming, overwriting."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from align import winrate
+from align.evaluate import EvalConfig, EvalError, evaluate
+from generator.engines.fake import FakeEngine
+from generator.engines.options import EngineOptions
+from judge.config import JudgeConfig
+from plumbing.runs import RunError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+GOOD = "zqxgood"
+PROMPTS = ["q1 win", "q2 win", "q3 win", "q4 lose"]
+
+
+def _last_text(prompt) -> str:
+    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+
+
+def _options(prompt: str) -> tuple[str, str]:
+    """The texts shown as (A) and (B) in the last comparison of a judge prompt (prompts/judge/pairwise.jinja)."""
+    a = prompt.rsplit("(A) <response>", 1)[1].split("</response>", 1)[0]
+    b = prompt.rsplit("(B) <response>", 1)[1].split("</response>", 1)[0]
+    return a, b
+
+
+def oracle(prompt: str, options) -> dict:
+    """Prefers the option holding GOOD with probability 0.9, whichever position it is in."""
+    a, b = _options(prompt)
+    p = 0.9 if GOOD in a else 0.1 if GOOD in b else 0.5
+    return {"A": math.log(p), "B": math.log(1 - p)}
+
+
+def policy_reply(prompt, k) -> str:
+    return f"{GOOD} policy says more" if "win" in _last_text(prompt) else "policy"
+
+
+def reference_reply(prompt, k) -> str:
+    return f"{GOOD} reference" if "lose" in _last_text(prompt) else "ref"
+
+
+def engines(**replies) -> dict:
+    made = {"policy": FakeEngine("pol", replies=policy_reply), "reference": FakeEngine("ref", replies=reference_reply),
+            "judge": FakeEngine("judge", scorer=oracle)}
+    return made
+
+
+def write_prompts(path, prompts=PROMPTS, answers=None):
+    rows = [{"prompt": p, **({"answer": answers[i]} if answers else {})} for i, p in enumerate(prompts)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def config(tmp_path, **kw) -> EvalConfig:
+    prompts = kw.pop("prompts", None) or write_prompts(tmp_path / "p.jsonl")
+    return EvalConfig(prompts=prompts, out=kw.pop("out", tmp_path / "eval"),
+                      policy=EngineOptions(model="pol", engine="fake"),
+                      reference=EngineOptions(model="ref", engine="fake"),
+                      judge=JudgeConfig(model="judge", engine="fake", principles_per_pair=2), resamples=200, **kw)
+
+
+def report_numbers_match_metrics(report: str, metrics: dict) -> int:
+    """Every number in report.md above its settings is one of metrics.json's numbers as the report formats them
+    (3 decimals, or an integer); returns how many numbers were checked."""
+    allowed: set[str] = set()
+
+    def walk(x):
+        if isinstance(x, bool):
+            return
+        if isinstance(x, int):
+            allowed.add(str(x))
+        elif isinstance(x, float):
+            allowed.add(f"{x:.3f}")
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list | tuple):
+            for v in x:
+                walk(v)
+
+    walk(metrics)
+    body = report.split("## Settings")[0]
+    body = body.replace("95%", "").replace("arXiv 2404.04475", "")
+    body = re.sub(r"\([^()]*\.png\)|!\[[^\]]*\]", "", body)  # image links
+    body = re.sub(r"`[^`]*`", "", body)  # model names
+    numbers = re.findall(r"(?<![\w.-])-?\d+(?:\.\d+)?(?![\w.])", body)
+    unknown = [n for n in numbers if n not in allowed]
+    assert not unknown, f"numbers in report.md not in metrics.json: {unknown}"
+    return len(numbers)
+
+
+def test_eval_win_rate_from_soft_votes_in_both_orders(tmp_path):
+    cfg = config(tmp_path)
+    made = engines()
+    m = evaluate(cfg, engines=made)
+    # the oracle gives the policy 0.9 on the three "win" prompts in both orders and 0.1 on the "lose" one
+    assert m["win_rate"]["value"] == pytest.approx((0.9 * 3 + 0.1) / 4)
+    assert (m["win_rate"]["wins"], m["win_rate"]["losses"], m["win_rate"]["ties"]) == (3, 1, 0)
+    assert m["position_consistency"]["value"] == 1.0
+    delta = [len(f"{GOOD} policy says more") - len("ref")] * 3 + [len("policy") - len(f"{GOOD} reference")]
+    p = [0.9, 0.9, 0.9, 0.1]
+    lc = winrate.length_controlled(p, delta)
+    assert m["length_controlled_win_rate"]["value"] == pytest.approx(lc["value"])
+    assert m["length"]["mean_difference"] == pytest.approx(sum(delta) / 4)
+    assert m["length"]["correlation"]["pearson"] == pytest.approx(1.0)
+    from plumbing.runs import load
+
+    rows = list(load(cfg.out))
+    for pid, pp in m["per_principle"].items():  # each principle's votes say what the pair's do
+        own = [0.9 if "win" in r["prompt"][-1]["content"] else 0.1 for r in rows if pid in r["principle_ids"]]
+        assert pp["n"] == len(own) and pp["value"] == pytest.approx(sum(own) / len(own))
+    assert m["accuracy"] is None and m["errors"] == 0
+    out = cfg.out
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(m))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "eval" and manifest["status"] == "complete"
+    assert manifest["summary"]["value"] == pytest.approx(0.7)
+    assert (out / "win_rate_per_principle.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "verdict_vs_length.png").read_bytes()[:8] == PNG_MAGIC
+    report = (out / "report.md").read_text()
+    assert "| win-rate of the policy | 0.700 |" in report
+    assert report_numbers_match_metrics(report, m) > 20
+    # each pair: 2 principle draws (1 or 2 distinct) x 2 orders
+    assert 4 * 2 <= made["judge"].calls["score"] <= 4 * 2 * 2
+
+
+def test_eval_resumes_without_regenerating_and_refuses_a_changed_spec(tmp_path):
+    made = engines()
+    evaluate(config(tmp_path, limit=2), engines=made)
+    assert made["policy"].calls["generate"] == 2
+    m = evaluate(config(tmp_path, limit=4), engines=made)  # 2 more prompts: only they are generated
+    assert (made["policy"].calls["generate"], made["reference"].calls["generate"]) == (4, 4)
+    assert m["n_prompts"] == 4 and m["win_rate"]["value"] == pytest.approx(0.7)
+    evaluate(config(tmp_path, limit=4), engines=made)  # complete: nothing to do
+    assert made["policy"].calls["generate"] == 4
+    with pytest.raises(RunError, match="different spec"):
+        evaluate(config(tmp_path, limit=4, max_tokens=7), engines=made)
+    m = evaluate(config(tmp_path, limit=4, max_tokens=7, overwrite=True), engines=made)
+    assert made["policy"].calls["generate"] == 8 and m["n_prompts"] == 4  # the old responses were dropped
+
+
+def test_eval_builds_engines_per_model_and_uses_a_shared_one(tmp_path, monkeypatch):
+    shared = FakeEngine("judge", scorer=oracle)
+    cfg = config(tmp_path)
+    cfg = cfg.model_copy(update={"policy": EngineOptions(model="judge", engine="fake"),
+                                 "reference": EngineOptions(model="judge", engine="fake")})
+    monkeypatch.setenv("RLAIF_NO_MODEL", "1")  # building any engine would raise
+    m = evaluate(cfg, engine=shared)
+    assert m["identical_responses"] == 4
+    assert m["win_rate"]["value"] == pytest.approx(0.5) and m["win_rate"]["ties"] == 4
+    assert m["length_controlled_win_rate"]["value"] == pytest.approx(0.5)
+    assert shared.calls["generate"] == 8
+
+
+def test_eval_accuracy_with_gsm8k_answers(tmp_path):
+    prompts = write_prompts(tmp_path / "g.jsonl", ["What is 2 + 2? win", "What is 3 + 3? win"],
+                            answers=["2 + 2 = 4\n#### 4", "#### 6"])
+    made = engines()
+    made["policy"].replies = lambda p, k: "It is 4." if "2 + 2" in _last_text(p) else "It is 5."
+    made["reference"].replies = lambda p, k: "#### 4" if "2 + 2" in _last_text(p) else "#### 6"
+    m = evaluate(config(tmp_path, prompts=prompts), engines=made)
+    acc = m["accuracy"]
+    assert acc["reward"] == "gsm8k" and acc["n"] == 2
+    assert (acc["policy"]["k"], acc["policy"]["n"]) == (1, 2)
+    assert (acc["reference"]["k"], acc["reference"]["n"]) == (2, 2)
+    assert acc["policy"]["statuses"] == {"correct": 1, "wrong": 1}
+
+
+def test_eval_refuses_before_touching_anything(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(RunError, match="not an rlaif run directory"):
+        evaluate(config(tmp_path, out=tmp_path / "mine", overwrite=True), engines=engines())
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    with pytest.raises(EvalError, match="no such file"):
+        evaluate(config(tmp_path, prompts=tmp_path / "nope.jsonl"), engines=engines())
+    assert not (tmp_path / "eval").exists()
+    with pytest.raises(ValueError, match="without config.json"):
+        EvalConfig(prompts=tmp_path / "p.jsonl", out=tmp_path / "e", policy=EngineOptions(model=str(tmp_path / "mine")),
+                   reference=EngineOptions(model="smollm2-135m"))
+
+
+def test_eval_cli_prints_the_win_rate_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from rlaif.cli import app
+
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(app, ["eval", "--policy", "fake-model", "--reference", "fake-model", "--judge-model",
+                                   "fake-model", "--engine", "fake", "--prompts", str(prompts), "--out", str(out),
+                                   "--max-tokens", "8", "--principles", "2", "--quiet"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    m = json.loads((out / "metrics.json").read_text())
+    # one fake model for both: identical replies, and the same judge prompt in both orders -> exactly 0.5
+    assert m["identical_responses"] == 4 and m["win_rate"]["value"] == pytest.approx(0.5, abs=1e-12)
+    assert "win-rate 0.500 [0.500, 0.500] over 4 prompts (0 won, 0 lost, 4 tied" in res.output
