@@ -202,3 +202,68 @@ def test_eval_cli_prints_the_win_rate_line(tmp_path):
     # one fake model for both: identical replies, and the same judge prompt in both orders -> exactly 0.5
     assert m["identical_responses"] == 4 and m["win_rate"]["value"] == pytest.approx(0.5, abs=1e-12)
     assert "win-rate 0.500 [0.500, 0.500] over 4 prompts (0 won, 0 lost, 4 tied" in res.output
+
+
+def test_eval_reads_prompts_and_answers_from_a_gsm8k_run(tmp_path):
+    from datasets import Features, Value
+
+    from generator.records import MESSAGES
+    from plumbing.runs import RunWriter
+
+    data = tmp_path / "gsm8k"
+    rows = [{"id": f"g{i}", "prompt": [{"role": "user", "content": f"What is {i} + {i}? win"}],
+             "answer": f"#### {2 * i}"} for i in range(1, 4)]
+    writer = RunWriter(data, "data-gsm8k", {"toy": 1},
+                       Features({"id": Value("string"), "prompt": MESSAGES, "answer": Value("string")}))
+    writer.write(rows)
+    writer.finish()
+    made = engines()
+    made["policy"].replies = lambda p, k: "#### 2" if "1 + 1" in _last_text(p) else "#### 0"
+    m = evaluate(config(tmp_path, prompts=data, limit=2), engines=made)
+    assert m["n_prompts"] == 2 and m["settings"]["prompts_sha256"] == writer.spec_sha256
+    assert (m["accuracy"]["reward"], m["accuracy"]["policy"]["k"], m["accuracy"]["policy"]["n"]) == ("gsm8k", 1, 2)
+
+
+def test_eval_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL while the reference is generating (the fake engine slowed down): every file left is whole, and
+    the re-run's rows and win-rate equal those of a run never killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import BASE_ENV
+    from test_crash import assert_readable
+
+    from plumbing.runs import load
+
+    prompts = write_prompts(tmp_path / "p.jsonl", [f"question {i} win" for i in range(8)])
+
+    def argv(out):
+        return [sys.executable, "-m", "rlaif", "eval", "--policy", "fake-model", "--reference", "fake-model",
+                "--judge-model", "fake-model", "--engine", "fake", "--prompts", str(prompts), "--out", str(out),
+                "--batch-size", "2", "--principles", "2", "--quiet"]
+
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    proc = subprocess.Popen(argv(killed), env={**BASE_ENV, "RLAIF_FAKE_DELAY_S": "0.3"}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "responses" / "reference-00000.jsonl").exists() and time.time() < deadline:
+        assert proc.poll() is None, "the eval ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert assert_readable(killed) >= 2
+    assert json.loads((killed / "manifest.json").read_text())["status"] == "running"
+    policy = {f.name: f.read_bytes() for f in (killed / "responses").glob("policy-*.jsonl")}
+    assert len(policy) == 4  # 8 prompts in batches of 2, all generated before the kill
+    for out in (killed, whole):
+        res = subprocess.run(argv(out), env=BASE_ENV, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+    rows = {name: sorted(load(out), key=lambda r: r["id"]) for name, out in (("killed", killed), ("whole", whole))}
+    assert len(rows["killed"]) == 8 and rows["killed"] == rows["whole"]
+    # the resumed run generated no policy response again: the same batch files, byte for byte
+    assert {f.name: f.read_bytes() for f in (killed / "responses").glob("policy-*.jsonl")} == policy
+    m = [json.loads((out / "metrics.json").read_text()) for out in (killed, whole)]
+    assert m[0]["win_rate"] == m[1]["win_rate"]
