@@ -19,7 +19,9 @@ refused unless ``overwrite``, which replaces only an earlier eval run (tests/tes
 
 Engines: ``evaluate(config, engine=...)`` uses a caller's engine for every role (policy, reference,
 judge) whose model it serves, and ``engines={"judge": e, ...}`` names one per role; the others are built
-here, one per distinct (engine, model, servers), and each is closed as soon as no later phase needs it.
+here, one per distinct (engine, model, servers), and each is closed as soon as no later phase needs it; the
+model served like the judge generates last, so one engine is alive at a time wherever the models allow
+(tests/test_eval.py::test_eval_holds_one_engine_at_a_time_where_the_models_allow).
 """
 
 from __future__ import annotations
@@ -118,6 +120,11 @@ class EnginePool:
     def __init__(self, options: dict[str, EngineOptions], given: dict[str, Engine], seed: int):
         self.options, self.given, self.seed = options, given, seed
         self.built: dict[tuple, Engine] = {}
+
+    def phase_order(self) -> tuple[str, ...]:
+        """The generating roles, the one served like the judge last, then the judge: each engine is closed
+        before the next is built wherever the models allow (two vLLM engines may not fit one GPU)."""
+        return (*sorted(GENERATING, key=lambda role: self._key(role) == self._key("judge")), "judge")
 
     def _key(self, role: str) -> tuple:
         from generator.models import display_name
@@ -218,12 +225,13 @@ def _run_phases(config: EvalConfig, inp: EvalInput, writer, pool: EnginePool, co
     total, done = 3 * len(todo), 0
     report(done, total)
     cache = {role: read_cache(writer.dir, role) for role in GENERATING}
-    for n, role in enumerate(GENERATING):
+    order = pool.phase_order()
+    for n, role in enumerate(order[:-1]):
         need = [it for it in todo if it.id not in cache[role]]
         done += len(todo) - len(need)
         if need:
             done = _generate(config, role, need, pool.get(role), writer, cache[role], report, done, total)
-        pool.release(ROLES[n + 1:])
+        pool.release(order[n + 1:])
     done = _judge(config, todo, cache, pool, const, writer, report, done, total)
     report(total, total)
 

@@ -267,3 +267,23 @@ def test_eval_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert {f.name: f.read_bytes() for f in (killed / "responses").glob("policy-*.jsonl")} == policy
     m = [json.loads((out / "metrics.json").read_text()) for out in (killed, whole)]
     assert m[0]["win_rate"] == m[1]["win_rate"]
+
+
+def test_eval_holds_one_engine_at_a_time_where_the_models_allow():
+    """Policy served like the judge, reference another model: the reference is generated first and its
+    engine closed before the policy's (which then judges) is built."""
+    from align.evaluate import EnginePool
+
+    options = {"policy": EngineOptions(model="base", engine="fake"), "reference": EngineOptions(model="sft", engine="fake"),
+               "judge": EngineOptions(model="base", engine="fake")}
+    pool = EnginePool(options, {}, seed=0)
+    assert pool.phase_order() == ("reference", "policy", "judge")
+    events = []
+    for n, role in enumerate(pool.phase_order()):
+        engine = pool.get(role)
+        events.append((role, engine.model, len(pool.built)))
+        pool.release(pool.phase_order()[n + 1:])
+    assert events == [("reference", "sft", 1), ("policy", "base", 1), ("judge", "base", 1)]
+    assert not pool.built  # the last release closed the policy's engine, which judged
+    options["policy"] = EngineOptions(model="sft", engine="fake")
+    assert EnginePool(options, {}, seed=0).phase_order() == ("policy", "reference", "judge")
