@@ -32,6 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from align.rewards.judge import JudgeReward
+
 
 class RecipeError(ValueError):
     """A recipe or its data cannot be used; the message names the key or file and how to fix it."""
@@ -225,6 +227,8 @@ class GRPORecipe(_Recipe):
     max_completion_length: int = Field(256, gt=0, description="Most tokens per completion.")
     use_vllm: bool = Field(False, description="Generate with vLLM (TRL colocate or server mode, GPUs); False = "
                            "transformers generate, the only choice on a CPU.")
+    judge: JudgeReward = Field(default_factory=JudgeReward, description="The constitution judge of the `judge` "
+                               "reward: constitution, model, engine, base_urls, principles_per_pair, seed.")
 
     @field_validator("max_length", mode="before")
     @classmethod
@@ -236,9 +240,11 @@ class GRPORecipe(_Recipe):
     @field_validator("reward_funcs")
     @classmethod
     def _known_rewards(cls, v: list[str]) -> list[str]:
-        from align.rewards import get_reward
+        from align.rewards import BUILT, get_reward
 
         for name in v:
+            if name in BUILT:
+                continue
             try:
                 get_reward(name)
             except (KeyError, TypeError) as e:

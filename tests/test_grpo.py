@@ -123,6 +123,10 @@ def test_data_mbpp_writes_prompts_and_tests(tmp_path):
     (("--reward", "gsm8k", "--set", "max_completion_length=-1"), "max_completion_length"),
     (("--reward", "gsm8k", "--set", "num_generations=3"), "multiple of num_generations"),
     (("--reward", "code"), "needs a 'tests' column"),
+    (("--reward", "judge", "--set", "judge.engine=bogus"), "unknown engine 'bogus'"),
+    (("--reward", "judge", "--set", "judge.base_urls=[ftp://x]"), "judge: --base-url 'ftp://x' is not"),
+    (("--reward", "judge", "--set", "judge.constitution=nope.yaml"), "judge.constitution"),
+    (("--reward", "judge", "--set", "judge.principles_per_pair=0"), "judge.principles_per_pair"),
 ])
 def test_bad_grpo_recipes_fail_in_one_line_before_the_model(arithmetic, extra, expect):
     """RLAIF_NO_MODEL turns any model load into a traceback, so one error line means none happened."""
@@ -185,3 +189,21 @@ def test_logged_reward_records_statuses_and_keeps_none():
     assert {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if "/status/" in k} == \
         {"correct": 0.25, "wrong": 0.25, "no_answer": 0.25, "bad_gold": 0.25}
     assert extra["gsm8k/status"] == ["correct", "wrong", "no_answer", "bad_gold"]
+
+
+@pytest.mark.integration
+def test_grpo_with_the_judge_reward_through_the_cli(arithmetic, tiny_model_dir, vllm_server, tmp_path):
+    """The constitution judge (the embedded model on a real vLLM server) scores each completion against
+    the other one of its group: p and 1 - p, so every group's rewards sum to 1 and the step's mean is 0.5."""
+    out = tmp_path / "model"
+    res = subprocess.run([sys.executable, "-m", "rlaif", "align", "grpo", "--data", str(arithmetic / "run"),
+                          "--model", tiny_model_dir, "--reward", "judge", "--out", str(out), "--max-steps", "1",
+                          "--quiet", "--set", "num_generations=2", "--set", "per_device_train_batch_size=4",
+                          "--set", "max_completion_length=8", "--set", f'judge.base_urls=["{vllm_server}"]',
+                          "--set", "judge.principles_per_pair=2"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600, env=BASE_ENV)
+    assert res.returncode == 0, res.stderr[-3000:]
+    step = next(h for h in json.loads((out / "metrics.json").read_text())["log_history"] if "loss" in h)
+    assert step["rewards/judge/scored"] == 1.0 and step["rewards/judge/status/judged"] == 1.0
+    assert step["rewards/judge/mean"] == pytest.approx(0.5, abs=1e-6)
+    assert 0.0 < step["rewards/judge/std"] < 0.5  # the judge told the two completions apart, softly

@@ -4,8 +4,9 @@
 
 ``REWARDS`` is the one registry; ``get_reward(name)`` takes a name from it or ``module:function``
 for a user reward (checked to be callable). An unknown name raises and lists the known ones.
-The constitution-judge reward needs an engine, so it is built, not looked up:
-``align.rewards.judge.make_judge_reward(engine, constitution, config)``.
+The constitution-judge reward needs an engine, so it is built, not looked up: its name ``judge``
+(in ``BUILT``) takes its settings from a GRPO recipe's ``judge:`` mapping
+(``align.rewards.judge.build_judge_reward``), or ``make_judge_reward(engine, constitution, config)``.
 """
 
 from __future__ import annotations
@@ -29,12 +30,19 @@ REWARDS: dict[str, Callable] = {
 }
 
 
+# Rewards built from a recipe's settings when training starts (they need an engine).
+BUILT: tuple[str, ...] = ("judge",)
+
+
 def get_reward(name: str) -> Callable:
     """The reward called ``name``: a ``REWARDS`` key or ``package.module:function``."""
+    if name in BUILT:
+        raise KeyError(f"the {name!r} reward is built from a recipe's `{name}:` settings: use it through "
+                       f"`rlaif align grpo --reward {name}`, or build it with align.rewards.{name}")
     if name in REWARDS:
         return REWARDS[name]
     if ":" not in name:
-        raise KeyError(f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}, "
+        raise KeyError(f"unknown reward {name!r}; known: {', '.join(sorted([*REWARDS, *BUILT]))}, "
                        f"or 'module:function' for your own")
     module_name, _, attr = name.partition(":")
     try:
@@ -50,4 +58,4 @@ def get_reward(name: str) -> Callable:
     return fn
 
 
-__all__ = ["REWARDS", "RewardResult", "combine", "get_reward"]
+__all__ = ["BUILT", "REWARDS", "RewardResult", "combine", "get_reward"]

@@ -9,12 +9,19 @@ that it is the better response over its pairs::
 e.g. three completions where the judge prefers c0 over c1 with 0.8, c0 over c2 with 0.6 and c1
 over c2 with 0.3: r = (0.7, 0.25, 0.55) (tests/test_rewards.py::test_judge_reward_groups).
 Unscored votes stay None (judge/scoring.py), never 0.5.
+
+In a GRPO recipe the reward is named ``judge`` and configured by the recipe's ``judge:`` mapping
+(``JudgeReward``): the constitution, the judge model and its engine (in-process vLLM, or
+``base_urls`` of ``rlaif engine serve`` servers), principles per pair; ``build_judge_reward`` builds
+it when training starts (tests/test_grpo.py::test_grpo_with_the_judge_reward_through_the_cli).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from itertools import combinations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from align.rewards.base import RewardResult, completion_text, scores
 from judge.config import JudgeConfig
@@ -69,3 +76,39 @@ def make_judge_reward(engine, constitution, config: JudgeConfig | None = None):
 
     judge_reward.results = results
     return judge_reward
+
+
+class JudgeReward(BaseModel):
+    """The judge of the ``judge`` reward (a GRPO recipe's ``judge:``); checked before any model loads."""
+
+    model_config = ConfigDict(extra="forbid")
+    constitution: str | None = Field(None, description="Constitution YAML file; default: the built-in one.")
+    model: str = Field("smollm2-135m", description="Judge model: an embedded name, a folder or a Hub id "
+                       "(with base_urls: the name the servers serve).")
+    engine: str = Field("auto", description="auto (openai with base_urls, else vllm if installed, else "
+                        "transformers) | vllm | openai | transformers.")
+    base_urls: list[str] = Field(default_factory=list, description="`rlaif engine serve` URLs (openai engine).")
+    principles_per_pair: int = Field(2, ge=1, description="Principles sampled per judged pair.")
+    seed: int = Field(0, description="Seed of the principle draw.")
+
+    @model_validator(mode="after")
+    def _checked(self) -> JudgeReward:
+        from generator.engines.options import EngineOptions
+
+        EngineOptions(model=self.model, engine=self.engine, base_urls=self.base_urls)  # engine name, URLs, model
+        return self
+
+    def load_constitution(self):
+        from constitution import DEFAULT_PATH, load_constitution
+
+        return load_constitution(self.constitution or DEFAULT_PATH)
+
+
+def build_judge_reward(options: JudgeReward):
+    """The ``judge`` reward of a recipe: its engine is built here (a model may load)."""
+    from generator.engines.options import EngineOptions
+
+    engine = EngineOptions(model=options.model, engine=options.engine, base_urls=options.base_urls).build(options.seed)
+    config = JudgeConfig(model=options.model, engine=options.engine, base_urls=options.base_urls,
+                         principles_per_pair=options.principles_per_pair, seed=options.seed)
+    return make_judge_reward(engine, options.load_constitution(), config)
