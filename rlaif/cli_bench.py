@@ -10,7 +10,8 @@ bench_app = typer.Typer(help="Benchmarks: each reports a ratio against a baselin
                              "and the CPU it ran on.", no_args_is_help=True)
 
 # Each module defines register(bench_app); an area not built yet is simply absent.
-BENCH_MODULES = ("rlaif.bench_generate", "rlaif.bench_judge", "rlaif.bench_dtype", "rlaif.bench_align")
+BENCH_MODULES = ("rlaif.bench_generate", "rlaif.bench_judge", "rlaif.bench_dtype", "rlaif.bench_align",
+                 "rlaif.bench_grpo")
 
 
 def register(root: typer.Typer) -> None:

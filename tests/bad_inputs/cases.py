@@ -319,6 +319,9 @@ DATA = [
       {"prefs": JUDGE_RUN}),
     C("data-arithmetic-out-is-a-file", ("data", "arithmetic", "--out", "f.txt"), "is a file", {"f.txt": "mine"}),
     C("data-gsm8k-missing-argument", ("data", "gsm8k", "--out", "run"), "Missing argument", {}),
+    C("align-grpo-judge-constitution-missing", ("align", "grpo", "--data", "g.jsonl", "--out", "m", "--reward", "judge",
+                                                "--set", "judge.constitution=nope.yaml"), "judge.constitution",
+      {"g.jsonl": '{"prompt": "What is 1 + 1?", "answer": "#### 2"}\n'}),
 ]
 
 ALIGN_GRPO = [
@@ -375,6 +378,9 @@ OTHER = [
     C("bench-judge-pairs-zero", ("bench", "judge", "--pairs", "0"), "--pairs"),
     C("bench-dpo-steps-zero", ("bench", "dpo", "--steps", "0"), "--steps"),
     C("bench-dtype-prompts-zero", ("bench", "dtype", "--prompts", "0"), "--prompts"),
+    C("bench-grpo-steps-zero", ("bench", "grpo", "--steps", "0"), "--steps"),
+    C("bench-grpo-one-generation", ("bench", "grpo", "--generations", "1"), "--generations"),
+    C("bench-grpo-model-missing", ("bench", "grpo", "--model", "./nope"), "no such model folder"),
 ]
 
 
