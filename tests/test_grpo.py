@@ -207,3 +207,20 @@ def test_grpo_with_the_judge_reward_through_the_cli(arithmetic, tiny_model_dir, 
     assert step["rewards/judge/scored"] == 1.0 and step["rewards/judge/status/judged"] == 1.0
     assert step["rewards/judge/mean"] == pytest.approx(0.5, abs=1e-6)
     assert 0.0 < step["rewards/judge/std"] < 0.5  # the judge told the two completions apart, softly
+
+
+def test_grpo_on_two_processes(arithmetic, tiny_model_dir, tmp_path):
+    """accelerate launch with 2 CPU processes (DDP over gloo): each generates its share of the groups,
+    rank 0 writes the output and metrics.json says world_size 2."""
+    out = tmp_path / "model"
+    res = subprocess.run([sys.executable, "-m", "rlaif", "align", "grpo", "--data", str(arithmetic / "run"),
+                          "--model", tiny_model_dir, "--reward", "gsm8k", "--out", str(out), "--max-steps", "1",
+                          "--num-processes", "2", "--quiet", "--set", "num_generations=4", "--set",
+                          "per_device_train_batch_size=4", "--set", "max_completion_length=8"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600, env=BASE_ENV)
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_step"] == 1
+    step = next(h for h in metrics["log_history"] if "loss" in h)
+    assert step["rewards/gsm8k/scored"] == 1.0 and 0.0 <= step["rewards/gsm8k/mean"] <= 1.0
+    assert json.loads((out / "manifest.json").read_text())["stage"] == "align-grpo"
