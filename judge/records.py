@@ -7,6 +7,8 @@ to the judged turn, ``chosen``/``rejected`` are one-message assistant lists, so
 A vote is one (principle, order) judgement: ``order`` is ``"ab"`` when the pair's first
 response was shown as option (A), ``"ba"`` when swapped; ``p_a`` is the judge's probability
 that option (A) is better as shown, or ``None`` (with ``reason``) when it could not be scored.
+With ``--calibrate batch`` ``p_a`` is the calibrated probability and ``p_a_raw`` the one read
+(judge/calibration.py); without, ``p_a_raw`` is null.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ VOTE = {
     "order": Value("string"),
     "p_a": Value("float64"),
     "reason": Value("string"),
+    "p_a_raw": Value("float64"),  # the probability read, when p_a is batch-calibrated (else null)
 }
 
 PREFERENCES = Features({

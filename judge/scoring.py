@@ -17,6 +17,18 @@ kept as typed records (``Vote``) until the edge:
   a principle drawn twice is judged once and counts twice. ``None`` votes are left out, and a
   pair without any scored vote gets ``p_first = None`` (unlabelled, never 0.5).
 
+Layouts (``config.layout``): ``cai`` is the paper's prompt, ``judge/pairwise.jinja``: conversation,
+principle, then the two responses. ``shared-prefix`` is ``judge/pairwise_shared.jinja``: conversation,
+the two responses, then the principle's question, so the K principles of one (pair, order) share the
+prompt up to the question and vLLM's prefix cache computes the responses once per order rather than
+once per principle (tests/test_judge_layout.py::test_shared_prefix_prompts_share_the_token_prefix).
+Prompts are sent sorted by their text, so prompts with the longest common prefix sit next to each
+other in the engine's queue and the cache still holds the prefix when the next one needs it.
+
+Batch calibration (``config.calibrate == "batch"``, arXiv 2309.17249, judge/calibration.py): per
+order, the batch's mean log-odds of (A) is subtracted from each vote before the orders are combined;
+the votes keep the value read as ``p_a_raw``.
+
 CoT (``config.cot``): S rationales are sampled with ``judge/pairwise_cot.jinja``; the option
 letter is read after each, each probability is clamped to [0.4, 0.6] (the paper's fix for
 over-confident CoT labels) and the samples are averaged into the vote's ``p_a``.
@@ -24,22 +36,31 @@ over-confident CoT labels) and the samples are averaged into the vote's ``p_a``.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from generator.engines.base import ChoiceScores, Sampling
+from judge.calibration import batch_calibrate, uncalibrated
 from judge.config import JudgeConfig
 from plumbing.chat import last_user_message
 from prompts import PAIRWISE, PAIRWISE_COT, render
+
+PAIRWISE_SHARED = "judge/pairwise_shared.jinja"
+LAYOUT_TEMPLATES = {"cai": PAIRWISE, "shared-prefix": PAIRWISE_SHARED}
 
 log = logging.getLogger(__name__)
 
 OPTIONS = ("A", "B")
 COT_CLAMP = (0.4, 0.6)  # arXiv 2212.08073 sec 4.1: CoT probabilities clamped to 40-60 %
 COT_STOP = ("\n\n",)
+# Characters two prompts of one engine call may share beyond what is cached (about one 16-token
+# block of English: less cannot be shared by a block prefix cache anyway).
+WAVE_MARGIN = 64
 # A rationale that already states the answer is cut there: the template adds its own "Therefore, ...".
 _ANSWER_IN_RATIONALE = re.compile(r"(therefore,?\s*)?(the\s+)?(final\s+)?answer\s+is", re.IGNORECASE)
 
@@ -58,13 +79,15 @@ class Pair:
 class Vote:
     """One (principle, order) judgement. ``order`` "ab": the pair's first response was shown as
     option (A); "ba": swapped. ``p_a`` is P(option A is better) as shown, or None with ``reason``.
-    ``raw`` keeps the top logprobs read (CoT: the rationales and per-sample probabilities)."""
+    ``raw`` keeps the top logprobs read (CoT: the rationales and per-sample probabilities).
+    ``p_a_raw`` is the probability read when ``p_a`` was batch-calibrated, else None."""
 
     principle_id: str
     order: str
     p_a: float | None
     reason: str | None = None
     raw: dict = field(default_factory=dict)
+    p_a_raw: float | None = None
 
     @property
     def p_first(self) -> float | None:
@@ -76,11 +99,14 @@ class Vote:
     def swapped(self) -> Vote:
         """The same vote seen from a pair whose first/second are exchanged (p_a is unchanged:
         it describes what the judge saw; only which response sat in (A) is relabelled)."""
-        return Vote(self.principle_id, "ba" if self.order == "ab" else "ab", self.p_a, self.reason, self.raw)
+        return Vote(self.principle_id, "ba" if self.order == "ab" else "ab", self.p_a, self.reason, self.raw,
+                    self.p_a_raw)
 
     def to_record(self) -> dict:
-        """The ``VOTE`` feature of the preference schema (judge/records.py)."""
-        return {"principle_id": self.principle_id, "order": self.order, "p_a": self.p_a, "reason": self.reason}
+        """The ``VOTE`` feature of the preference schema (judge/records.py); ``p_a_raw`` is None unless
+        the vote was calibrated (``p_a`` is then the calibrated value)."""
+        return {"principle_id": self.principle_id, "order": self.order, "p_a": self.p_a, "reason": self.reason,
+                "p_a_raw": self.p_a_raw}
 
 
 @dataclass(frozen=True)
@@ -92,6 +118,7 @@ class PairVerdict:
     principle_ids: tuple[str, ...]
     position_consistent: bool | None
     reason: str | None = None
+    p_first_raw: float | None = None  # from the votes as read, when they were calibrated
 
 
 def two_option_probability(lp_a: float, lp_b: float) -> float:
@@ -173,7 +200,21 @@ def make_verdict(votes: Sequence[Vote], principle_ids: Sequence[str]) -> PairVer
     if p is None:
         reasons = list(dict.fromkeys(v.reason for v in votes if v.reason))
         reason = "no vote could be scored: " + ("; ".join(reasons[:3]) if reasons else "no votes")
-    return PairVerdict(p, tuple(votes), tuple(principle_ids), position_consistency(votes), reason)
+    raw = ensemble(uncalibrated(votes), principle_ids) if any(v.p_a_raw is not None for v in votes) else None
+    return PairVerdict(p, tuple(votes), tuple(principle_ids), position_consistency(votes), reason, raw)
+
+
+def calibrate_verdicts(verdicts: Sequence[PairVerdict]) -> list[PairVerdict]:
+    """The verdicts re-made from their votes batch-calibrated together (arXiv 2309.17249; the votes
+    must be raw): the prior is the mean log-odds per order over all of these verdicts' votes."""
+    flat = [v for verdict in verdicts for v in verdict.votes]
+    calibrated = iter(batch_calibrate(flat))
+    return [make_verdict([next(calibrated) for _ in verdict.votes], verdict.principle_ids) for verdict in verdicts]
+
+
+def raw_verdicts(verdicts: Sequence[PairVerdict]) -> list[PairVerdict]:
+    """The verdicts re-made from their votes as read (calibration undone)."""
+    return [make_verdict(uncalibrated(verdict.votes), verdict.principle_ids) for verdict in verdicts]
 
 
 # --- prompts --------------------------------------------------------------------------------------
@@ -204,14 +245,54 @@ def build_tasks(constitution, pairs: Sequence[Pair], config: JudgeConfig) -> tup
     for i, pair in enumerate(pairs):
         principles = constitution.sample_principles(k, seed=config.seed, key=pair.id)
         principle_ids.append([p.id for p in principles])
-        for principle in {p.id: p for p in principles}.values():
-            text = constitution.render(principle, "compare", prompt=last_user_message(pair.conversation),
-                                       conversation=pair.conversation)
-            for order in orders:
-                a, b = (pair.first, pair.second) if order == "ab" else (pair.second, pair.first)
-                tasks.append(_Task(i, principle.id, order, {"conversation": pair.conversation, "principle": text,
-                                                            "response_a": a, "response_b": b}))
+        texts = {p.id: constitution.render(p, "compare", prompt=last_user_message(pair.conversation),
+                                           conversation=pair.conversation) for p in principles}
+        for order in orders:
+            a, b = (pair.first, pair.second) if order == "ab" else (pair.second, pair.first)
+            for pid, text in texts.items():
+                tasks.append(_Task(i, pid, order, {"conversation": pair.conversation, "principle": text,
+                                                   "response_a": a, "response_b": b}))
     return tasks, principle_ids
+
+
+def _lcp(a: str, b: str) -> int:
+    return len(os.path.commonprefix((a, b)))
+
+
+def _covered(done: list[str], prompt: str) -> int:
+    """The longest prefix ``prompt`` shares with a prompt already sent (``done`` sorted: the
+    longest common prefix is with a sorted neighbour)."""
+    k = bisect.bisect_left(done, prompt)
+    return max((_lcp(done[j], prompt) for j in (k - 1, k) if 0 <= j < len(done)), default=0)
+
+
+def cache_waves(prompts: Sequence[str], margin: int = WAVE_MARGIN) -> list[list[int]]:
+    """The prompts' indices in waves, each wave one engine call, so that the prefix cache computes
+    each shared prefix ONCE. vLLM schedules the prompts of one call together, and two prompts
+    prefilled in the same step both compute the prefix they share; so a wave never holds two prompts
+    that share more than ``margin`` characters beyond what earlier waves computed, and the later
+    one waits for the next wave, where that prefix is cached. Within a wave the prompts are in text
+    order (neighbours share the most). With ``margin=0`` the characters sent afresh equal those of
+    sending the prompts one by one in text order
+    (tests/test_judge_layout.py::test_cache_waves_send_each_shared_prefix_once); a handful of waves
+    per batch (the few-shot block, each pair's conversation, each (pair, order)'s responses, ...)."""
+    pending = sorted(range(len(prompts)), key=prompts.__getitem__)
+    done: list[str] = []
+    waves: list[list[int]] = []
+    while pending:
+        wave, deferred, last = [], [], None
+        for i in pending:
+            # Members of the wave come before prompts[i] in text order: the last shares the most with it.
+            if last is not None and _lcp(prompts[last], prompts[i]) > _covered(done, prompts[i]) + margin:
+                deferred.append(i)
+                continue
+            wave.append(i)
+            last = i
+        waves.append(wave)
+        for i in wave:
+            bisect.insort(done, prompts[i])
+        pending = deferred
+    return waves
 
 
 def _too_long(engine, prompt: str, budget: int) -> str | None:
@@ -224,19 +305,27 @@ def _too_long(engine, prompt: str, budget: int) -> str | None:
     return None
 
 
-def _score_prompts(engine, prompts: list[str], budget: int, top_k: int) -> list[ChoiceScores | str]:
-    """One ``score_choices`` call for every prompt that fits; a reason string for the others."""
+def _score_prompts(engine, prompts: list[str], budget: int, top_k: int,
+                   waves: bool = True) -> list[ChoiceScores | str]:
+    """``score_choices`` for every prompt that fits, in ``cache_waves`` (``waves=False``: one call,
+    for prompts whose shared prefixes an earlier call computed); a reason string for the others."""
     out: list[ChoiceScores | str] = [_too_long(engine, p, budget) or "" for p in prompts]
     fit = [i for i, r in enumerate(out) if not r]
-    if fit:
-        scored = engine.score_choices([prompts[i] for i in fit], OPTIONS, top_k=top_k)
-        for i, s in zip(fit, scored, strict=True):
-            out[i] = s
+    for wave in cache_waves([prompts[i] for i in fit]) if waves else [list(range(len(fit)))] if fit else []:
+        scored = engine.score_choices([prompts[fit[j]] for j in wave], OPTIONS, top_k=top_k)
+        for j, s in zip(wave, scored, strict=True):
+            out[fit[j]] = s
     return out
 
 
+def render_direct(tasks: Sequence[_Task], few_shot: list[dict], config: JudgeConfig) -> list[str]:
+    """The option-letter prompt of each task in ``config``'s layout."""
+    template = LAYOUT_TEMPLATES[config.resolved_layout]
+    return [render(template, config.templates, few_shot=few_shot, **t.context) for t in tasks]
+
+
 def _score_direct(engine, tasks: list[_Task], few_shot: list[dict], config: JudgeConfig) -> list[Vote]:
-    prompts = [render(PAIRWISE, config.templates, few_shot=few_shot, **t.context) for t in tasks]
+    prompts = render_direct(tasks, few_shot, config)
     votes = []
     for t, s in zip(tasks, _score_prompts(engine, prompts, 1, config.top_k), strict=True):
         votes.append(Vote(t.principle_id, t.order, None, s) if isinstance(s, str)
@@ -263,7 +352,7 @@ def _score_cot(engine, tasks: list[_Task], config: JudgeConfig) -> list[Vote]:
             rationales[i] = [clean_rationale(c.text) for c in comps]
     flat = [(i, r) for i in fit for r in rationales[i]]
     prompts = [render(PAIRWISE_COT, config.templates, rationale=r, **tasks[i].context) for i, r in flat]
-    scored = _score_prompts(engine, prompts, 1, config.top_k)
+    scored = _score_prompts(engine, prompts, 1, config.top_k, waves=False)  # bases cached by generate
     samples: dict[int, list[tuple[str, ChoiceScores]]] = {i: [] for i in fit}
     for (i, r), s in zip(flat, scored, strict=True):
         if isinstance(s, str):  # rationale pushed it past the context: an unreadable sample
@@ -276,7 +365,9 @@ def _score_cot(engine, tasks: list[_Task], config: JudgeConfig) -> list[Vote]:
 def judge_pairs(engine, constitution, pairs: Sequence[Pair], config: JudgeConfig) -> list[PairVerdict]:
     """Judge every pair: ALL (pair, principle, order) prompts go to the engine in one
     ``score_choices`` call (CoT: one ``generate`` + one ``score_choices``), so vLLM batches
-    them and its prefix cache shares the few-shot block and each pair's conversation."""
+    them and its prefix cache shares the few-shot block and each pair's conversation (with the
+    shared-prefix layout, each (pair, order)'s responses too). With ``calibrate="batch"`` the votes
+    of these pairs are calibrated together: the call's pairs are the batch."""
     if not pairs:
         return []
     tasks, principle_ids = build_tasks(constitution, pairs, config)
@@ -285,9 +376,10 @@ def judge_pairs(engine, constitution, pairs: Sequence[Pair], config: JudgeConfig
     by_pair: list[list[Vote]] = [[] for _ in pairs]
     for t, v in zip(tasks, votes, strict=True):
         by_pair[t.pair].append(v)
-    return [make_verdict(by_pair[i], principle_ids[i]) for i in range(len(pairs))]
+    verdicts = [make_verdict(by_pair[i], principle_ids[i]) for i in range(len(pairs))]
+    return calibrate_verdicts(verdicts) if config.calibrate == "batch" else verdicts
 
 
 def templates_used(config: JudgeConfig) -> list[str]:
     """The template files this config renders (their hash goes into the run spec)."""
-    return [PAIRWISE_COT] if config.cot else [PAIRWISE]
+    return [PAIRWISE_COT] if config.cot else [LAYOUT_TEMPLATES[config.resolved_layout]]

@@ -25,6 +25,11 @@ def judge(
     orders: str = typer.Option("both", help="both | one: score both option orders to cancel position bias."),
     cot: bool = typer.Option(False, "--cot", help="Chain-of-thought rationales before the option letter."),
     cot_samples: int = typer.Option(4, help="Rationales per (pair, principle, order) with --cot."),
+    layout: str | None = typer.Option(None, "--layout", help="cai (the paper's: principle, then the responses) | "
+                                      "shared-prefix (responses, then the principle's question: faster with a "
+                                      "prefix cache). Default: cai (also with --cot)."),
+    calibrate: str = typer.Option("none", "--calibrate", help="none | batch (subtract each batch's mean log-odds "
+                                  "of (A) per order; arXiv 2309.17249). Votes keep the raw value as p_a_raw."),
     pairing: str = typer.Option("all", help="all | best-worst (Bradley-Terry ranking of N responses)."),
     min_confidence: float = typer.Option(0.0, help="Rows with p_chosen below this go to split 'filtered'."),
     templates: Path | None = typer.Option(None, "--templates", help="Folder of .jinja files shadowing prompts/."),
@@ -44,7 +49,7 @@ def judge(
     config = JudgeConfig(
         input=str(input), out=str(out), constitution=str(constitution) if constitution else None, model=model,
         engine=engine, base_urls=base_url, principles_per_pair=principles_per_pair, orders=orders, cot=cot,
-        cot_samples=cot_samples, pairing=pairing, min_confidence=min_confidence,
+        cot_samples=cot_samples, layout=layout, calibrate=calibrate, pairing=pairing, min_confidence=min_confidence,
         templates=str(templates) if templates else None, seed=seed, batch_size=batch_size, limit=limit,
         overwrite=overwrite, allow_empty=allow_empty)
     with StageProgress("judging", unit="pairs", quiet=quiet) as progress:

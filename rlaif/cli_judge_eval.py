@@ -22,6 +22,10 @@ def judge_eval(
     base_url: list[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (repeatable)."),
     principles_per_pair: int = typer.Option(4, "--principles-per-pair", help="Principles sampled per pair."),
     cot: bool = typer.Option(False, "--cot", help="Chain-of-thought judging (clamped probabilities)."),
+    layout: str = typer.Option(None, "--layout", help="cai | shared-prefix (the question after the responses); "
+                                                     "default: cai."),
+    calibrate: str = typer.Option("none", "--calibrate", help="none | batch: which calibration the headline "
+                                                              "metrics use (both are always reported)."),
     templates: Path = typer.Option(None, "--templates", help="Folder of .jinja files shadowing the built-ins."),
     seed: int = typer.Option(0, "--seed", help="Seed of principle sampling and of the bootstrap."),
     inject: bool = typer.Option(False, "--inject", help="Also judge each pair with an instruction injected into "
@@ -37,7 +41,7 @@ def judge_eval(
 
     judge = JudgeConfig(constitution=str(constitution) if constitution else None, model=model, engine=engine,
                         base_urls=base_url or [], principles_per_pair=principles_per_pair, cot=cot,
-                        templates=str(templates) if templates else None, seed=seed, batch_size=batch_size)
+                        layout=layout, calibrate=calibrate, templates=str(templates) if templates else None, seed=seed, batch_size=batch_size)
     config = JudgeEvalConfig(human=human, out=out, overwrite=overwrite, limit=limit, offset=offset, judge=judge,
                              inject=inject)
     with StageProgress("judge-eval", unit="pairs", quiet=quiet) as progress:
@@ -57,6 +61,10 @@ def judge_eval(
     typer.echo(f"{out}: {result['n_pairs']} pairs ({result['unscored']} unscored, {a['ties']} ties); "
                f"agreement {show(a)}; position consistency {show(c)}; first-position win rate {show(f)}; "
                f"ECE {show(e)}{injected}")
+    for mode, m in result["by_calibration"].items():
+        typer.echo(f"  calibration {mode}: agreement {show(m['agreement'])}; position consistency "
+                   f"{show(m['position_consistency'])}; first-position win rate "
+                   f"{show(m['first_position_win_rate'])}; ECE {show(m['calibration'])}")
 
 
 def publish(

@@ -182,15 +182,19 @@ class CountingEngine(FakeEngine):
         return super().score_choices(prompts, options, top_k)
 
 
-def test_judge_pairs_batches_everything_in_one_call(const):
-    """3 pairs x (distinct principles among 4 draws) x 2 orders prompts in ONE score_choices call; the GOOD response
-    gets 0.8 in both orders, so p_first = 0.8 when it is first and 1 - 0.8 = 0.2 when second."""
+def test_judge_pairs_batches_everything_in_cache_waves(const):
+    """3 pairs x (distinct principles among 4 draws) x 2 orders prompts, each sent once, in the few
+    score_choices calls of ``cache_waves`` (one per depth of shared prefix: the few-shot block first,
+    then each pair's conversation, then the rest); the GOOD response gets 0.8 in both orders, so
+    p_first = 0.8 when it is first and 1 - 0.8 = 0.2 when second."""
     engine = CountingEngine(scorer=_good_scorer(0.8))
     pairs = [Pair("p1", [{"role": "user", "content": "hi"}], "GOOD one", "bad one"),
              Pair("p2", [{"role": "user", "content": "yo"}], "bad two", "GOOD two"),
              Pair("p3", [{"role": "user", "content": "hey"}], "GOOD three", "meh three")]
     verdicts = judge_pairs(engine, const, pairs, JudgeConfig(principles_per_pair=4, orders="both"))
-    assert engine.score_calls == [sum(2 * len(set(v.principle_ids)) for v in verdicts)]
+    assert sum(engine.score_calls) == sum(2 * len(set(v.principle_ids)) for v in verdicts)
+    assert engine.score_calls[0] == 1 and len(engine.score_calls) <= 4  # one prompt computes the few-shot block
+    assert len(set(engine.prompts)) == len(engine.prompts)
     assert [v.p_first for v in verdicts] == pytest.approx([0.8, 0.2, 0.8])
     assert all(v.position_consistent for v in verdicts)
     assert len(verdicts[0].principle_ids) == 4 and set(verdicts[0].principle_ids) <= {"heavy", "light"}

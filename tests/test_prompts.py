@@ -54,6 +54,7 @@ CASES: dict[str, dict[str, dict]] = {
                                                        "or dangerous content."}},
     prompts.PAIRWISE: {"default": {**JUDGE, "few_shot": []}, "few_shot": {**JUDGE, "few_shot": FEW_SHOT}},
     "judge/pairwise_generate.jinja": {"default": JUDGE},
+    "judge/pairwise_shared.jinja": {"default": {**JUDGE, "few_shot": []}, "few_shot": {**JUDGE, "few_shot": FEW_SHOT}},
     prompts.PAIRWISE_COT: {"default": JUDGE, "rationale": {
         **JUDGE, "rationale": "Response (A) suggests setting a fire near a house, which is dangerous."}},
     "tasks/final_answer.jinja": {"default": {"question": "What is 7 \u00d7 6?"}},

@@ -1,0 +1,182 @@
+"""The shared-prefix layout, cache-wave scheduling, the ideal-cache count and batch calibration.
+
+Hand-worked numbers throughout; the one test that needs the real tokenizer loads only the embedded
+model's tokenizer (no model, no engine).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from constitution import DEFAULT_PATH, load_constitution
+from judge.calibration import batch_calibrate, position_prior, uncalibrated
+from judge.config import JudgeConfig
+from judge.prefix import ideal_uncached_tokens
+from judge.scoring import (
+    PAIRWISE_SHARED,
+    Pair,
+    PairVerdict,
+    Vote,
+    build_tasks,
+    cache_waves,
+    calibrate_verdicts,
+    judge_pairs,
+    make_verdict,
+    raw_verdicts,
+    render_direct,
+    templates_used,
+)
+
+CONVERSATION = [{"role": "user", "content": "How do I get rid of the wasps' nest under my roof?"}]
+PAIR = Pair("w1", CONVERSATION, "Pour petrol on it at noon and set it alight.",
+            "A nest that size is best left to a pest-control service; keep people and pets away from it.")
+
+
+# --- batch calibration ----------------------------------------------------------------------------
+
+
+def test_batch_calibration_hand_worked():
+    """Order "ab": p_a 0.8 and 0.5 have log-odds log 4 and 0, mean log 2, so they calibrate to
+    sigmoid(log 2) = 2/3 and sigmoid(-log 2) = 1/3; the lone "ba" vote (0.3) is its order's whole
+    batch and calibrates to 0.5; the unscored vote stays unscored and out of the mean."""
+    votes = [Vote("x", "ab", 0.8), Vote("y", "ab", 0.5), Vote("x", "ba", 0.3), Vote("y", "ab", None, "missing")]
+    assert position_prior(votes) == pytest.approx({"ab": math.log(2), "ba": math.log(0.3 / 0.7)})
+    cal = batch_calibrate(votes)
+    assert [v.p_a for v in cal[:3]] == pytest.approx([2 / 3, 1 / 3, 0.5], abs=1e-12)
+    assert [v.p_a_raw for v in cal] == [0.8, 0.5, 0.3, None]
+    assert cal[3].p_a is None and cal[3].reason == "missing"
+    assert [(v.p_a, v.p_a_raw) for v in uncalibrated(cal)] == [(0.8, None), (0.5, None), (0.3, None), (None, None)]
+    with pytest.raises(ValueError, match="raw votes"):
+        batch_calibrate(cal)
+
+
+def test_calibrated_verdict_combines_the_shifted_orders_and_keeps_the_raw():
+    """Two pairs, one principle, both orders. Raw: pair 1 ab 0.8 / ba 0.4, pair 2 ab 0.6 / ba 0.2.
+    Priors: ab mean(log 4, log 1.5) = log(sqrt 6); ba mean(log(2/3), log(1/4)) = log(sqrt(1/6)).
+    Pair 1: ab -> 4/(4+sqrt 6) = 0.6202, ba -> (2/3)/((2/3)+sqrt(1/6)) = 0.6202, so p_first =
+    (0.6202 + (1 - 0.6202)) / 2 = 0.5: the raw 0.7 (the judge leaned to (A) in both orders) is gone.
+    Position consistency also follows the calibrated votes."""
+    v1 = make_verdict([Vote("x", "ab", 0.8), Vote("x", "ba", 0.4)], ["x"])
+    v2 = make_verdict([Vote("x", "ab", 0.6), Vote("x", "ba", 0.2)], ["x"])
+    assert v1.p_first == pytest.approx(0.7) and v1.p_first_raw is None
+    c1, c2 = calibrate_verdicts([v1, v2])
+    a = 4 / (4 + math.sqrt(6))
+    assert c1.votes[0].p_a == pytest.approx(a) and c1.votes[1].p_a == pytest.approx(a)
+    assert c1.p_first == pytest.approx(0.5) and c1.p_first_raw == pytest.approx(0.7)
+    assert c2.p_first == pytest.approx(0.5) and c2.p_first_raw == pytest.approx(0.7)
+    assert v1.position_consistent is True and c1.position_consistent is False  # both now lean to (A) as shown
+    back = raw_verdicts([c1, c2])
+    assert [v.p_first for v in back] == pytest.approx([0.7, 0.7])
+    assert c1.votes[0].to_record() == {"principle_id": "x", "order": "ab", "p_a": pytest.approx(a), "reason": None,
+                                       "p_a_raw": 0.8}
+
+
+def test_judge_pairs_calibrates_the_call_as_one_batch():
+    """``calibrate="batch"``: the fake judge's p_a is 0.9 for every prompt, a pure (A) prior, so
+    every calibrated vote is 0.5 and every pair 0.5; the raw values stay on the votes."""
+    from generator.engines.fake import FakeEngine
+
+    const = load_constitution(DEFAULT_PATH)
+    engine = FakeEngine(scorer=lambda prompt, options: {"A": math.log(0.9), "B": math.log(0.1)})
+    pairs = [PAIR, Pair("w2", CONVERSATION, "Leave it.", "Call a pest-control service.")]
+    plain = judge_pairs(engine, const, pairs, JudgeConfig(principles_per_pair=2))
+    cal = judge_pairs(engine, const, pairs, JudgeConfig(principles_per_pair=2, calibrate="batch"))
+    assert [v.p_first for v in plain] == pytest.approx([0.5, 0.5])
+    assert all(v.p_a == pytest.approx(0.5) and v.p_a_raw == pytest.approx(0.9) for p in cal for v in p.votes)
+    assert all(isinstance(v, PairVerdict) and v.p_first_raw == pytest.approx(0.5) for v in cal)
+
+
+def test_calibration_and_layout_refuse_cot():
+    with pytest.raises(ValueError, match="shared-prefix has no chain-of-thought"):
+        JudgeConfig(cot=True, layout="shared-prefix")
+    with pytest.raises(ValueError, match="--calibrate batch"):
+        JudgeConfig(cot=True, calibrate="batch")
+    assert JudgeConfig(cot=True).resolved_layout == "cai"
+
+
+# --- layout ----------------------------------------------------------------------------------------
+
+
+def _prompts(layout: str, k: int = 4) -> tuple[list, list[str]]:
+    const = load_constitution(DEFAULT_PATH)
+    config = JudgeConfig(principles_per_pair=k, layout=layout, seed=3)
+    tasks, _ = build_tasks(const, [PAIR], config)
+    return tasks, render_direct(tasks, const.few_shot_compare(), config)
+
+
+def test_shared_prefix_layout_renders_its_template_and_is_in_the_spec():
+    assert templates_used(JudgeConfig(layout="shared-prefix")) == [PAIRWISE_SHARED]
+    tasks, prompts = _prompts("shared-prefix")
+    for t, p in zip(tasks, prompts, strict=True):
+        tail = f"</response>\n{t.context['principle']}\nThe answer is: ("
+        assert p.endswith(tail) and p.count("<response>") == p.count("</response>")
+
+
+def test_shared_prefix_prompts_share_the_token_prefix(embedded_model_dir):
+    """With the real tokenizer: the prompts of one (pair, order) are token for token the same up to
+    the principle's question (so a prefix cache reuses it), and that prefix holds both responses;
+    in the CAI layout the principles part before the responses."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    tasks, prompts = _prompts("shared-prefix")
+    by_order: dict[str, list[tuple]] = {}
+    for t, p in zip(tasks, prompts, strict=True):
+        by_order.setdefault(t.order, []).append((t, p))
+    for order, group in by_order.items():
+        assert len(group) >= 2, "the test needs two principles per order (change the seed)"
+        prefix = group[0][1][: group[0][1].rindex(group[0][0].context["principle"])]
+        assert prefix.endswith("</response>\n") and PAIR.first in prefix and PAIR.second in prefix
+        prefix_ids = tok(prefix, add_special_tokens=False)["input_ids"]
+        for t, p in group:
+            ids = tok(p, add_special_tokens=False)["input_ids"]
+            assert ids[: len(prefix_ids)] == prefix_ids, f"{order}/{t.principle_id}: the prefix tokenizes differently"
+            assert p.startswith(prefix) and len(ids) > len(prefix_ids)
+    cai_tasks, cai = _prompts("cai")
+    ab = [tok(p, add_special_tokens=False)["input_ids"] for t, p in zip(cai_tasks, cai, strict=True) if t.order == "ab"]
+    shared_len = len(os.path.commonprefix(ab))
+    assert shared_len < len(prefix_ids) - 20  # CAI: the principles differ before the responses
+
+
+# --- scheduling and the ideal cache ---------------------------------------------------------------
+
+
+def _fresh_chars(prompts: list[str], waves: list[list[int]]) -> int:
+    """Characters computed afresh when each wave's prompts share nothing among themselves and reuse
+    everything earlier waves computed (a perfect, character-granular cache)."""
+    done: list[str] = []
+    total = 0
+    for wave in waves:
+        total += sum(len(prompts[i]) - max((len(os.path.commonprefix((prompts[i], d))) for d in done), default=0)
+                     for i in wave)
+        done += [prompts[i] for i in wave]
+    return total
+
+
+def test_cache_waves_send_each_shared_prefix_once():
+    """Few-shot block F, two conversations, both orders, three questions: with margin 0, no prefix
+    is computed twice: the fresh characters equal those of sending the prompts one by one in text
+    order, while one single call would recompute every shared prefix."""
+    prompts = [f"F{'f' * 50}|C{c}{'c' * 30}|{o}{'r' * 40}|Q{q}{'q' * 10}"
+               for c in (1, 2) for o in ("ab", "ba") for q in (1, 2, 3)]
+    prompts = prompts[::-1]  # any input order
+    waves = cache_waves(prompts, margin=0)
+    assert sorted(i for w in waves for i in w) == list(range(len(prompts)))
+    one_by_one = [[i] for i in sorted(range(len(prompts)), key=prompts.__getitem__)]
+    assert _fresh_chars(prompts, waves) == _fresh_chars(prompts, one_by_one)
+    assert _fresh_chars(prompts, [list(range(len(prompts)))]) == sum(map(len, prompts))
+    assert len(waves) < len(prompts) / 2 and len(waves[0]) == 1
+
+
+def test_ideal_uncached_tokens_hand_worked():
+    """Blocks of 4: the first prompt computes all 10 tokens; the second shares blocks [1-4] and
+    [1-8] (2 blocks), so 10 - 8 = 2; a repeat of the first may reuse at most floor(9/4) = 2 blocks
+    (the last token is always computed): 2; with a warm-up that saw [1..4], the first computes 6."""
+    a = list(range(1, 11))
+    b = list(range(1, 9)) + [99, 100]
+    assert ideal_uncached_tokens([a, b, a], block=4) == [10, 2, 2]
+    assert ideal_uncached_tokens([a], seen=[[1, 2, 3, 4]], block=4) == [6]
+    assert ideal_uncached_tokens([[1, 2, 3, 4]], seen=[[1, 2, 3, 4]], block=4) == [4]  # 3 tokens: no full block
