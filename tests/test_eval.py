@@ -68,19 +68,21 @@ def config(tmp_path, **kw) -> EvalConfig:
 
 def report_numbers_match_metrics(report: str, metrics: dict) -> int:
     """Every number in report.md above its settings is one of metrics.json's numbers as the report formats them
-    (3 decimals, or an integer); returns how many numbers were checked."""
+    (3 decimals, or an integer), or is quoted from one of its texts (a reason); returns how many were checked."""
     allowed: set[str] = set()
 
-    def walk(x):
+    def walk(x, key=None):
         if isinstance(x, bool):
             return
-        if isinstance(x, int):
+        if isinstance(x, str) and key == "reason":
+            allowed.update(re.findall(r"-?\d+(?:\.\d+)?", x))
+        elif isinstance(x, int):
             allowed.add(str(x))
         elif isinstance(x, float):
             allowed.add(f"{x:.3f}")
         elif isinstance(x, dict):
-            for v in x.values():
-                walk(v)
+            for k, v in x.items():
+                walk(v, k)
         elif isinstance(x, list | tuple):
             for v in x:
                 walk(v)

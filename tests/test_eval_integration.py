@@ -64,15 +64,15 @@ def test_eval_cli_same_model_greedy_is_a_tie(vllm_engine, shared_data, tmp_path,
     monkeypatch.setattr(SessionEngine, "engine", vllm_engine)
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in
-                               _short_prompts(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", 3)))
+                               _short_prompts(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", 2)))
     out = tmp_path / "eval"
     before = vllm_engine.stats()
     res = CliRunner().invoke(app, ["eval", "--policy", "smollm2-135m", "--reference", "smollm2-135m", "--engine",
                                    f"{__name__}:SessionEngine", "--prompts", str(prompts), "--out", str(out),
-                                   "--max-tokens", "24", "--principles", "2", "--quiet"])
+                                   "--max-tokens", "16", "--principles", "1", "--quiet"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     m = json.loads((out / "metrics.json").read_text())
-    assert m["n_prompts"] == 3 and m["identical_responses"] == 3 and m["errors"] == 0
+    assert m["n_prompts"] == 2 and m["identical_responses"] == 2 and m["errors"] == 0
     w = m["win_rate"]
     assert w["unscored"] == 0 and w["value"] == pytest.approx(0.5, abs=1e-3)
     assert m["length_controlled_win_rate"]["value"] == pytest.approx(w["value"], abs=1e-9)  # every d is 0
@@ -80,7 +80,7 @@ def test_eval_cli_same_model_greedy_is_a_tie(vllm_engine, shared_data, tmp_path,
     after = vllm_engine.stats()
     assert after["requests"] > before["requests"]  # the session engine did the work
     report = (out / "report.md").read_text()
-    assert report_numbers_match_metrics(report, m) > 20
+    assert report_numbers_match_metrics(report, m) > 15
     assert f"| win-rate of the policy | {w['value']:.3f} |" in report
     rows = [json.loads(line) for line in (out / "responses" / "policy-00000.jsonl").read_text().splitlines()]
-    assert len(rows) == 3 and all(r["text"].strip() for r in rows)
+    assert len(rows) == 2 and all(r["text"].strip() for r in rows)
