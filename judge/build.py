@@ -274,17 +274,18 @@ def make_judge_engine(config: JudgeConfig):
     """The engine named by ``config``, built like every other stage's (generator/engines/options.py);
     an in-process vLLM on a CPU gets ``CPU_PREFIX_BLOCK``-token KV blocks."""
     options = engine_options(config)
-    if options.engine_name() == "vllm" and _vllm_on_cpu():
+    if options.engine_name() == "vllm":
         from generator.engines import make_engine
 
-        return make_engine("vllm", options.model, seed=config.seed, block_size=CPU_PREFIX_BLOCK)
+        return make_engine("vllm", options.model, seed=config.seed, **vllm_judge_kwargs())
     return options.build(seed=config.seed)
 
 
-def _vllm_on_cpu() -> bool:
+def vllm_judge_kwargs() -> dict:
+    """What the judge adds to an in-process vLLM engine: ``CPU_PREFIX_BLOCK``-token blocks on a CPU."""
     from vllm.platforms import current_platform
 
-    return current_platform.is_cpu()
+    return {"block_size": CPU_PREFIX_BLOCK} if current_platform.is_cpu() else {}
 
 
 def _consistency(out: str) -> tuple[int, int]:

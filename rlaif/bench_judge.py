@@ -13,6 +13,10 @@ The same HH-RLHF pairs (chosen vs rejected final replies), principles and model 
 of (a) in the other dtype is reported beside them as its own figure (``logprob_vllm_other_dtype``:
 speed, and how far its p_a moves from (a)), never mixed into a ratio; ``--no-other-dtype`` skips it.
 
+With ``--speed`` (the default) the same command also times the two prompt layouts, counts the
+fresh tokens against a perfect prefix cache, measures the machine's matmul peak and fits how judge
+time scales with the number of pairs (rlaif/bench_judge_speed.py); ``--no-engines`` skips (a)-(c).
+
 Both option orders are scored. Each method is warmed up (untimed) on two other pairs first, so
 the timed pass starts with the constitution's shared few-shot prefix cached, as in a long run,
 but never with the measured prompts themselves. Pairs longer than ``MAX_CHARS`` characters are
@@ -150,8 +154,9 @@ def _other_dtype_pass(model: str, dtype: str, const, warm, timed, config) -> tup
 def _same_dtype_passes(model, dtype, const, warm, timed, config, hf_batch_size):
     """(a) and (b) on vLLM, (c) on transformers, all in ``dtype``; one engine at a time."""
     from generator.engines import make_engine
+    from judge.build import vllm_judge_kwargs
 
-    engine = make_engine("vllm", model, dtype=dtype)
+    engine = make_engine("vllm", model, dtype=dtype, **vllm_judge_kwargs())
     try:
         logprob_pass(engine, const, warm, config)
         t_a, p_vllm, hit_a = logprob_pass(engine, const, timed, config)
@@ -173,26 +178,35 @@ def _same_dtype_passes(model, dtype, const, warm, timed, config, hf_batch_size):
 
 
 def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size: int,
-              vllm_dtype: str = "auto", with_other_dtype: bool = True) -> dict:
+              vllm_dtype: str = "auto", with_other_dtype: bool = True, engines: bool = True,
+              scaling_sizes: list[int] | None = None, speed: bool = True) -> dict:
     import torch
 
     from constitution import DEFAULT_PATH, load_constitution
     from generator.engines.vllm_cpu import resolve_dtype
     from judge.config import JudgeConfig
     from rlaif.bench_generate import machine_info, other_dtype, stdout_to_stderr
+    from rlaif.bench_judge_speed import speed_figures
 
+    sizes = scaling_sizes if scaling_sizes is not None else [32, 64, 128]
     const = load_constitution(DEFAULT_PATH)
-    every = load_pairs(data, pairs + WARMUP_PAIRS)
-    warm, timed = every[pairs:], every[:pairs]
+    every = load_pairs(data, pairs + WARMUP_PAIRS + (sum(sizes) if speed else 0))
+    timed, warm, extra = every[:pairs], every[pairs:pairs + WARMUP_PAIRS], every[pairs + WARMUP_PAIRS:]
     config = JudgeConfig(model=model, principles_per_pair=principles, orders="both")
     dtype = resolve_dtype(vllm_dtype, cpu=not torch.cuda.is_available())
+    out: dict = {"model": model, "pairs": pairs, "principles": principles, "vllm_dtype": dtype}
     with stdout_to_stderr():
-        a, b, c, hf_dtype = _same_dtype_passes(model, dtype, const, warm, timed, config, hf_batch_size)
-        other = _other_dtype_pass(model, other_dtype(dtype), const, warm, timed, config) if with_other_dtype else None
-    out = summarize(model, pairs, principles, a, b, c)
-    return {**out, "vllm_dtype": dtype, "transformers_dtype": hf_dtype, "transformers_batch_size": hf_batch_size,
-            "logprob_vllm_other_dtype": other_dtype_figures(other_dtype(dtype), other[0], a[1], other[1])
-            if other else None, "machine": machine_info()}
+        if engines:
+            a, b, c, hf_dtype = _same_dtype_passes(model, dtype, const, warm, timed, config, hf_batch_size)
+            other = _other_dtype_pass(model, other_dtype(dtype), const, warm, timed, config) \
+                if with_other_dtype else None
+            out.update(summarize(model, pairs, principles, a, b, c), transformers_dtype=hf_dtype,
+                       transformers_batch_size=hf_batch_size,
+                       logprob_vllm_other_dtype=other_dtype_figures(other_dtype(dtype), other[0], a[1], other[1])
+                       if other else None)
+        if speed:
+            out.update(speed_figures(model, dtype, const, warm, timed, extra, sizes, principles))
+    return {**out, "machine": machine_info()}
 
 
 def summarize(model, pairs, principles, a, b, c) -> dict:
@@ -232,17 +246,45 @@ def bench_judge(
                                    help="dtype of both engines (auto: float32 on CPUs, bfloat16 on GPUs)."),
     with_other: bool = typer.Option(True, "--other-dtype/--no-other-dtype",
                                     help="Also time (a) in the other dtype (its own figure)."),
+    engines: bool = typer.Option(True, "--engines/--no-engines",
+                                 help="Time (a) logprob vs (b) generate-and-parse vs (c) transformers."),
+    speed: bool = typer.Option(True, "--speed/--no-speed", help="Time both prompt layouts against the ideal "
+                               "prefix cache and the machine's matmul peak, and the scaling runs."),
+    scaling_sizes: str = typer.Option("32,64,128", "--scaling-sizes",
+                                      help="Pair counts of the scaling runs (comma-separated; disjoint pairs)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Judge comparisons/s: logprob scoring (vLLM) vs generate-and-parse (vLLM) vs logprob (transformers)."""
-    from rlaif.bench_args import require_positive
+    """Judge comparisons/s: logprob scoring (vLLM) vs generate-and-parse (vLLM) vs logprob (transformers);
+    the two prompt layouts, fresh tokens vs a perfect prefix cache, FLOP rate vs the matmul peak, scaling."""
+    from rlaif.bench_args import BenchArgumentError, require_positive
+    from rlaif.bench_judge_speed import parse_sizes
 
     require_positive(pairs=pairs, principles=principles, hf_batch_size=hf_batch_size)
-    result = run_bench(pairs, principles, model, data, hf_batch_size, vllm_dtype, with_other)
+    sizes = parse_sizes(scaling_sizes)
+    if not engines and not speed:
+        raise BenchArgumentError("--no-engines with --no-speed leaves nothing to measure; drop one of them")
+    result = run_bench(pairs, principles, model, data, hf_batch_size, vllm_dtype, with_other, engines, sizes, speed)
     if as_json:
         typer.echo(json.dumps(result))
         return
-    r = result
+    _print(result, pairs, principles, model)
+
+
+def _print(r: dict, pairs: int, principles: int, model: str) -> None:
+    from rlaif.bench_generate import describe_machine
+
+    if "layouts" in r:
+        for name, f in r["layouts"].items():
+            typer.echo(f"layout {name:13s} {f['per_s']:8.2f} comparisons/s, fresh prompt tokens/comparison "
+                       f"{f['uncached_prompt_tokens_per_comparison']} (ideal, 16-token blocks: "
+                       f"{f['ideal_uncached_tokens_per_comparison']}), {f['judge_gflops']} GFLOP/s = "
+                       f"{f['fraction_of_peak']} of the {r['peak_gflops']} GFLOP/s matmul peak")
+        runs = ", ".join(f"{x['pairs']} pairs {x['seconds']} s" for x in r["scaling"]["runs"])
+        typer.echo(f"layout speed-up shared-prefix / cai = {r['layout_speedup']}x; scaling exponent "
+                   f"{r['scaling_exponent']} ({runs})")
+    if "comparisons" not in r:
+        typer.echo(describe_machine(r["machine"]))
+        return
     typer.echo(f"{r['comparisons']} comparisons = {pairs} pairs x {principles} principles x 2 orders ({model})")
     typer.echo(f"(a) logprob, vllm:          {r['logprob_per_s']:8.2f} comparisons/s  "
                f"prefix-cache hit {r['prefix_cache_hit_rate']['logprob_vllm']}")
@@ -257,6 +299,4 @@ def bench_judge(
         typer.echo(f"(a) in {o['dtype']} (not part of the ratios): {o['per_s']:.2f} comparisons/s, "
                    f"mean |p_a - p_a(a)| {o['mean_abs_diff_p_a']}, preference flips {o['preference_flip_share']}, "
                    f"distinct p_a {o['distinct_p_a']}")
-    from rlaif.bench_generate import describe_machine
-
     typer.echo(describe_machine(r["machine"]))
