@@ -31,6 +31,7 @@ from rlaif import (
     cli_judge,
     cli_judge_eval,
     cli_models,
+    cli_run,
     logs,
 )
 from rlaif.logs import OUR_PACKAGES, redact
@@ -46,7 +47,7 @@ app.add_typer(cli_constitution.app, name="constitution")
 app.add_typer(cli_models.app, name="models")
 # Command order in --help follows the pipeline.
 for _area in (cli_models, cli_engine, cli_generate, cli_judge, cli_judge_eval, cli_data, cli_align, cli_eval,
-              cli_bench):
+              cli_run, cli_bench):
     _area.register(app)
 for _info in app.registered_commands:
     if logs.LOGGED_COMMANDS.get(_info.name):  # commands whose folder is not a run directory of their own

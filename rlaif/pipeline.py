@@ -1,0 +1,290 @@
+"""``rlaif run RECIPE.yaml``: the whole loop from one recipe, resumably.
+
+A pipeline recipe names the constitution, the models, the prompts and the stages; each stage is a
+run directory ``<root>/<stage>`` fed by the stages before it (``UPSTREAM``)::
+
+    generate -> revise (SL-CAI) -> sft -> judge -> reward -> dpo | ppo | grpo -> eval -> publish
+
+The stage commands stay the single implementation: ``rlaif/pipeline_stages.py`` builds each
+stage's own config (GenerateConfig, ReviseConfig, JudgeConfig, the align recipes, EvalConfig,
+PublishConfig) and calls the function its command calls.
+
+Each stage has a fingerprint: the sha256 of its config, the fingerprints of the stages it reads,
+the sha256 of the files it reads (the prompts) and of the part of the constitution it reads (revise:
+the critique and revision texts; judge and eval: the comparison questions). ``<root>/pipeline.json``
+keeps the fingerprint of every finished stage. A stage is reused when its fingerprint is unchanged
+and it finished; a stage that started and did not finish resumes (its run directory keeps whole
+shards); a changed fingerprint re-runs the stage, replacing its own run directory, and so changes
+every fingerprint downstream (tests/test_pipeline.py). Every run ends with ``<root>/report.md``
+(rlaif/pipeline_report.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from plumbing.atomic import write_text
+from plumbing.hashing import file_sha256, sha256_of
+
+STAGES = ("generate", "revise", "sft", "judge", "reward", "dpo", "ppo", "grpo", "eval", "publish")
+TRAINED = ("dpo", "ppo", "grpo")
+# The stages a stage reads (when the recipe lists them).
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "generate": (), "revise": (), "sft": ("revise",), "judge": ("generate",), "reward": ("judge",),
+    "dpo": ("judge", "sft"), "ppo": ("reward", "sft"), "grpo": ("sft",),
+    "eval": ("sft", "dpo", "ppo", "grpo"), "publish": ("judge",),
+}
+# Stages that cannot run without one of these listed.
+NEEDS: dict[str, tuple[str, ...]] = {"sft": ("revise",), "judge": ("generate",), "reward": ("judge",),
+                                     "dpo": ("judge",), "ppo": ("reward",), "eval": ("sft", *TRAINED),
+                                     "publish": ("judge",)}
+STATE = "pipeline.json"
+BUNDLED_PROMPTS = Path(__file__).resolve().parent / "data" / "demo_prompts.jsonl"
+
+
+class PipelineError(ValueError):
+    """A pipeline recipe or root that cannot be used; the message names the key or folder and the fix."""
+
+
+class Engines(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    engine: str = Field("auto", description="Engine of generate, revise and eval's models: auto | vllm | openai | "
+                        "transformers.")
+    base_urls: list[str] = Field(default_factory=list, description="`rlaif engine serve` URLs (openai engine).")
+    batch_size: int = Field(16, ge=1, description="Prompts per engine call and per shard.")
+
+
+class PipelineRecipe(BaseModel):
+    """One loop: what a user decides. Each stage's mapping holds that stage's own options (the keys of
+    its command's config), checked when the recipe loads."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="Name shown in the report.")
+    root: str = Field(description="Folder of the stages' run directories, pipeline.json and report.md.")
+    stages: list[str] = Field(min_length=1, description=f"Stages to run, a subset of {', '.join(STAGES)}.")
+    model: str = Field("smollm2-135m", description="The model the loop starts from (responses, revisions, the "
+                       "policy's start and eval's reference).")
+    constitution: str | None = Field(None, description="Constitution YAML; default: the built-in one.")
+    prompts: str | None = Field(None, description="Prompt file of generate, revise and eval; default: the 16 "
+                                "bundled demo prompts (rlaif/data/demo_prompts.jsonl).")
+    engine: Engines = Field(default_factory=Engines)
+    generate: dict[str, Any] = Field(default_factory=dict)
+    revise: dict[str, Any] = Field(default_factory=dict)
+    judge: dict[str, Any] = Field(default_factory=dict, description="JudgeConfig keys: model, engine, base_urls, "
+                                  "principles_per_pair, layout, calibrate, ...")
+    sft: dict[str, Any] = Field(default_factory=dict, description="Keys of an `rlaif align sft` recipe.")
+    reward: dict[str, Any] = Field(default_factory=dict, description="Keys of an `rlaif align reward` recipe.")
+    dpo: dict[str, Any] = Field(default_factory=dict, description="Keys of an `rlaif align dpo` recipe.")
+    ppo: dict[str, Any] = Field(default_factory=dict, description="Keys of an `rlaif align ppo` recipe.")
+    grpo: dict[str, Any] = Field(default_factory=dict, description="Keys of an `rlaif align grpo` recipe "
+                                 "(data: its prompts, e.g. a `rlaif data gsm8k` run).")
+    eval: dict[str, Any] = Field(default_factory=dict, description="EvalConfig keys: max_tokens, limit, ...")
+    publish: dict[str, Any] = Field(default_factory=dict, description="repo_id, private, dry_run (default: "
+                                    "true: the files go to <root>/publish and nothing is uploaded).")
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, v: list[str]) -> list[str]:
+        unknown = [s for s in v if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage {unknown[0]!r}; stages are {', '.join(STAGES)}")
+        if len(set(v)) != len(v):
+            raise ValueError("a stage is listed twice")
+        return [s for s in STAGES if s in v]  # the loop's order, whatever the listing's
+
+    @model_validator(mode="after")
+    def _needs(self) -> PipelineRecipe:
+        for stage in self.stages:
+            needed = NEEDS.get(stage, ())
+            if needed and not set(needed) & set(self.stages):
+                raise ValueError(f"stage {stage!r} reads the output of {' or '.join(needed)}; add it to stages")
+        if len(set(TRAINED) & set(self.stages)) > 1:
+            raise ValueError(f"list one of {', '.join(TRAINED)}: eval compares one trained policy with the start model")
+        return self
+
+    def path(self, stage: str) -> Path:
+        return Path(self.root) / stage
+
+    def prompts_file(self) -> Path:
+        return Path(self.prompts) if self.prompts else BUNDLED_PROMPTS
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineRecipe:
+    """The recipe at ``path`` with ``--set`` overrides, every stage's config built (so a bad key fails here)."""
+    from align.config import merge, parse_set, read_yaml
+    from rlaif.pipeline_stages import build_all
+
+    try:
+        raw = merge(read_yaml(path), parse_set(overrides or []))
+    except ValueError as e:
+        raise PipelineError(str(e)) from None
+    try:
+        recipe = PipelineRecipe.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ())) or "recipe"
+        raise PipelineError(f"{path}: {loc}: {first.get('msg', 'invalid').removeprefix('Value error, ')}") from None
+    if not recipe.prompts_file().is_file():
+        raise PipelineError(f"{path}: prompts {recipe.prompts_file()}: no such file")
+    build_all(recipe)  # each stage's own validation, before anything is written
+    return recipe
+
+
+# --- fingerprints and the plan -------------------------------------------------------------------------------
+
+def constitution_parts(recipe: PipelineRecipe) -> dict[str, str]:
+    """sha256 of what revise reads (critique/revision texts) and what the judge reads (the rest)."""
+    from constitution import DEFAULT_PATH, load_constitution
+
+    data = load_constitution(recipe.constitution or DEFAULT_PATH).model_dump(mode="json")
+    principles = data.pop("principles", [])
+    revise = [{k: p.get(k) for k in ("id", "critique", "revision", "weight")} for p in principles]
+    judge = [{k: v for k, v in p.items() if k not in ("critique", "revision")} for p in principles]
+    return {"revise": sha256_of({**data, "principles": revise}), "judge": sha256_of({**data, "principles": judge})}
+
+
+def fingerprints(recipe: PipelineRecipe, configs: dict[str, dict]) -> dict[str, str]:
+    """Each listed stage's fingerprint (module docstring), in the loop's order."""
+    parts = constitution_parts(recipe)
+    prompts_sha = file_sha256(recipe.prompts_file())
+    out: dict[str, str] = {}
+    for stage in recipe.stages:
+        reads = {"prompts": prompts_sha} if stage in ("generate", "revise", "eval") else {}
+        if stage == "revise":
+            reads["constitution"] = parts["revise"]
+        if stage in ("judge", "eval") or (stage == "grpo" and "judge" in recipe.grpo.get("reward_funcs", [])):
+            reads["constitution"] = parts["judge"]
+        upstream = {s: out[s] for s in UPSTREAM[stage] if s in out}
+        out[stage] = sha256_of({"stage": stage, "config": configs[stage], "reads": reads, "upstream": upstream})
+    return out
+
+
+@dataclass
+class Step:
+    stage: str
+    action: str  # "reuse" | "run" | "resume" | "skip"
+    why: str
+    fingerprint: str
+
+    def line(self) -> str:
+        return f"  {self.stage:<9} {self.action:<7} {self.why}"
+
+
+def read_state(root: Path) -> dict[str, Any]:
+    path = root / STATE
+    if not path.is_file():
+        return {"stages": {}}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise PipelineError(f"{path}: not valid JSON; remove it to start the pipeline over") from None
+
+
+def check_root(root: Path) -> None:
+    """The root is new, empty, or a pipeline root (it has pipeline.json); nothing else is written into."""
+    if root.exists() and not root.is_dir():
+        raise PipelineError(f"root {root} is a file; give a folder")
+    if root.exists() and any(root.iterdir()) and not (root / STATE).is_file():
+        raise PipelineError(f"root {root} is not empty and holds no {STATE}; choose an empty or new folder")
+
+
+def plan(recipe: PipelineRecipe, fps: dict[str, str], state: dict, start: str | None = None,
+         until: str | None = None) -> list[Step]:
+    """What runs, what is reused and why; ``start`` forces a re-run from that stage, ``until`` stops after one."""
+    for flag, name in (("--from", start), ("--until", until)):
+        if name is not None and name not in recipe.stages:
+            raise PipelineError(f"{flag} {name}: not a stage of this recipe ({', '.join(recipe.stages)})")
+    done = state.get("stages", {})
+    steps: list[Step] = []
+    running: set[str] = set()  # stages that run (so every stage reading them runs too)
+    forced = past_until = False
+    for stage in recipe.stages:
+        fp, old = fps[stage], done.get(stage, {})
+        fed_by = [u for u in UPSTREAM[stage] if u in running]
+        forced = forced or start == stage
+        if past_until:
+            step = Step(stage, "skip", f"after --until {until}", fp)
+        elif forced:
+            step = Step(stage, "run", "--from" if start == stage else f"after --from {start}", fp)
+        elif fed_by:
+            step = Step(stage, "run", f"{fed_by[0]} runs before it", fp)
+        elif old.get("finished") and old.get("fingerprint") == fp:
+            step = Step(stage, "reuse", f"finished {old['finished']}, spec unchanged", fp)
+        elif old.get("fingerprint") == fp:
+            step = Step(stage, "resume", "started and not finished: it resumes", fp)
+        elif old.get("fingerprint"):
+            step = Step(stage, "run", "its spec or an input changed", fp)
+        else:
+            step = Step(stage, "run", "not run yet", fp)
+        if step.action in ("run", "resume"):
+            running.add(stage)
+        steps.append(step)
+        past_until = past_until or stage == until
+    if start is not None:
+        before = [s for s in steps[:[s.stage for s in steps].index(start)] if s.action != "reuse"]
+        if before:
+            raise PipelineError(f"--from {start}: {before[0].stage} before it has not finished with this spec; "
+                                f"run without --from first")
+    return steps
+
+
+# --- running --------------------------------------------------------------------------------------------------
+
+def save_state(root: Path, state: dict) -> None:
+    write_text(root / STATE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def run_pipeline(recipe: PipelineRecipe, start: str | None = None, until: str | None = None, dry_run: bool = False,
+                 say: Callable[[str], None] = print) -> list[Step]:
+    """Run (or with ``dry_run`` only show) the plan; returns it. The report is rewritten at the end."""
+    from rlaif.pipeline_report import write_report
+    from rlaif.pipeline_stages import EnginePool, build_all, run_stage
+
+    root = Path(recipe.root)
+    check_root(root)
+    fps = fingerprints(recipe, build_all(recipe))
+    state = read_state(root)
+    steps = plan(recipe, fps, state, start, until)
+    say(f"pipeline {recipe.name} -> {root}")
+    for step in steps:
+        say(step.line())
+    if dry_run:
+        return steps
+    from plumbing.logs import attach_run_log
+
+    root.mkdir(parents=True, exist_ok=True)
+    state.setdefault("stages", {})
+    state["recipe"] = recipe.model_dump(mode="json")
+    save_state(root, state)  # first: a root with pipeline.json is ours (check_root)
+    attach_run_log(root)  # the libraries' output (vLLM, TRL) goes to <root>/logs/rlaif.log, not the console
+    pool = EnginePool()
+    try:
+        for step in steps:
+            if step.action in ("reuse", "skip"):
+                continue
+            replace = step.action == "run" and step.why != "not run yet"  # a resume keeps its whole shards
+            state["stages"][step.stage] = {"fingerprint": step.fingerprint, "started": _now()}
+            save_state(root, state)
+            say(f"[{step.stage}] {step.why} ...")
+            t0 = time.perf_counter()
+            line = run_stage(step.stage, recipe, pool, overwrite=replace)
+            seconds = round(time.perf_counter() - t0, 1)
+            state["stages"][step.stage].update(finished=_now(), seconds=seconds)
+            save_state(root, state)
+            say(f"[{step.stage}] {line} ({seconds} s)")
+    finally:
+        pool.close()
+    report = write_report(recipe)
+    say(f"report: {report}")
+    return steps
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,164 @@
+"""``<root>/report.md`` of ``rlaif run``: what the loop did, read back from the stages' metrics.json files.
+
+Every number in the report is a value of some stage's ``metrics.json`` printed by ``fmt`` (floats
+to 3 decimals, integers as they are), so a reader can trace each one to its file
+(tests/test_pipeline.py::test_report_numbers_come_from_the_metrics_files). Figures: the judge's
+label distribution (drawn here from the judge's metrics.json) and links to the plots the stages
+drew themselves (training curves, eval's win-rate per principle and length plots).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from plumbing.atomic import write_text
+
+REPORT, LABELS_PNG = "report.md", "judge_labels.png"
+
+
+def fmt(x: Any) -> str:
+    """How the report prints a number (the test formats metrics.json's values the same way)."""
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool) or isinstance(x, int):
+        return str(int(x))
+    return f"{x:.3f}"
+
+
+def read_metrics(recipe) -> dict[str, dict]:
+    out = {}
+    for stage in recipe.stages:
+        path = recipe.path(stage) / "metrics.json"
+        if path.is_file():
+            out[stage] = json.loads(path.read_text())
+    return out
+
+
+def _interval(w: dict | None) -> str:
+    if not w or w.get("value") is None:
+        return "n/a"
+    if w.get("lo") is None:
+        return fmt(w["value"])
+    return f"{fmt(w['value'])} [{fmt(w['lo'])}, {fmt(w['hi'])}]"
+
+
+def _counts_table(m: dict[str, dict]) -> list[str]:
+    lines = ["| stage | rows / steps | details |", "| --- | --- | --- |"]
+    for stage, x in m.items():
+        if "global_step" in x:
+            lines.append(f"| {stage} | {fmt(x['global_step'])} steps | world size {fmt(x.get('world_size'))} |")
+        elif stage == "eval":
+            lines.append(f"| eval | {fmt(x.get('n_prompts'))} prompts | identical responses "
+                         f"{fmt(x.get('identical_responses'))} |")
+        elif "rows" in x:
+            parts = [f"{k} {fmt(v)}" for k, v in sorted(x.get("counts", {}).items()) if isinstance(v, int)]
+            if "responses" in x:
+                parts.append(f"responses {fmt(x['responses'])}")
+            lines.append(f"| {stage} | {fmt(x['rows'])} rows | {', '.join(parts)} |")
+    return lines
+
+
+def _judge_section(j: dict, root: Path) -> list[str]:
+    hist = j["p_chosen_histogram"]
+    lines = ["## The judge's labels", "",
+             f"p_chosen mean {fmt(j.get('p_chosen_mean'))}; position-consistent rows "
+             f"{fmt(j.get('position_consistent_rows'))} of {fmt(j.get('rows_with_both_orders'))} "
+             f"({fmt(j.get('position_consistency'))}).", "",
+             "| p_chosen from | to | rows |", "| --- | --- | --- |"]
+    bins = hist["bins"]
+    lines += [f"| {fmt(bins[i])} | {fmt(bins[i + 1])} | {fmt(c)} |" for i, c in enumerate(hist["counts"])]
+    if _plot_labels(hist, root / LABELS_PNG):
+        lines += ["", f"![label distribution]({LABELS_PNG})"]
+    used = j.get("principles_used") or {}
+    if used:
+        lines += ["", "Principles drawn: " + ", ".join(f"`{k}` {fmt(v)}" for k, v in sorted(used.items())) + "."]
+    return lines
+
+
+def _examples(j: dict) -> list[str]:
+    lines = ["## Example preference rows", ""]
+    for e in j.get("examples", []):
+        lines += [f"p_chosen {fmt(e['p_chosen'])}", "",
+                  *[f"> **{k}:** {' '.join(str(e[k]).split())[:400]}" for k in ("prompt", "chosen", "rejected")], ""]
+    return lines
+
+
+def _training(m: dict[str, dict], root: Path) -> list[str]:
+    lines = ["## Training", ""]
+    for stage, x in m.items():
+        if "global_step" not in x:
+            continue
+        train = x.get("train") or {}
+        loss = train.get("train_loss")
+        lines.append(f"- **{stage}**: {fmt(x['global_step'])} steps, mean training loss {fmt(loss)}")
+        if (root / stage / "training_curve.png").is_file():
+            lines += ["", f"![{stage} curve]({stage}/training_curve.png)", ""]
+    return lines
+
+
+def _eval_section(e: dict, root: Path) -> list[str]:
+    lc = e.get("length_controlled_win_rate") or {}
+    length = e.get("length") or {}
+    lines = ["## The trained model against the start model", "",
+             "Win-rate under the constitution judge (both orders, soft votes) with its bootstrap interval over "
+             "prompts (eval/report.md says how it is computed):", "",
+             "| measure | value |", "| --- | --- |",
+             f"| win-rate | {_interval(e.get('win_rate'))} |",
+             f"| length-controlled win-rate | {fmt(lc.get('value'))} |",
+             f"| position consistency | {_interval(e.get('position_consistency'))} |",
+             f"| verdict vs length difference (correlation) | {fmt(length.get('correlation', {}).get('value') if isinstance(length.get('correlation'), dict) else length.get('correlation'))} |",
+             "", "| principle | win-rate |", "| --- | --- |"]
+    lines += [f"| `{pid}` | {_interval(w)} |" for pid, w in sorted((e.get("per_principle") or {}).items())]
+    for png in sorted((root / "eval").glob("*.png")):
+        lines += ["", f"![{png.stem}](eval/{png.name})"]
+    return lines
+
+
+def render(recipe, m: dict[str, dict]) -> str:
+    root = Path(recipe.root)
+    lines = [f"# {recipe.name}", ""]
+    const = (m.get("judge") or {}).get("constitution") or {}
+    if const:
+        lines += [f"Constitution `{const.get('name')}` version `{const.get('version')}`, sha256 `{const.get('sha256')}`.", ""]
+    lines += [f"Start model `{recipe.model}`; stages: {', '.join(recipe.stages)}.", "", "## Data per stage", "",
+              *_counts_table(m), ""]
+    if "judge" in m:
+        lines += [*_judge_section(m["judge"], root), ""]
+    if any("global_step" in x for x in m.values()):
+        lines += [*_training(m, root), ""]
+    if "eval" in m:
+        lines += [*_eval_section(m["eval"], root), ""]
+    if "judge" in m:
+        lines += _examples(m["judge"])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(recipe) -> Path:
+    root = Path(recipe.root)
+    path = root / REPORT
+    write_text(path, render(recipe, read_metrics(recipe)))
+    return path
+
+
+def _plot_labels(hist: dict, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not sum(hist["counts"]):
+        return False
+    bins = hist["bins"]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar([(a + b) / 2 for a, b in zip(bins, bins[1:], strict=False)], hist["counts"], width=0.09)
+    ax.set_xlabel("p_chosen (judge's probability for the chosen response)")
+    ax.set_ylabel("rows")
+    ax.set_xlim(0, 1)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return True

@@ -1,0 +1,245 @@
+"""The stages of ``rlaif run`` (rlaif/pipeline.py): each builds its command's own config from the
+pipeline recipe and calls the function the command calls, then writes the stage's ``metrics.json``
+(the align and eval stages write theirs themselves; generate, revise and judge get one here, from
+their run directories) so that every number of the report has one source.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from plumbing.atomic import write_text
+
+LABEL_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+EXAMPLES = 3  # preference rows quoted in the judge's metrics.json and the report
+
+
+class EnginePool:
+    """One engine per (engine kind, model, servers), shared by the stages that serve the same model;
+    ``close()`` frees them (before a training stage, and at the end)."""
+
+    def __init__(self):
+        self.engines: dict[tuple, Any] = {}
+
+    def get(self, options, seed: int | None = None):
+        from generator.models import display_name
+
+        key = (options.engine_name(), display_name(options.model), tuple(options.base_urls))
+        if key not in self.engines:
+            self.engines[key] = options.build(seed=seed)
+        return self.engines[key]
+
+    def close(self) -> None:
+        while self.engines:
+            self.engines.popitem()[1].close()
+
+
+def _const_path(recipe) -> str:
+    from constitution import DEFAULT_PATH
+
+    return str(recipe.constitution or DEFAULT_PATH)
+
+
+def _engine(recipe, model: str | None = None) -> dict[str, Any]:
+    """EngineOptions' fields (plain data: the model may be one a later stage writes)."""
+    return {"model": model or recipe.model, **recipe.engine.model_dump()}
+
+
+def policy_start(recipe) -> str:
+    """The model the trained stage starts from: the SFT output when the loop has one."""
+    return str(recipe.path("sft")) if "sft" in recipe.stages else recipe.model
+
+
+def final_policy(recipe) -> str:
+    """The model eval compares with the start model: the trained stage's output, else the SFT output."""
+    trained = [s for s in ("dpo", "ppo", "grpo") if s in recipe.stages]
+    return str(recipe.path(trained[0])) if trained else str(recipe.path("sft"))
+
+
+def stage_inputs(recipe, stage: str) -> dict[str, Any]:
+    """The options of one stage, as its command's config takes them (plain data: also what is fingerprinted)."""
+    root = {"out": str(recipe.path(stage))}
+    if stage in ("generate", "revise"):
+        extra = {"constitution": _const_path(recipe)} if stage == "revise" else {}
+        return {"prompts": str(recipe.prompts_file()), **root, "engine": _engine(recipe),
+                **extra, **getattr(recipe, stage)}
+    if stage == "judge":
+        return {"input": str(recipe.path("generate")), **root, "constitution": _const_path(recipe),
+                "model": recipe.model, **recipe.judge}
+    if stage in ("sft", "reward", "dpo", "ppo", "grpo"):
+        data = {"sft": recipe.path("revise"), "reward": recipe.path("judge"), "dpo": recipe.path("judge"),
+                "ppo": recipe.prompts_file()}.get(stage)
+        raw = {"model": recipe.model if stage == "reward" else policy_start(recipe), "output_dir": str(recipe.path(stage)),
+               "quiet": True, **({"data": str(data)} if data else {}), **getattr(recipe, stage)}
+        if stage == "ppo":
+            raw.setdefault("reward_model", str(recipe.path("reward")))
+        return raw
+    if stage == "eval":
+        judge = {"constitution": _const_path(recipe), "model": recipe.model, **recipe.judge}
+        return {"prompts": str(recipe.prompts_file()), **root, "policy": _engine(recipe, final_policy(recipe)),
+                "reference": _engine(recipe), "judge": judge, **recipe.eval}
+    if stage == "publish":
+        return {"run_dir": str(recipe.path("judge")), "dry_run": str(recipe.path("publish")),
+                "constitution": _const_path(recipe), **recipe.publish}
+    raise KeyError(stage)
+
+
+def build(recipe, stage: str, checking: bool = False):
+    """The stage's config object. ``checking``: before the loop runs, models that earlier stages will
+    write are not there yet, so they are checked as the start model (the keys are what is checked)."""
+    raw = stage_inputs(recipe, stage)
+    if stage == "generate":
+        from generator.generate import GenerateConfig
+
+        return GenerateConfig.model_validate(raw)
+    if stage == "revise":
+        from generator.revise import ReviseConfig
+
+        return ReviseConfig.model_validate(raw)
+    if stage == "judge":
+        from judge.config import JudgeConfig
+
+        return JudgeConfig.model_validate(raw)
+    if stage in ("sft", "reward", "dpo", "ppo", "grpo"):
+        from align.config import build_recipe
+
+        if checking:
+            raw = {**raw, "model": recipe.model}
+            if stage == "ppo":
+                raw["reward_model"] = raw["reward_model"] if Path(raw["reward_model"]).exists() else None
+                if raw["reward_model"] is None:
+                    raw.pop("reward_model")
+        return build_recipe(stage, raw, source=f"stage {stage}")
+    if stage == "eval":
+        from align.evaluate import EvalConfig
+
+        if checking:
+            raw = {**raw, "policy": {**raw["policy"], "model": recipe.model}}
+        return EvalConfig.model_validate(raw)
+    if stage == "publish":
+        from judge.publish import PublishConfig, validate_repo_id
+
+        raw = {"repo_id": "rlaif/preview", **raw}
+        dry = raw.pop("dry_run")
+        config = PublishConfig.model_validate({**raw, "dry_run": dry if recipe.publish.get("dry_run", True) else None})
+        validate_repo_id(config.repo_id)
+        return config
+    raise KeyError(stage)
+
+
+def build_all(recipe) -> dict[str, dict]:
+    """Every listed stage's options, each checked by building its config; a bad key fails here in one line."""
+    from pydantic import ValidationError
+
+    from rlaif.pipeline import PipelineError
+
+    out = {}
+    for stage in recipe.stages:
+        try:
+            build(recipe, stage, checking=True)
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join(str(p) for p in first.get("loc", ()))
+            msg = first.get("msg", "invalid").removeprefix("Value error, ")
+            raise PipelineError(f"stage {stage}: {loc + ': ' if loc else ''}{msg}") from None
+        except ValueError as e:
+            raise PipelineError(f"stage {stage}: {' '.join(str(e).split())}") from None
+        out[stage] = json.loads(json.dumps(stage_inputs(recipe, stage), default=str))
+    return out
+
+
+# --- running one stage ---------------------------------------------------------------------------------------
+
+def run_stage(stage: str, recipe, pool: EnginePool, overwrite: bool) -> str:
+    """Run ``stage`` (resuming its run directory unless ``overwrite``); returns one line for the console."""
+    config = build(recipe, stage)
+    if stage in ("generate", "revise"):
+        from generator.generate import run_generate
+        from generator.revise import run_revise
+
+        config = config.model_copy(update={"overwrite": overwrite})
+        engine = pool.get(config.engine, seed=config.seed)
+        counts = (run_generate if stage == "generate" else run_revise)(config, engine=engine)
+        metrics = data_metrics(stage, config.out)
+        _write_metrics(config.out, metrics)
+        return f"{counts.get('train', 0)} rows -> {config.out}"
+    if stage == "judge":
+        from judge.build import engine_options, run_judge
+
+        config = config.model_copy(update={"overwrite": overwrite})
+        summary = run_judge(config, engine=pool.get(engine_options(config), seed=config.seed))
+        _write_metrics(config.out, judge_metrics(config.out))
+        return summary.line()
+    if stage in ("sft", "reward", "dpo", "ppo", "grpo"):
+        from align import run
+
+        pool.close()  # training takes the cores (and a GPU's memory) the engines held
+        metrics = run(config, overwrite=True)  # an align output is replaced only by one of its own method
+        return f"{metrics['global_step']} steps -> {config.output_dir}"
+    if stage == "eval":
+        from align.evaluate import evaluate
+
+        config = config.model_copy(update={"overwrite": overwrite})
+        result = evaluate(config)
+        win = result.get("win_rate", {})
+        return f"win-rate {win.get('value', float('nan')):.3f} -> {config.out}" if isinstance(win, dict) else \
+            f"done -> {config.out}"
+    if stage == "publish":
+        from judge.publish import run_publish
+
+        return f"published: {run_publish(config)}"
+    raise KeyError(stage)
+
+
+def _write_metrics(folder: str | Path, metrics: dict) -> None:
+    write_text(Path(folder) / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def data_metrics(stage: str, folder: str | Path) -> dict:
+    """Counts of a generate or revise run, from its manifest and rows."""
+    from plumbing.runs import load, read_manifest
+
+    manifest = read_manifest(folder)
+    rows = load(folder)
+    out = {"stage": stage, "counts": manifest.get("counts", {}), "rows": rows.num_rows,
+           "model": manifest.get("spec", {}).get("model")}
+    if stage == "generate" and rows.num_rows:
+        out["responses"] = sum(len(r) for r in rows["responses"])
+    if stage == "revise" and rows.num_rows:
+        changed = sum(r["revisions"][-1].strip() != r["init_response"].strip() for r in rows if r["revisions"])
+        out["revised_differs_share"] = round(changed / rows.num_rows, 4)
+    return out
+
+
+def judge_metrics(folder: str | Path) -> dict:
+    """The judge's label distribution (p_chosen histogram), position consistency and a few example rows."""
+    from plumbing.runs import load, read_manifest
+
+    manifest = read_manifest(folder)
+    rows = load(folder)
+    p = [x for x in rows["p_chosen"] if x is not None] if rows.num_rows else []
+    consistent = [x for x in rows["position_consistent"] if x is not None] if rows.num_rows else []
+    hist = [0] * (len(LABEL_BINS) - 1)
+    for x in p:
+        hist[min(int(x * 10), 9)] += 1
+    examples = [{"prompt": r["prompt"][-1]["content"], "chosen": r["chosen"][0]["content"],
+                 "rejected": r["rejected"][0]["content"], "p_chosen": round(r["p_chosen"], 3)}
+                for r in rows.select(range(min(EXAMPLES, rows.num_rows)))]
+    from collections import Counter
+
+    from constitution import load_constitution
+
+    const_file = ((manifest.get("runtimes") or [{}])[-1]).get("constitution")
+    const = load_constitution(const_file) if const_file and Path(const_file).is_file() else None
+    used = Counter(pid for ids in (rows["principle_ids"] if rows.num_rows else []) for pid in ids)
+    return {"stage": "judge", "counts": manifest.get("counts", {}), "rows": rows.num_rows,
+            "constitution": {"name": const.name, "version": const.version, "sha256": const.sha256()} if const else None,
+            "principles_used": dict(sorted(used.items())),
+            "model": manifest.get("spec", {}).get("model"),
+            "p_chosen_mean": round(sum(p) / len(p), 4) if p else None,
+            "p_chosen_histogram": {"bins": list(LABEL_BINS), "counts": hist},
+            "position_consistency": round(sum(consistent) / len(consistent), 4) if consistent else None,
+            "position_consistent_rows": sum(consistent), "rows_with_both_orders": len(consistent),
+            "examples": examples}

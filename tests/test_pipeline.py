@@ -1,0 +1,183 @@
+"""``rlaif run``: the plan (what runs, what is reused and why), fingerprints that follow what each stage
+reads, the report's numbers traced to the stages' metrics.json, and one integration loop on the
+embedded model that is SIGKILLed in its judge stage and resumed."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlaif.pipeline import PipelineError, PipelineRecipe, Step, fingerprints, plan
+from rlaif.pipeline_stages import build_all
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "constitution" / "default.yaml"
+
+
+def recipe(tmp_path: Path, **over) -> PipelineRecipe:
+    raw = {"name": "t", "root": str(tmp_path / "root"), "stages": ["generate", "revise", "sft", "judge", "dpo", "eval"],
+           **over}
+    return PipelineRecipe.model_validate(raw)
+
+
+def _actions(steps: list[Step]) -> dict[str, str]:
+    return {s.stage: s.action for s in steps}
+
+
+def test_fresh_then_reused_then_resumed(tmp_path):
+    r = recipe(tmp_path)
+    fps = fingerprints(r, build_all(r))
+    steps = plan(r, fps, {"stages": {}})
+    assert _actions(steps) == dict.fromkeys(r.stages, "run")
+    assert [s.why for s in steps][:2] == ["not run yet", "not run yet"] and steps[3].why == "generate runs before it"
+    done = {"stages": {s: {"fingerprint": fps[s], "finished": "t0"} for s in r.stages}}
+    assert set(_actions(plan(r, fps, done)).values()) == {"reuse"}
+    killed = json.loads(json.dumps(done))
+    del killed["stages"]["judge"]["finished"]  # SIGKILLed in the judge stage
+    assert _actions(plan(r, fps, killed)) == {"generate": "reuse", "revise": "reuse", "sft": "reuse",
+                                              "judge": "resume", "dpo": "run", "eval": "run"}
+
+
+def test_from_and_until(tmp_path):
+    r = recipe(tmp_path)
+    fps = fingerprints(r, build_all(r))
+    done = {"stages": {s: {"fingerprint": fps[s], "finished": "t0"} for s in r.stages}}
+    assert _actions(plan(r, fps, done, start="dpo")) == {**dict.fromkeys(r.stages, "reuse"), "dpo": "run",
+                                                          "eval": "run"}
+    assert _actions(plan(r, fps, {"stages": {}}, until="judge")) == {**dict.fromkeys(r.stages, "run"),
+                                                                      "dpo": "skip", "eval": "skip"}
+    with pytest.raises(PipelineError, match="--from dpo: generate before it has not finished"):
+        plan(r, fps, {"stages": {}}, start="dpo")
+    with pytest.raises(PipelineError, match="--until ppo: not a stage of this recipe"):
+        plan(r, fps, done, until="ppo")
+
+
+def _edited(tmp_path: Path, field: str) -> Path:
+    data = yaml.safe_load(DEFAULT.read_text())
+    data["principles"][0][field] = data["principles"][0][field] + " Be brief."
+    path = tmp_path / f"{field}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_principle_edit_reaches_only_the_stages_that_read_it(tmp_path):
+    base = recipe(tmp_path, constitution=str(DEFAULT))
+    fps = fingerprints(base, build_all(base))
+    done = {"stages": {s: {"fingerprint": fps[s], "finished": "t0"} for s in base.stages}}
+    compare = recipe(tmp_path, constitution=str(_edited(tmp_path, "compare")))
+    steps = plan(compare, fingerprints(compare, build_all(compare)), done)
+    # judge reads the comparison questions; the revise stage's fingerprint names the file's path, so it is
+    # compared on a copy of the same recipe with only the text changed
+    assert _actions(steps)["judge"] == "run" and _actions(steps)["dpo"] == "run" and _actions(steps)["eval"] == "run"
+    assert _actions(steps)["generate"] == "reuse"
+    critique = recipe(tmp_path, constitution=str(_edited(tmp_path, "critique")))
+    fc = fingerprints(critique, build_all(critique))
+    fj = fingerprints(compare, build_all(compare))
+    assert fc["judge"] != fj["judge"] or fc["revise"] != fj["revise"]
+    # what each stage reads: the critique edit leaves the judge's constitution part alone, and the reverse
+    from rlaif.pipeline import constitution_parts
+
+    parts = {k: constitution_parts(recipe(tmp_path, constitution=str(v)))
+             for k, v in (("base", DEFAULT), ("compare", tmp_path / "compare.yaml"), ("critique", tmp_path / "critique.yaml"))}
+    assert parts["compare"]["revise"] == parts["base"]["revise"] and parts["compare"]["judge"] != parts["base"]["judge"]
+    assert parts["critique"]["judge"] == parts["base"]["judge"] and parts["critique"]["revise"] != parts["base"]["revise"]
+
+
+def test_recipe_checks(tmp_path):
+    with pytest.raises(ValueError, match="stage 'dpo' reads the output of judge"):
+        recipe(tmp_path, stages=["generate", "dpo"])
+    with pytest.raises(ValueError, match="unknown stage 'rlhf'"):
+        recipe(tmp_path, stages=["generate", "rlhf"])
+    with pytest.raises(ValueError, match="list one of dpo, ppo, grpo"):
+        recipe(tmp_path, stages=["generate", "judge", "dpo", "grpo", "eval"])
+    bad = recipe(tmp_path, dpo={"bogus": 1})
+    with pytest.raises(PipelineError, match="stage dpo"):
+        build_all(bad)
+    assert [s for s in recipe(tmp_path, stages=["eval", "judge", "generate", "dpo"]).stages] == \
+        ["generate", "judge", "dpo", "eval"]  # the loop's order, whatever the listing's
+
+
+def report_numbers(text: str) -> list[str]:
+    """The numbers a reader sees: not in code spans, image links or quoted example text."""
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(">") and not line.startswith("!["))
+    text = re.sub(r"`[^`]*`", "", text)
+    return re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])", text)
+
+
+def metric_values(obj) -> set[str]:
+    from rlaif.pipeline_report import fmt
+
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        for v in obj.values():
+            out |= metric_values(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            out |= metric_values(v)
+    elif isinstance(obj, int | float) and not isinstance(obj, bool):
+        out.add(fmt(obj))
+    return out
+
+
+def check_report(root: Path, stages: list[str]) -> list[str]:
+    """Every number of report.md is some stage's metrics.json value; returns the numbers."""
+    known: set[str] = set()
+    for stage in stages:
+        known |= metric_values(json.loads((root / stage / "metrics.json").read_text()))
+    numbers = report_numbers((root / "report.md").read_text())
+    assert numbers and not [n for n in numbers if n not in known], [n for n in numbers if n not in known]
+    return numbers
+
+
+def test_report_numbers_come_from_the_metrics_files(tmp_path):
+    """The report of hand-made metrics files: each number traced, and the headline ones present."""
+    from rlaif.pipeline_report import write_report
+
+    r = recipe(tmp_path, stages=["generate", "judge", "dpo", "eval"])
+    root = Path(r.root)
+    files = {
+        "generate": {"stage": "generate", "counts": {"train": 16, "errors": 0}, "rows": 16, "responses": 32},
+        "judge": {"stage": "judge", "counts": {"train": 14, "filtered": 0}, "rows": 14, "p_chosen_mean": 0.5312,
+                  "p_chosen_histogram": {"bins": [i / 10 for i in range(11)], "counts": [0, 0, 0, 0, 6, 8, 0, 0, 0, 0]},
+                  "position_consistency": 0.2857, "position_consistent_rows": 4, "rows_with_both_orders": 14,
+                  "principles_used": {"harm-general": 20, "honest": 8},
+                  "constitution": {"name": "c", "version": 1, "sha256": "ab" * 32},
+                  "examples": [{"prompt": "What is 2 + 2?", "chosen": "4", "rejected": "5", "p_chosen": 0.61}]},
+        "dpo": {"method": "dpo", "global_step": 8, "world_size": 1, "train": {"train_loss": 0.6931}},
+        "eval": {"n_prompts": 16, "identical_responses": 3,
+                 "win_rate": {"value": 0.5625, "lo": 0.41, "hi": 0.7, "n": 16, "unscored": 0},
+                 "length_controlled_win_rate": {"value": 0.55}, "position_consistency": {"value": 0.25, "lo": 0.1, "hi": 0.5},
+                 "length": {"correlation": {"value": 0.12}},
+                 "per_principle": {"harm-general": {"value": 0.6, "lo": 0.4, "hi": 0.8}}},
+    }
+    for stage, m in files.items():
+        (root / stage).mkdir(parents=True)
+        (root / stage / "metrics.json").write_text(json.dumps(m))
+    text = write_report(r).read_text()
+    numbers = check_report(root, list(files))
+    for shown in ("0.562", "0.410", "0.700", "0.550", "0.531", "0.286", "8", "32"):
+        assert shown in numbers, shown
+    assert "> **prompt:** What is 2 + 2?" in text and (root / "judge_labels.png").is_file()
+    files["eval"]["win_rate"]["value"] = 0.75  # a number the report does not show fails the check
+    (root / "eval" / "metrics.json").write_text(json.dumps(files["eval"]))
+    with pytest.raises(AssertionError):
+        check_report(root, list(files))
+
+
+def test_dry_run_writes_nothing_and_bad_roots_are_refused(tmp_path, run_cli):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "root": str(tmp_path / "root"), "stages": ["generate", "judge"]}))
+    res = run_cli("run", str(path), "--dry-run", env={"RLAIF_NO_MODEL": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "generate  run     not run yet" in res.stdout and not (tmp_path / "root").exists()
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "mine.txt").write_text("keep")
+    res = run_cli("run", str(path), "--dry-run", env={"RLAIF_NO_MODEL": "1"})
+    assert res.returncode == 2 and "holds no pipeline.json" in res.stderr
+    assert (tmp_path / "root" / "mine.txt").read_text() == "keep"
+    shutil.rmtree(tmp_path / "root")
