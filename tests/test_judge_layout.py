@@ -180,3 +180,47 @@ def test_ideal_uncached_tokens_hand_worked():
     assert ideal_uncached_tokens([a, b, a], block=4) == [10, 2, 2]
     assert ideal_uncached_tokens([a], seen=[[1, 2, 3, 4]], block=4) == [6]
     assert ideal_uncached_tokens([[1, 2, 3, 4]], seen=[[1, 2, 3, 4]], block=4) == [4]  # 3 tokens: no full block
+
+
+def test_judge_eval_reports_both_calibrations(shared_data, tmp_path):
+    """One judge-eval run reports agreement, position consistency and ECE with intervals for the
+    votes as read and batch-calibrated; the headline follows ``--calibrate``; the report shows both."""
+    from judge.evaluate import JudgeEvalConfig, run_judge_eval
+
+    human = shared_data / "hh-rlhf-harmless-base-test.jsonl.gz"
+    results = {}
+    for mode in ("none", "batch"):
+        config = JudgeEvalConfig(human=human, out=tmp_path / mode, limit=6, resamples=100, judge=JudgeConfig(
+            engine="fake", model="fake-judge", layout="shared-prefix", calibrate=mode, principles_per_pair=2))
+        results[mode] = run_judge_eval(config)
+    for result in results.values():
+        assert set(result["by_calibration"]) == {"none", "batch"}
+        for m in result["by_calibration"].values():
+            assert m["agreement"]["n"] + m["agreement"]["ties"] + m["agreement"]["unscored"] == 6
+            assert {"lo", "hi"} <= set(m["agreement"]) and {"lo", "hi"} <= set(m["position_consistency"])
+            assert m["calibration"]["kind"] == "top-label"
+        assert result["settings"]["layout"] == "shared-prefix"
+    assert results["none"]["by_calibration"] == results["batch"]["by_calibration"]
+    for mode in ("none", "batch"):
+        assert results[mode]["agreement"] == results[mode]["by_calibration"][mode]["agreement"]
+    report = (tmp_path / "batch" / "report.md").read_text()
+    assert "## Batch calibration" in report and "| batch |" in report and "layout shared-prefix" in report
+
+
+def test_bench_speed_helpers(monkeypatch):
+    """The bench's fit and parsers: time doubling with the pairs is exponent 1, quadrupling 2; the
+    engine's thread count is read from its CPU binding; bad sizes are one clear error."""
+    from rlaif.bench_args import BenchArgumentError
+    from rlaif.bench_judge_speed import engine_threads, matmul_peak_gflops, parse_sizes, scaling_exponent
+
+    assert scaling_exponent([32, 64, 128], [10.0, 20.0, 40.0]) == pytest.approx(1.0)
+    assert scaling_exponent([32, 64, 128], [10.0, 40.0, 160.0]) == pytest.approx(2.0)
+    assert scaling_exponent([32], [10.0]) is None
+    assert parse_sizes("4, 8,16") == [4, 8, 16]
+    for bad in ("0,8", "a,b", ""):
+        with pytest.raises(BenchArgumentError, match="--scaling-sizes"):
+            parse_sizes(bad)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1,3")
+    assert engine_threads() == 3
+    peak = matmul_peak_gflops("float32", 1, n=64, seconds=0.05)
+    assert peak["peak_gflops"] > 0 and peak["threads"] == 1

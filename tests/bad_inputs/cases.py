@@ -413,5 +413,17 @@ EVAL = [
       max_s=BAD_URL_S),
 ]
 
+JUDGE_LAYOUT = [
+    C("judge-layout-bogus", _judge("--layout", "diagonal"), "layout", PAIRS),
+    C("judge-calibrate-bogus", _judge("--calibrate", "platt"), "calibrate", PAIRS),
+    C("judge-layout-shared-with-cot", _judge("--layout", "shared-prefix", "--cot"),
+      "--layout shared-prefix has no chain-of-thought template", PAIRS),
+    C("judge-calibrate-batch-with-cot", _judge("--calibrate", "batch", "--cot"), "--calibrate batch", PAIRS),
+    C("judge-eval-layout-bogus", _judge_eval("--layout", "diagonal"), "layout", HH),
+    C("bench-judge-scaling-sizes-bogus", ("bench", "judge", "--scaling-sizes", "32,lots"), "--scaling-sizes"),
+    C("bench-judge-scaling-sizes-zero", ("bench", "judge", "--scaling-sizes", "0,64"), "--scaling-sizes"),
+    C("bench-judge-nothing-to-measure", ("bench", "judge", "--no-engines", "--no-speed"), "nothing to measure"),
+]
+
 CASES: list[Case] = [*GENERATE, *REVISE, *JUDGE, *JUDGE_EVAL, *PUBLISH, *ALIGN, *DATA, *ALIGN_GRPO, *ENGINE_SERVE,
-                     *CONSTITUTION, *OTHER, *EVAL]
+                     *CONSTITUTION, *OTHER, *EVAL, *JUDGE_LAYOUT]
