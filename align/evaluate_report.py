@@ -82,8 +82,9 @@ def _length_lines(result: dict) -> list[str]:
     corr = (f"Pearson r = {fmt(c['pearson'])} (p = {fmt(c['pearson_p'])}), Spearman rho = {fmt(c['spearman'])} "
             f"(p = {fmt(c['spearman_p'])}), {c['n']} prompts" if c["reason"] is None else f"n/a: {c['reason']}")
     model = "n/a" if lc["value"] is None else (
-        f"logit p = {fmt(fit['intercept'])} + {fmt(fit['slope'])} * tanh(d / {fmt(lc['sd'])})"
-        if fit.get("slope") is not None else f"logit p = {fmt(fit['intercept'])} (every d is 0: intercept only)")
+        f"logit p = a + b tanh(d / sd) with a = {fmt(fit['intercept'])}, b = {fmt(fit['slope'])}, sd = {fmt(lc['sd'])}"
+        if fit.get("slope") is not None else f"logit p = a with a = {fmt(fit['intercept'])} (every d is 0: intercept "
+                                             f"only)")
     return ["", "## Length", "",
             "d = length of the policy's response minus the reference's, in characters.", "",
             f"- mean length: policy {fmt(L['mean_policy'])}, reference {fmt(L['mean_reference'])} characters "
