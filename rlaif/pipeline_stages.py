@@ -80,9 +80,11 @@ def stage_inputs(recipe, stage: str) -> dict[str, Any]:
         judge = {"constitution": _const_path(recipe), "model": recipe.model, **recipe.judge}
         return {"prompts": str(recipe.prompts_file()), **root, "policy": _engine(recipe, final_policy(recipe)),
                 "reference": _engine(recipe), "judge": judge, **recipe.eval}
-    if stage == "publish":
-        return {"run_dir": str(recipe.path("judge")), "dry_run": str(recipe.path("publish")),
-                "constitution": _const_path(recipe), **recipe.publish}
+    if stage == "publish":  # dry-run unless the recipe says dry_run: false
+        opts = dict(recipe.publish)
+        dry = opts.pop("dry_run", True)
+        return {"run_dir": str(recipe.path("judge")), "dry_run": str(recipe.path("publish")) if dry else None,
+                "constitution": _const_path(recipe), **opts}
     raise KeyError(stage)
 
 
@@ -107,10 +109,6 @@ def build(recipe, stage: str, checking: bool = False):
 
         if checking:
             raw = {**raw, "model": recipe.model}
-            if stage == "ppo":
-                raw["reward_model"] = raw["reward_model"] if Path(raw["reward_model"]).exists() else None
-                if raw["reward_model"] is None:
-                    raw.pop("reward_model")
         return build_recipe(stage, raw, source=f"stage {stage}")
     if stage == "eval":
         from align.evaluate import EvalConfig
@@ -121,9 +119,7 @@ def build(recipe, stage: str, checking: bool = False):
     if stage == "publish":
         from judge.publish import PublishConfig, validate_repo_id
 
-        raw = {"repo_id": "rlaif/preview", **raw}
-        dry = raw.pop("dry_run")
-        config = PublishConfig.model_validate({**raw, "dry_run": dry if recipe.publish.get("dry_run", True) else None})
+        config = PublishConfig.model_validate({"repo_id": "rlaif/preview", **raw})
         validate_repo_id(config.repo_id)
         return config
     raise KeyError(stage)
@@ -145,7 +141,8 @@ def build_all(recipe) -> dict[str, dict]:
             msg = first.get("msg", "invalid").removeprefix("Value error, ")
             raise PipelineError(f"stage {stage}: {loc + ': ' if loc else ''}{msg}") from None
         except ValueError as e:
-            raise PipelineError(f"stage {stage}: {' '.join(str(e).split())}") from None
+            line = " ".join(str(e).split())
+            raise PipelineError(line if line.startswith(f"stage {stage}") else f"stage {stage}: {line}") from None
         out[stage] = json.loads(json.dumps(stage_inputs(recipe, stage), default=str))
     return out
 

@@ -181,3 +181,14 @@ def test_dry_run_writes_nothing_and_bad_roots_are_refused(tmp_path, run_cli):
     assert res.returncode == 2 and "holds no pipeline.json" in res.stderr
     assert (tmp_path / "root" / "mine.txt").read_text() == "keep"
     shutil.rmtree(tmp_path / "root")
+
+
+@pytest.mark.parametrize("name", ["pipeline-cpu.yaml", "pipeline-gpu.yaml"])
+def test_shipped_pipeline_recipes_load_and_plan(name, tmp_path):
+    from rlaif.pipeline import load_pipeline
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    r = load_pipeline(ROOT / "recipes" / name, [f"root={tmp_path / 'root'}", f"prompts={prompts}"])
+    steps = plan(r, fingerprints(r, build_all(r)), {"stages": {}})
+    assert [s.stage for s in steps] == r.stages and {s.action for s in steps} == {"run"}

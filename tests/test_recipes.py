@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml") if not p.name.startswith("pipeline-"))  # `rlaif run` recipes: tests/test_pipeline.py
 PROMPTS = 24  # x 2 pairs each: enough rows for a 16-row step and a held-out slice of whole prompts
 
 
@@ -81,11 +81,25 @@ def gsm8k_run(tmp_path_factory) -> str:
 def test_every_recipe_declares_its_method():
     assert len(RECIPES) >= 8
     for path in RECIPES:
-        assert yaml.safe_load(path.read_text()).get("method") in ("sft", "reward", "dpo", "grpo"), path.name
+        assert yaml.safe_load(path.read_text()).get("method") in ("sft", "reward", "dpo", "grpo", "ppo"), path.name
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tiny_model_dir, tmp_path_factory) -> str:
+    """The tiny model as a 1-output sequence classifier, saved as `rlaif align reward` saves one (PPO recipes)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("recipes") / "rm"
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    model.config.pad_token_id = AutoTokenizer.from_pretrained(tiny_model_dir).pad_token_id
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return str(out)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
-def test_recipe_trains_one_step_on_a_real_run(path, tiny_model_dir, judge_run, revise_run, gsm8k_run, tmp_path):
+def test_recipe_trains_one_step_on_a_real_run(path, tiny_model_dir, judge_run, revise_run, gsm8k_run, tmp_path,
+                                              request):
     import align
     from align.config import load_recipe
 
@@ -93,10 +107,14 @@ def test_recipe_trains_one_step_on_a_real_run(path, tiny_model_dir, judge_run, r
     out = tmp_path / "model"
     data = {"sft": revise_run, "grpo": gsm8k_run}.get(method, judge_run)
     tiny = ["use_vllm=false", "max_completion_length=16"] if method == "grpo" else []
+    trl = ["trl.bf16=false", "trl.deepspeed="]
+    if method == "ppo":  # align/ppo is not TRL: its own fields, and a reward model with the tiny tokenizer
+        trl = ["bf16=false", "max_new_tokens=8", f"reward_model={request.getfixturevalue('tiny_reward_model')}"]
     recipe = load_recipe(method, path, [f"model={tiny_model_dir}", f"data.path={data}", f"output_dir={out}",
-                                        "max_steps=1", "quiet=true", "trl.bf16=false", "trl.deepspeed=", *tiny])
+                                        "max_steps=1", "quiet=true", *trl, *tiny])
     metrics = align.run(recipe)
-    assert metrics["global_step"] == 1 and "eval_loss" in metrics["eval"], metrics.get("eval")
+    held_out = "eval_reward" if method == "ppo" else "eval_loss"
+    assert metrics["global_step"] == 1 and held_out in metrics["eval"], metrics.get("eval")
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 1
     assert json.loads((out / "manifest.json").read_text())["stage"] == f"align-{method}"
