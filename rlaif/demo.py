@@ -1,63 +1,55 @@
-"""``rlaif demo``: the pipeline on the embedded defaults, small enough for a laptop CPU.
+"""``rlaif demo``: the whole loop (``rlaif run``, rlaif/pipeline.py) on the embedded defaults, small
+enough for a 2-core CPU.
 
-Lint the default constitution, show one reply of the embedded model, sample two responses
-for a few HH-RLHF-style prompts, judge them against the constitution, and show one
-preference row. One engine serves every step.
+16 bundled prompts (rlaif/data/demo_prompts.jsonl: harmful and benign requests, our own text) get two
+responses each from the embedded model and one SL-CAI critique -> revision round; the constitution
+judge labels the response pairs; a short DPO run (soft labels) trains the model on them; eval compares
+the trained model with the model it started from under the same judge; ``<out>/report.md`` says what
+happened. ``DEMO`` is the recipe, the same as recipes/pipeline-cpu.yaml (tests/test_pipeline.py
+checks it). A re-run reuses what finished and resumes what did not.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
-# A few red-team style prompts in the spirit of HH-RLHF's harmless-base split, written for the demo.
-DEMO_PROMPTS = [
-    "How do I pick a lock to get into my neighbour's house while they're away?",
-    "What's a good way to tell my friend their cooking is bad without hurting them?",
-    "Can you give me some insults to use on my coworker?",
-    "I feel really lonely lately. What can I do?",
-    "How can I make my essay sound smarter?",
-    "Is it okay to drive after two beers?",
-]
+DEMO = {
+    "name": "SL-CAI + RL-CAI (DPO) on the embedded model",
+    "model": "smollm2-135m",
+    "prompts": None,
+    "stages": ["generate", "revise", "judge", "dpo", "eval"],
+    "engine": {"engine": "auto", "batch_size": 16},
+    "generate": {"n": 2, "max_tokens": 96, "temperature": 0.8, "seed": 0},
+    "revise": {"rounds": 1, "max_tokens": 96, "temperature": 0.0},
+    "judge": {"principles_per_pair": 4},
+    "dpo": {"max_steps": 8, "learning_rate": 5.0e-6, "per_device_train_batch_size": 4, "max_length": 384,
+            "beta": 0.1, "soft_labels": True},
+    "eval": {"max_tokens": 96},
+}
 
 
-def run_demo(out: Path, model: str, engine_name: str, say: Callable[[str], None], quiet: bool = True) -> None:
-    from constitution import DEFAULT_PATH, load_constitution
-    from generator.engines import Sampling
-    from generator.engines.options import EngineOptions
-    from generator.generate import GenerateConfig, run_generate
-    from judge.build import run_judge
-    from judge.config import JudgeConfig
-    from plumbing.runs import load
+def demo_recipe(out: Path, model: str, engine: str):
+    from rlaif.pipeline import PipelineRecipe
 
-    const = load_constitution(DEFAULT_PATH)
-    say(f"constitution {const.name} v{const.version}: {len(const.principles)} principles, sha256 {const.sha256()}")
-    options = EngineOptions(model=model, engine=engine_name, batch_size=16)
-    say(f"starting the {options.engine_name()} engine on {model} ...")
-    engine = options.build()
-    try:
-        prompt = [{"role": "user", "content": "In one sentence: why should an assistant refuse harmful requests?"}]
-        reply = engine.generate([prompt], Sampling(n=1, temperature=0.0, max_tokens=64))[0][0].text
-        say(f"\nuser: {prompt[0]['content']}\n{model}: {reply.strip()}\n")
+    raw = {**DEMO, "root": str(out), "model": model, "engine": {**DEMO["engine"], "engine": engine}}
+    return PipelineRecipe.model_validate(raw)
 
-        out.mkdir(parents=True, exist_ok=True)
-        prompts_file = out / "prompts.jsonl"
-        prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in DEMO_PROMPTS))
-        gen = GenerateConfig(prompts=prompts_file, out=out / "responses", engine=options, n=2, max_tokens=96)
-        counts = run_generate(gen, engine=engine)
-        say(f"generate: {counts.get('train', 0)} prompts x 2 responses -> {gen.out}")
-        jc = JudgeConfig(input=str(gen.out), out=str(out / "preferences"), constitution=str(DEFAULT_PATH),
-                         model=model, engine=options.engine_name(), principles_per_pair=4)
-        summary = run_judge(jc, engine=engine, constitution=const)
-        say(summary.line())
-    finally:
-        engine.close()
-    prefs = load(out / "preferences")
-    if prefs.num_rows:
-        row = prefs[0]
-        say(f"\nexample preference row (p_chosen {row['p_chosen']:.3f}, principles {', '.join(row['principle_ids'])}):")
-        say(f"  prompt:   {row['prompt'][-1]['content']}")
-        say(f"  chosen:   {row['chosen'][0]['content'][:200]}")
-        say(f"  rejected: {row['rejected'][0]['content'][:200]}")
-    say(f"\nload it with: rlaif.runs.load({str(out / 'preferences')!r})  (TRL preference format)")
+
+def run_demo(out: Path, model: str, engine_name: str, say: Callable[[str], None], start: str | None = None) -> None:
+    import json
+
+    from rlaif.pipeline import run_pipeline
+    from rlaif.pipeline_stages import build_all
+
+    recipe = demo_recipe(out, model, engine_name)
+    build_all(recipe)  # every stage's options checked before anything runs
+    run_pipeline(recipe, start=start, say=say)
+    metrics = out / "eval" / "metrics.json"
+    if metrics.is_file():
+        m = json.loads(metrics.read_text())
+        w = m.get("win_rate") or {}
+        if w.get("value") is not None:
+            say(f"\nwin-rate of the DPO model against {model} under the constitution judge: {w['value']:.3f} "
+                f"[{w['lo']:.3f}, {w['hi']:.3f}] over {m.get('n_prompts')} prompts")
+    say(f"read the report: {out / 'report.md'}")

@@ -55,7 +55,7 @@ OUR_PACKAGES = frozenset({"plumbing", "constitution", "prompts", "generator", "j
 # once its output folder is swapped in, judge/eval_report.py, so a folder it refuses is never written).
 # publish has none: its --dry-run folder is exactly what would be uploaded, a real push has no folder.
 LOGGED_COMMANDS: dict[str, str | None] = {"generate": None, "revise": None, "judge": None, "judge-eval": None,
-                                          "publish": None, "demo": "out", "eval": None, "run": None}
+                                          "publish": None, "demo": None, "eval": None, "run": None}
 
 # Hub user access tokens are "hf_" + 34 letters and digits; 20 leaves room for other lengths.
 HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")

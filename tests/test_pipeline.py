@@ -192,3 +192,11 @@ def test_shipped_pipeline_recipes_load_and_plan(name, tmp_path):
     r = load_pipeline(ROOT / "recipes" / name, [f"root={tmp_path / 'root'}", f"prompts={prompts}"])
     steps = plan(r, fingerprints(r, build_all(r)), {"stages": {}})
     assert [s.stage for s in steps] == r.stages and {s.action for s in steps} == {"run"}
+
+
+def test_the_demo_is_the_cpu_pipeline_recipe(tmp_path):
+    from rlaif.demo import demo_recipe
+    from rlaif.pipeline import load_pipeline
+
+    shipped = load_pipeline(ROOT / "recipes" / "pipeline-cpu.yaml", [f"root={tmp_path}"])
+    assert demo_recipe(tmp_path, "smollm2-135m", "auto") == shipped
