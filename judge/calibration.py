@@ -16,7 +16,7 @@ two options, subtracting the mean log-odds is the same correction in log-odds sp
 the calibrated batch with mean log-odds 0 in each order.) Unscored votes (``p_a is None``) are left
 as they are and do not enter the mean. The raw value stays on the vote as ``p_a_raw``.
 
-Worked example (tests/test_judge_calibration.py::test_batch_calibration_hand_worked): order "ab"
+Worked example (tests/test_judge_layout.py::test_batch_calibration_hand_worked): order "ab"
 votes p_a = 0.8, 0.5 have log-odds 1.386 and 0, mean 0.693 (= log 2); calibrated p_a =
 sigmoid(0.693) = 2/3 and sigmoid(-0.693) = 1/3. An "ba" vote alone in its order calibrates to 0.5.
 """

@@ -224,3 +224,30 @@ def test_bench_speed_helpers(monkeypatch):
     assert engine_threads() == 3
     peak = matmul_peak_gflops("float32", 1, n=64, seconds=0.05)
     assert peak["peak_gflops"] > 0 and peak["threads"] == 1
+
+
+def test_judge_run_records_layout_calibration_and_raw_votes(tmp_path):
+    """``rlaif judge --layout shared-prefix --calibrate batch``: both go into the hashed spec, rows
+    carry the shared template's hash, and every vote keeps the probability read as ``p_a_raw``."""
+    import json
+
+    from generator.engines.fake import FakeEngine
+    from judge.build import run_judge
+    from plumbing.runs import read_manifest
+    from prompts import template_sha256
+    from rlaif.runs import load
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"q{i}", "response_a": f"yes {i}", "response_b": f"no {i}"}) + "\n"
+                             for i in range(3)))
+    out = tmp_path / "prefs"
+    engine = FakeEngine(scorer=lambda prompt, options: {"A": math.log(0.7), "B": math.log(0.3)})
+    run_judge(JudgeConfig(input=str(pairs), out=str(out), principles_per_pair=2, layout="shared-prefix",
+                          calibrate="batch"), engine=engine)
+    spec = read_manifest(out)["spec"]
+    assert spec["layout"] == "shared-prefix" and spec["calibrate"] == "batch"
+    assert spec["template_sha256"] == template_sha256([PAIRWISE_SHARED], None)
+    rows = load(out)
+    assert set(rows["template_sha256"]) == {spec["template_sha256"]}
+    votes = [v for row in rows["votes"] for v in row]
+    assert votes and all(v["p_a_raw"] == pytest.approx(0.7) and v["p_a"] == pytest.approx(0.5) for v in votes)
