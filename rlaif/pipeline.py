@@ -162,7 +162,9 @@ def fingerprints(recipe: PipelineRecipe, configs: dict[str, dict]) -> dict[str, 
         if stage in ("judge", "eval") or (stage == "grpo" and "judge" in recipe.grpo.get("reward_funcs", [])):
             reads["constitution"] = parts["judge"]
         upstream = {s: out[s] for s in UPSTREAM[stage] if s in out}
-        out[stage] = sha256_of({"stage": stage, "config": configs[stage], "reads": reads, "upstream": upstream})
+        # where the root lies is not what a stage computes: a copied or moved root keeps its fingerprints
+        config = json.loads(json.dumps(configs[stage]).replace(json.dumps(str(Path(recipe.root)))[1:-1], "<root>"))
+        out[stage] = sha256_of({"stage": stage, "config": config, "reads": reads, "upstream": upstream})
     return out
 
 
