@@ -11,7 +11,7 @@ bench_app = typer.Typer(help="Benchmarks: each reports a ratio against a baselin
 
 # Each module defines register(bench_app); an area not built yet is simply absent.
 BENCH_MODULES = ("rlaif.bench_generate", "rlaif.bench_judge", "rlaif.bench_dtype", "rlaif.bench_align",
-                 "rlaif.bench_grpo")
+                 "rlaif.bench_grpo", "rlaif.bench_all", "rlaif.bench_ppo")
 
 
 def register(root: typer.Typer) -> None:
