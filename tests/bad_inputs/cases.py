@@ -381,6 +381,22 @@ OTHER = [
     C("bench-grpo-steps-zero", ("bench", "grpo", "--steps", "0"), "--steps"),
     C("bench-grpo-one-generation", ("bench", "grpo", "--generations", "1"), "--generations"),
     C("bench-grpo-model-missing", ("bench", "grpo", "--model", "./nope"), "no such model folder"),
+    C("bench-all-unknown-bench", ("bench", "all", "--only", "rlhf"), "--only rlhf: not a bench"),
+    C("bench-all-out-user-folder", ("bench", "all", "--out", "b"), "holds other files", {"b/mine.txt": "keep"}),
+    C("run-recipe-missing", ("run", "nope.yaml"), "no such recipe file"),
+    C("run-unknown-stage", ("run", "p.yaml"), "unknown stage 'rlhf'",
+      {"p.yaml": "name: t\nroot: r\nstages: [generate, rlhf]\n"}),
+    C("run-stage-without-its-input", ("run", "p.yaml"), "reads the output of judge",
+      {"p.yaml": "name: t\nroot: r\nstages: [generate, dpo]\n"}),
+    C("run-bad-stage-key", ("run", "p.yaml"), "stage dpo",
+      {"p.yaml": "name: t\nroot: r\nstages: [generate, judge, dpo]\ndpo: {bogus: 1}\n"}),
+    C("run-root-user-folder", ("run", "p.yaml", "--dry-run"), "holds no pipeline.json",
+      {"p.yaml": "name: t\nroot: r\nstages: [generate]\n", "r/mine.txt": "keep"}),
+    C("run-from-unknown-stage", ("run", "p.yaml", "--from", "ppo"), "--from ppo: not a stage",
+      {"p.yaml": "name: t\nroot: r\nstages: [generate]\n"}),
+    C("run-prompts-missing", ("run", "p.yaml"), "no such file",
+      {"p.yaml": "name: t\nroot: r\nprompts: nope.jsonl\nstages: [generate]\n"}),
+    C("demo-from-unknown-stage", ("demo", "--from", "ppo", "--out", "d"), "--from ppo: not a stage"),
 ]
 
 
