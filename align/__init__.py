@@ -16,6 +16,7 @@ ALIGN_METHODS: dict[str, str] = {
     "reward": "align.reward:train",
     "dpo": "align.dpo:train",
     "grpo": "align.grpo:train",
+    "ppo": "align.ppo:train",
 }
 
 

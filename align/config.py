@@ -283,6 +283,10 @@ class GRPORecipe(_Recipe):
 RECIPES: dict[str, type[_Recipe]] = {"sft": SFTRecipe, "reward": RewardRecipe, "dpo": DPORecipe,
                                      "grpo": GRPORecipe}
 
+from align.ppo.config import PPORecipe  # noqa: E402 - it subclasses _Recipe above
+
+RECIPES["ppo"] = PPORecipe
+
 
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``["a.b=1", "trl.bf16=true"]`` -> ``{"a": {"b": 1}, "trl": {"bf16": True}}``; values are YAML scalars."""

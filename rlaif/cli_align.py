@@ -4,6 +4,7 @@
     rlaif align dpo --data runs/judge --model smollm2-135m --out models/dpo --max-steps 100
     rlaif align dpo --config recipes/gpu-7b-dpo.yaml --accelerate-config recipes/accelerate/zero3.yaml
     rlaif align grpo --data runs/gsm8k --model smollm2-135m --reward gsm8k --out models/grpo --max-steps 20
+    rlaif align ppo --prompts runs/gen --reward-model models/rm --model smollm2-135m --out models/ppo --max-steps 40
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ HELP = {
     "reward": "Reward model (sequence classifier, Bradley-Terry loss) on a `rlaif judge` run.",
     "dpo": "DPO on a `rlaif judge` run (TRL loss types; soft_labels = cDPO with the judge's p_chosen).",
     "grpo": "GRPO on prompts (`rlaif data gsm8k|mbpp` run or a file) with verifiable rewards (--reward).",
+    "ppo": "PPO on prompts (any file `rlaif generate` reads, or a run) against a reward model (--reward-model) "
+           "and/or --reward functions.",
 }
 
 
@@ -32,7 +35,8 @@ def _train(method: str, config: Path | None, sets: list[str], data: str | None, 
     from align.launch import run_launched, should_launch, writes_for_parent
 
     if config is None and not (data and out):
-        raise RecipeError(f"give --config RECIPE.yaml, or --data RUN_DIR and --out DIR (rlaif align {method} --help)")
+        need = "--prompts FILE|RUN_DIR, --reward-model DIR" if method == "ppo" else "--data RUN_DIR"
+        raise RecipeError(f"give --config RECIPE.yaml, or {need} and --out DIR (rlaif align {method} --help)")
     quick = {"data": data, "model": model, "output_dir": out, "max_steps": max_steps, "quiet": quiet or None,
              **(extra or {})}
     recipe = load_recipe(method, config, sets, quick)
@@ -72,14 +76,23 @@ def _make(method: str):
                                        f"{method}` output in --out (nothing else is ever replaced)."),
         reward: list[str] = typer.Option([], "--reward", help="GRPO reward: gsm8k, math, code, format, length or "
                                          "module:function; repeat for several (weights: --set reward_weights=[1,0.5]).",
-                                         hidden=method != "grpo"),
+                                         hidden=method not in ("grpo", "ppo")),
+        prompts: str = typer.Option(None, "--prompts", help="PPO prompts: a file `rlaif generate` reads, or a run "
+                                    "directory (quick form; same as --data).", hidden=method != "ppo"),
+        reward_model: str = typer.Option(None, "--reward-model", help="PPO reward model: the --out folder of "
+                                         "`rlaif align reward`.", hidden=method != "ppo"),
     ) -> None:
-        if reward and method != "grpo":
-            from align.config import RecipeError
+        from align.config import RecipeError
 
-            raise RecipeError(f"--reward is for `rlaif align grpo`; `rlaif align {method}` takes no reward")
-        _train(method, config, sets, data, model, out, max_steps, num_processes, accelerate_config, quiet,
-               overwrite, {"reward_funcs": reward or None})
+        if reward and method not in ("grpo", "ppo"):
+            raise RecipeError(f"--reward is for `rlaif align grpo|ppo`; `rlaif align {method}` takes no reward")
+        if (prompts or reward_model) and method != "ppo":
+            raise RecipeError(f"--prompts and --reward-model are for `rlaif align ppo`; `rlaif align {method}` "
+                              f"reads --data")
+        if prompts and data:
+            raise RecipeError("give --prompts or --data, not both (they are the same option)")
+        _train(method, config, sets, data or prompts, model, out, max_steps, num_processes, accelerate_config, quiet,
+               overwrite, {"reward_funcs": reward or None, "reward_model": reward_model})
 
     command.__doc__ = HELP[method]
     return command

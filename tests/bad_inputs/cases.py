@@ -441,5 +441,59 @@ JUDGE_LAYOUT = [
     C("bench-judge-nothing-to-measure", ("bench", "judge", "--no-engines", "--no-speed"), "nothing to measure"),
 ]
 
+
+
+def _tokenizer_folder(words: tuple[str, ...], config: dict) -> dict[str, str]:
+    """A model folder without weights: config.json and a word-level tokenizer (loads in milliseconds)."""
+    import json
+
+    vocab = {w: i for i, w in enumerate(("<unk>", "<eos>", *words))}
+    tok = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+           "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None, "decoder": None,
+           "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}}
+    return {"tokenizer.json": json.dumps(tok), "config.json": json.dumps({"model_type": "llama", **config}),
+            "tokenizer_config.json": json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<eos>",
+                                                 "unk_token": "<unk>"})}
+
+
+def _folder(name: str, files: dict[str, str]) -> dict[str, str]:
+    return {f"{name}/{k}": v for k, v in files.items()}
+
+
+RM_CONFIG = {"architectures": ["LlamaForSequenceClassification"], "id2label": {"0": "LABEL_0"},
+             "label2id": {"LABEL_0": 0}}
+PPO_POLICY = _folder("pol", _tokenizer_folder(("hi", "there"), {"architectures": ["LlamaForCausalLM"]}))
+PPO_RM = _folder("rm", _tokenizer_folder(("hi", "there"), RM_CONFIG))
+PPO_RM_OTHER = _folder("rm", _tokenizer_folder(("bonjour", "toi"), RM_CONFIG))
+
+
+def _ppo(*extra: str) -> tuple[str, ...]:
+    return ("align", "ppo", "--prompts", "p.jsonl", "--out", "m", "--model", "pol", *extra)
+
+
+ALIGN_PPO = [
+    C("align-ppo-no-reward", _ppo(), "PPO needs a reward", {**PROMPTS, **PPO_POLICY}),
+    C("align-ppo-reward-model-missing", _ppo("--reward-model", "nope"), "reward_model nope: no such folder",
+      {**PROMPTS, **PPO_POLICY}),
+    C("align-ppo-reward-model-not-a-classifier", _ppo("--reward-model", "pol"), "not a 1-output sequence classifier",
+      {**PROMPTS, **PPO_POLICY}),
+    C("align-ppo-reward-model-other-tokenizer", _ppo("--reward-model", "rm"), "tokenizer is not the policy's",
+      {**PROMPTS, **PPO_POLICY, **PPO_RM_OTHER}),
+    C("align-ppo-unknown-reward", _ppo("--reward-model", "rm", "--reward", "nope"), "unknown reward 'nope'",
+      {**PROMPTS, **PPO_POLICY, **PPO_RM}),
+    C("align-ppo-negative-kl-coef", _ppo("--reward-model", "rm", "--set", "kl_coef=-0.1"), "kl_coef",
+      {**PROMPTS, **PPO_POLICY, **PPO_RM}),
+    C("align-ppo-negative-eos-penalty", _ppo("--reward-model", "rm", "--set", "missing_eos_penalty=-1"),
+      "missing_eos_penalty", {**PROMPTS, **PPO_POLICY, **PPO_RM}),
+    C("align-ppo-negative-vf-coef", _ppo("--reward-model", "rm", "--set", "vf_coef=-1"), "vf_coef",
+      {**PROMPTS, **PPO_POLICY, **PPO_RM}),
+    C("align-ppo-trl-key", _ppo("--reward-model", "rm", "--set", "trl.bf16=true"), "no trl: options",
+      {**PROMPTS, **PPO_POLICY, **PPO_RM}),
+    C("align-ppo-prompts-missing", _ppo("--reward-model", "rm"), "p.jsonl", {**PPO_POLICY, **PPO_RM}),
+    C("align-ppo-prompts-and-data", _ppo("--reward-model", "rm", "--data", "p.jsonl"), "not both",
+      {**PROMPTS, **PPO_POLICY, **PPO_RM}),
+    C("bench-ppo-steps-zero", ("bench", "ppo", "--steps", "0"), "--steps"),
+]
+
 CASES: list[Case] = [*GENERATE, *REVISE, *JUDGE, *JUDGE_EVAL, *PUBLISH, *ALIGN, *DATA, *ALIGN_GRPO, *ENGINE_SERVE,
-                     *CONSTITUTION, *OTHER, *EVAL, *JUDGE_LAYOUT]
+                     *CONSTITUTION, *OTHER, *EVAL, *JUDGE_LAYOUT, *ALIGN_PPO]
