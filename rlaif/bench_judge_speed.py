@@ -16,6 +16,11 @@ afresh (not read from vLLM's prefix cache) plus the one generated token per comp
   is a lower bound), and ``fraction_of_peak`` = judge_gflops / peak_gflops.
 * ``scaling``: judge seconds at each size in ``sizes`` (disjoint pairs, so no run reads another's
   cache) and the exponent b of seconds ~ pairs^b fitted by least squares on the logs (1 = linear).
+
+On a machine shared with other jobs wall-clock rates follow the load, which changes between the
+passes. So every figure is also given per CPU-second (user + system time of this process and the
+engine's worker processes, ``rlaif.bench_generate.cpu_seconds``; the matmul peak per CPU-second of
+this process): ``*_cpu`` figures compare work done per unit of CPU actually received.
 """
 
 from __future__ import annotations
@@ -49,20 +54,31 @@ def ideal_per_comparison(ids: list[list[int]], seen: list[list[int]], block: int
     return round(sum(ideal_uncached_tokens(ids, seen, block)) / len(ids), 1)
 
 
+def _cpu_timed_pass(engine, const, pairs, config) -> tuple[float, float, list, dict]:
+    """(wall seconds, CPU seconds, p_a, token use) of one ``logprob_pass``."""
+    from rlaif.bench_generate import cpu_seconds
+    from rlaif.bench_judge import logprob_pass
+
+    c0 = cpu_seconds()
+    seconds, p_a, use = logprob_pass(engine, const, pairs, config)
+    return seconds, cpu_seconds() - c0, p_a, use
+
+
 def layout_pass(engine, const, warm, timed, config) -> dict:
     """One layout: warm-up (untimed), then the timed pass and its token counts."""
     from judge.scoring import cache_waves
     from rlaif.bench_judge import logprob_pass
 
     logprob_pass(engine, const, warm, config)
-    seconds, p_a, use = logprob_pass(engine, const, timed, config)
+    seconds, cpu_s, p_a, use = _cpu_timed_pass(engine, const, timed, config)
     prompts = prompts_of(const, timed, config)
     ids = _tokenize(engine, [prompts[i] for wave in cache_waves(prompts) for i in wave])
     seen = _tokenize(engine, prompts_of(const, warm, config))
     n = len(p_a)
     block = engine_block_size(engine)
     return {"layout": config.resolved_layout, "comparisons": n, "seconds": round(seconds, 2),
-            "per_s": round(n / seconds, 3), "prompt_tokens_per_comparison": round(use["prompt_tokens"] / n, 1),
+            "per_s": round(n / seconds, 3), "cpu_seconds": round(cpu_s, 2), "per_cpu_s": round(n / cpu_s, 3),
+            "prompt_tokens_per_comparison": round(use["prompt_tokens"] / n, 1),
             "uncached_prompt_tokens_per_comparison": round(use["uncached_prompt_tokens"] / n, 1),
             "generated_tokens_per_comparison": round(use["generated_tokens"] / n, 2),
             "ideal_uncached_tokens_per_comparison": ideal_per_comparison(ids, seen, 16),
@@ -91,7 +107,8 @@ def engine_threads() -> int:
 
 
 def matmul_peak_gflops(dtype: str, threads: int, n: int = MATMUL_N, seconds: float = MATMUL_SECONDS) -> dict:
-    """The best GFLOP/s of ``n x n`` matmuls (2 n^3 FLOPs each) over ``seconds``, in ``dtype``."""
+    """The best wall-clock GFLOP/s of ``n x n`` matmuls (2 n^3 FLOPs each) over ``seconds``, in
+    ``dtype`` on ``threads`` threads, and the GFLOP per CPU-second over the whole loop."""
     import torch
 
     before = torch.get_num_threads()
@@ -100,14 +117,18 @@ def matmul_peak_gflops(dtype: str, threads: int, n: int = MATMUL_N, seconds: flo
         dt = getattr(torch, dtype)
         a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
         torch.mm(a, b)  # warm-up
-        best, end = 0.0, time.perf_counter() + seconds
+        best, count, c0 = 0.0, 0, time.process_time()
+        end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             start = time.perf_counter()
             torch.mm(a, b)
             best = max(best, 2 * n ** 3 / (time.perf_counter() - start) / 1e9)
+            count += 1
+        cpu = time.process_time() - c0
     finally:
         torch.set_num_threads(before)
-    return {"peak_gflops": round(best, 1), "matmul_n": n, "dtype": dtype, "threads": threads}
+    return {"peak_gflops": round(best, 1), "peak_gflops_per_cpu_s": round(2 * n ** 3 * count / cpu / 1e9, 1)
+            if cpu else None, "matmul_n": n, "dtype": dtype, "threads": threads}
 
 
 def non_embedding_parameters(model_path: str) -> int:
@@ -134,14 +155,13 @@ def scaling_exponent(sizes: list[int], seconds: list[float]) -> float | None:
 
 
 def scaling_runs(engine, const, pairs, sizes: list[int], config) -> list[dict]:
-    """Judge seconds for each size on its own (disjoint) slice of ``pairs``."""
-    from rlaif.bench_judge import logprob_pass
-
+    """Judge seconds (wall and CPU) for each size on its own (disjoint) slice of ``pairs``."""
     out, start = [], 0
     for size in sizes:
-        seconds, p_a, _ = logprob_pass(engine, const, pairs[start:start + size], config)
+        seconds, cpu_s, p_a, _ = _cpu_timed_pass(engine, const, pairs[start:start + size], config)
         start += size
-        out.append({"pairs": size, "comparisons": len(p_a), "seconds": round(seconds, 2)})
+        out.append({"pairs": size, "comparisons": len(p_a), "seconds": round(seconds, 2),
+                    "cpu_seconds": round(cpu_s, 2)})
         log.info("scaling: %d pairs in %.1f s", size, seconds)
     return out
 
@@ -169,19 +189,25 @@ def speed_figures(model: str, dtype: str, const, warm, timed, extra, sizes: list
         fresh = figures.pop("_fresh")
         figures["judge_gflops"] = round(2 * params * fresh / figures["seconds"] / 1e9, 2)
         figures["fraction_of_peak"] = round(figures["judge_gflops"] / peak["peak_gflops"], 3)
+        figures["judge_gflops_per_cpu_s"] = round(2 * params * fresh / figures["cpu_seconds"] / 1e9, 2)
+        figures["fraction_of_peak_cpu"] = round(figures["judge_gflops_per_cpu_s"] / peak["peak_gflops_per_cpu_s"], 3) \
+            if peak["peak_gflops_per_cpu_s"] else None
     cai, shared = layouts["cai"], layouts["shared-prefix"]
     return {
         "layouts": layouts, "faster_layout": fast,
         "layout_speedup": round(shared["per_s"] / cai["per_s"], 3),
+        "layout_speedup_cpu": round(shared["per_cpu_s"] / cai["per_cpu_s"], 3),
         "uncached_prompt_tokens_per_comparison": {k: v["uncached_prompt_tokens_per_comparison"]
                                                   for k, v in layouts.items()},
         "ideal_uncached_tokens_per_comparison": {k: v["ideal_uncached_tokens_per_comparison"]
                                                  for k, v in layouts.items()},
         "peak_gflops": peak["peak_gflops"], "peak": peak, "non_embedding_parameters": params,
         "judge_gflops": layouts[fast]["judge_gflops"], "fraction_of_peak": layouts[fast]["fraction_of_peak"],
+        "fraction_of_peak_cpu": layouts[fast]["fraction_of_peak_cpu"],
         "scaling": {"layout": fast, "runs": runs,
                     "scaling_exponent": scaling_exponent([r["pairs"] for r in runs], [r["seconds"] for r in runs])},
         "scaling_exponent": scaling_exponent([r["pairs"] for r in runs], [r["seconds"] for r in runs]),
+        "scaling_exponent_cpu": scaling_exponent([r["pairs"] for r in runs], [r["cpu_seconds"] for r in runs]),
     }
 
 
