@@ -80,8 +80,8 @@ def _judge_section(j: dict, root: Path) -> list[str]:
 def _examples(j: dict) -> list[str]:
     lines = ["## Example preference rows", ""]
     for e in j.get("examples", []):
-        lines += [f"p_chosen {fmt(e['p_chosen'])}", "",
-                  *[f"> **{k}:** {' '.join(str(e[k]).split())[:400]}" for k in ("prompt", "chosen", "rejected")], ""]
+        quoted = [f"> **{k}:** {' '.join(str(e[k]).split())[:400]}" for k in ("prompt", "chosen", "rejected")]
+        lines += [f"p_chosen {fmt(e['p_chosen'])}", "", quoted[0], ">", quoted[1], ">", quoted[2], ""]
     return lines
 
 
@@ -101,14 +101,16 @@ def _training(m: dict[str, dict], root: Path) -> list[str]:
 def _eval_section(e: dict, root: Path) -> list[str]:
     lc = e.get("length_controlled_win_rate") or {}
     length = e.get("length") or {}
+    corr = length.get("correlation") or {}
     lines = ["## The trained model against the start model", "",
              "Win-rate under the constitution judge (both orders, soft votes) with its bootstrap interval over "
              "prompts (eval/report.md says how it is computed):", "",
              "| measure | value |", "| --- | --- |",
              f"| win-rate | {_interval(e.get('win_rate'))} |",
-             f"| length-controlled win-rate | {fmt(lc.get('value'))} |",
+             f"| length-controlled win-rate | {_interval(lc)} |",
              f"| position consistency | {_interval(e.get('position_consistency'))} |",
-             f"| verdict vs length difference (correlation) | {fmt(length.get('correlation', {}).get('value') if isinstance(length.get('correlation'), dict) else length.get('correlation'))} |",
+             f"| verdict vs length difference ({length.get('unit', 'characters')}), Pearson | {fmt(corr.get('pearson'))} |",
+             f"| verdict vs length difference, Spearman | {fmt(corr.get('spearman'))} |",
              "", "| principle | win-rate |", "| --- | --- |"]
     lines += [f"| `{pid}` | {_interval(w)} |" for pid, w in sorted((e.get("per_principle") or {}).items())]
     for png in sorted((root / "eval").glob("*.png")):

@@ -71,7 +71,7 @@ def stage_inputs(recipe, stage: str) -> dict[str, Any]:
     if stage in ("sft", "reward", "dpo", "ppo", "grpo"):
         data = {"sft": recipe.path("revise"), "reward": recipe.path("judge"), "dpo": recipe.path("judge"),
                 "ppo": recipe.prompts_file()}.get(stage)
-        raw = {"model": recipe.model if stage == "reward" else policy_start(recipe), "output_dir": str(recipe.path(stage)),
+        raw = {"model": recipe.model if stage in ("sft", "reward") else policy_start(recipe), "output_dir": str(recipe.path(stage)),
                "quiet": True, **({"data": str(data)} if data else {}), **getattr(recipe, stage)}
         if stage == "ppo":
             raw.setdefault("reward_model", str(recipe.path("reward")))

@@ -151,8 +151,9 @@ def test_report_numbers_come_from_the_metrics_files(tmp_path):
         "dpo": {"method": "dpo", "global_step": 8, "world_size": 1, "train": {"train_loss": 0.6931}},
         "eval": {"n_prompts": 16, "identical_responses": 3,
                  "win_rate": {"value": 0.5625, "lo": 0.41, "hi": 0.7, "n": 16, "unscored": 0},
-                 "length_controlled_win_rate": {"value": 0.55}, "position_consistency": {"value": 0.25, "lo": 0.1, "hi": 0.5},
-                 "length": {"correlation": {"value": 0.12}},
+                 "length_controlled_win_rate": {"value": 0.55, "lo": 0.5, "hi": 0.6},
+                 "position_consistency": {"value": 0.25, "lo": 0.1, "hi": 0.5},
+                 "length": {"unit": "characters", "correlation": {"pearson": 0.12, "spearman": 0.2}},
                  "per_principle": {"harm-general": {"value": 0.6, "lo": 0.4, "hi": 0.8}}},
     }
     for stage, m in files.items():
@@ -200,3 +201,89 @@ def test_the_demo_is_the_cpu_pipeline_recipe(tmp_path):
 
     shipped = load_pipeline(ROOT / "recipes" / "pipeline-cpu.yaml", [f"root={tmp_path}"])
     assert demo_recipe(tmp_path, "smollm2-135m", "auto") == shipped
+
+
+def _loop_recipe(tmp_path: Path, root: Path, constitution: Path) -> Path:
+    """Every stage on the embedded model, tiny: 6 prompts, 24-token responses, one optimizer step per training
+    stage, the transformers engine (no vLLM start-up per stage; tests/test_generate_integration.py and
+    tests/test_judge_integration.py run the stages on vLLM)."""
+    prompts = tmp_path / "prompts.jsonl"
+    if not prompts.exists():
+        lines = (ROOT / "rlaif" / "data" / "demo_prompts.jsonl").read_text().splitlines()[:6]
+        prompts.write_text("\n".join(lines) + "\n")
+    train = {"max_steps": 1, "per_device_train_batch_size": 2, "max_length": 256}
+    raw = {"name": "loop", "root": str(root), "constitution": str(constitution), "prompts": str(prompts),
+           "stages": ["generate", "revise", "sft", "judge", "reward", "dpo", "eval", "publish"],
+           "engine": {"engine": "transformers", "batch_size": 6},
+           "generate": {"n": 2, "max_tokens": 24, "temperature": 0.8, "seed": 0},
+           "revise": {"max_tokens": 24}, "judge": {"principles_per_pair": 2, "engine": "transformers", "batch_size": 2},
+           "sft": train, "reward": train, "dpo": {**train, "learning_rate": 1e-5}, "eval": {"max_tokens": 24},
+           "publish": {"repo_id": "me/loop"}}
+    path = tmp_path / f"{root.name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _judge_ids(root: Path) -> set[str]:
+    from plumbing.runs import load
+
+    return set(load(root / "judge")["id"])
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(1800)  # three loops through every stage
+def test_loop_killed_in_the_judge_resumes_to_the_uninterrupted_result(tmp_path, embedded_model_dir, run_cli):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import BASE_ENV
+
+    from plumbing.runs import shard_files
+
+    constitution = tmp_path / "constitution.yaml"
+    shutil.copy(DEFAULT, constitution)
+    a = tmp_path / "a"
+    res = run_cli("run", str(_loop_recipe(tmp_path, a, constitution)), timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    stages = ["generate", "revise", "sft", "judge", "reward", "dpo", "eval"]
+    numbers = check_report(a, stages)
+    assert (a / "publish" / "README.md").is_file() and (a / "logs" / "rlaif.log").is_file()
+    assert "Loading" not in res.stdout and "[judge]" in res.stdout  # our progress on the console, not the libraries'
+
+    # b starts from a's finished generate, revise and sft (a root may be copied: fingerprints are root-relative)
+    b = tmp_path / "b"
+    b.mkdir()
+    for stage in ("generate", "revise", "sft"):
+        shutil.copytree(a / stage, b / stage)
+    state = json.loads((a / "pipeline.json").read_text())
+    state["stages"] = {s: v for s, v in state["stages"].items() if s in ("generate", "revise", "sft")}
+    (b / "pipeline.json").write_text(json.dumps(state))
+    cmd = [sys.executable, "-m", "rlaif", "run", str(_loop_recipe(tmp_path, b, constitution))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=BASE_ENV, cwd=ROOT,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while not shard_files(b / "judge") and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert shard_files(b / "judge") and not (b / "report.md").exists()  # killed after its first judge shard
+    res = run_cli("run", str(_loop_recipe(tmp_path, b, constitution)), timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "judge     resume" in res.stdout and "generate  reuse" in res.stdout
+    assert _judge_ids(b) == _judge_ids(a)
+    assert check_report(b, stages) == numbers
+
+    # one principle's question edited: judge and everything after it re-run, nothing before
+    data = yaml.safe_load(constitution.read_text())
+    data["principles"][0]["compare"] += " Prefer the shorter response when both are harmless."
+    constitution.write_text(yaml.safe_dump(data))
+    res = run_cli("run", str(_loop_recipe(tmp_path, b, constitution)), timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    plan_lines = {line.split()[0]: line.split()[1] for line in res.stdout.splitlines()
+                  if line.startswith("  ") and len(line.split()) > 1}
+    assert plan_lines == {"generate": "reuse", "revise": "reuse", "sft": "reuse", "judge": "run", "reward": "run",
+                          "dpo": "run", "eval": "run", "publish": "run"}
+    check_report(b, stages)
