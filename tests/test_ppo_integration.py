@@ -24,22 +24,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, shared_data, tiny_model_dir, vllm_server, run_cli) -> dict[str, Path]:
+def stack(tmp_path_factory, shared_data, tiny_model_dir, vllm_server) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("ppo-int")
     prompts = tmp / "hh-4.jsonl"
     with gzip.open(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", "rt") as f:
         prompts.write_text("".join(line for _, line in zip(range(4), f, strict=False)))
+
+    def rlaif(*args):
+        log = tmp / f"{args[0]}.log"
+        with open(log, "w") as fh:  # a file, not a pipe: a vLLM worker outliving its parent cannot block us
+            code = subprocess.run([sys.executable, "-m", "rlaif", *map(str, args)], stdout=fh, stderr=fh,
+                                  timeout=1500, cwd=str(ROOT), env=BASE_ENV).returncode
+        assert code == 0, f"rlaif {' '.join(map(str, args))}:\n{log.read_text()[-3000:]}"
+
     common = ["--engine", "openai", "--base-url", vllm_server, "--model", "smollm2-135m", "--quiet"]
-    run_cli("generate", "--prompts", prompts, "--out", tmp / "gen", "--n", 2, "--max-tokens", 24, *common, check=True)
-    run_cli("judge", "--input", tmp / "gen", "--out", tmp / "prefs", *common, check=True)
-    run_cli("align", "reward", "--data", tmp / "prefs", "--model", tiny_model_dir, "--out", tmp / "rm",
-            "--max-steps", 2, "--quiet", "--set", "max_length=256", "--set", "data.eval_ratio=0", check=True)
+    rlaif("generate", "--prompts", prompts, "--out", tmp / "gen", "--n", 2, "--max-tokens", 24, *common)
+    rlaif("judge", "--input", tmp / "gen", "--out", tmp / "prefs", *common)
+    rlaif("align", "reward", "--data", tmp / "prefs", "--model", tiny_model_dir, "--out", tmp / "rm",
+          "--max-steps", 2, "--quiet", "--set", "max_length=256", "--set", "data.eval_ratio=0")
     return {"tmp": tmp, "gen": tmp / "gen", "rm": tmp / "rm"}
 
 
 def _ppo_args(stack, out: Path, *extra) -> list[str]:
     return ["align", "ppo", "--prompts", str(stack["gen"]), "--reward-model", str(stack["rm"]), "--model",
-            "smollm2-135m", "--out", str(out), "--quiet", "--set", "max_new_tokens=12", "--set",
+            "smollm2-135m", "--out", str(out), "--quiet", "--set", "max_new_tokens=12", "--set", "max_length=64", "--set",
             "per_device_train_batch_size=2", "--set", "num_ppo_epochs=1", "--set", "learning_rate=1e-6", *extra]
 
 

@@ -16,10 +16,12 @@ STEPS = 40
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory, embedded_model_dir) -> dict[str, str]:
+def toy(tmp_path_factory) -> dict[str, str]:
     from rlaif.bench_ppo import build_toy_task
 
-    return build_toy_task(tmp_path_factory.mktemp("ppo-toy"), embedded_model_dir)
+    toy = build_toy_task(tmp_path_factory.mktemp("ppo-toy"))
+    assert toy["rm_eval_accuracy"] >= 0.9  # the reward model sees the word family
+    return toy
 
 
 def _recipe(toy: dict, out: Path, **fields):
@@ -186,7 +188,7 @@ def test_bad_recipes_fail_in_one_line(toy, tmp_path, fields, expect):
     assert "\n" not in str(e.value)
 
 
-def test_reward_model_of_another_tokenizer_is_refused(toy, tmp_path, embedded_model_dir):
+def test_reward_model_of_another_tokenizer_is_refused(toy, tmp_path):
     """A reward model whose tokenizer maps tokens to other ids (here: two tokens swapped) is refused."""
     import shutil
 
@@ -199,6 +201,6 @@ def test_reward_model_of_another_tokenizer_is_refused(toy, tmp_path, embedded_mo
     a, b = "apple", "stone"
     vocab[a], vocab[b] = vocab[b], vocab[a]
     (rm / "tokenizer.json").write_text(json.dumps(tok))
-    assert AutoTokenizer.from_pretrained(rm).get_vocab()[a] == AutoTokenizer.from_pretrained(embedded_model_dir).get_vocab()[b]
+    assert AutoTokenizer.from_pretrained(rm).get_vocab()[a] == AutoTokenizer.from_pretrained(toy["policy"]).get_vocab()[b]
     with pytest.raises(RecipeError, match="tokenizer is not the policy's"):
         _recipe(toy, tmp_path / "m", reward_model=str(rm)).check_data()

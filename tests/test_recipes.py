@@ -109,7 +109,8 @@ def test_recipe_trains_one_step_on_a_real_run(path, tiny_model_dir, judge_run, r
     tiny = ["use_vllm=false", "max_completion_length=16"] if method == "grpo" else []
     trl = ["trl.bf16=false", "trl.deepspeed="]
     if method == "ppo":  # align/ppo is not TRL: its own fields, and a reward model with the tiny tokenizer
-        trl = ["bf16=false", "max_new_tokens=8", f"reward_model={request.getfixturevalue('tiny_reward_model')}"]
+        trl = ["bf16=false", "max_new_tokens=8", "num_ppo_epochs=1",
+               f"reward_model={request.getfixturevalue('tiny_reward_model')}"]
     recipe = load_recipe(method, path, [f"model={tiny_model_dir}", f"data.path={data}", f"output_dir={out}",
                                         "max_steps=1", "quiet=true", *trl, *tiny])
     metrics = align.run(recipe)
