@@ -101,13 +101,20 @@ def test_gradient_accumulation_matches_one_big_batch(toy, tmp_path):
         ctx = _context(toy, tmp_path, per_device_train_batch_size=micro, gradient_accumulation_steps=accum,
                        num_mini_batches=1, num_ppo_epochs=1)
         batch, _ = _batch(ctx, toy, 4)
+        params = list(ctx.accelerator.unwrap_model(ctx.model).parameters())
+        grads, step = [], ctx.optimizer.step
+
+        def record(*args, step=step, params=params, grads=grads, **kwargs):  # the gradient Adam is given
+            grads.append(torch.cat([p.grad.flatten() for p in params if p.grad is not None]))
+            return step(*args, **kwargs)
+
+        ctx.optimizer.step = record
         stats = update(ctx, batch, step=0)
-        params = torch.cat([p.detach().flatten() for p in ctx.accelerator.unwrap_model(ctx.model).parameters()])
-        results.append((stats, params, batch))
-    (a, pa, ba), (b, pb, bb) = results
+        results.append((stats, grads[0], batch))
+    (a, ga, ba), (b, gb, bb) = results
     assert torch.equal(ba.responses, bb.responses)  # the same rollouts: sampling does not depend on batching
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7)
-    assert torch.allclose(pa, pb, atol=1e-6)
+    assert ga.abs().max() > 1e-3 and torch.allclose(ga, gb, rtol=1e-4, atol=1e-7)
     assert a["ppo_updates"] == b["ppo_updates"] == 1
 
 
@@ -126,8 +133,8 @@ def test_early_stop_and_adaptive_kl(toy, tmp_path):
     import align
 
     m = align.run(_recipe(toy, tmp_path / "out", max_steps=2, target_kl=1e-12, kl_target=0.01, kl_horizon=10))
-    for h in m["log_history"]:
-        assert h["early_stopped"] is True and h["ppo_updates"] == 1, h
+    for h in m["log_history"]:  # the first update starts at the rollout policy (KL 0); the second sees KL > 0
+        assert h["early_stopped"] is True and h["ppo_updates"] == 2 < 4 * 2, h
     coefs = [h["kl_coef"] for h in m["log_history"]]
     assert coefs[0] == 0.05 and coefs[1] != 0.05  # the controller moved beta after step 1
 

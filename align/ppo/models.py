@@ -10,7 +10,7 @@ Sampling is transformers ``generate`` with one change: each response draws its r
 own generator seeded by (seed, step, its place in the global batch), through the Gumbel-max trick
 (argmax(z / T + G) with G ~ Gumbel(0, 1) is a sample of softmax(z / T)). So a response does not
 depend on which other prompts share its batch or process: one process and two processes sample the
-same responses (tests/test_ppo_train.py::test_two_processes_match_one), and a resumed run samples
+same responses (tests/test_ppo_integration.py::test_two_processes_match_one), and a resumed run samples
 what the killed run would have.
 """
 

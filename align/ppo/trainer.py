@@ -8,7 +8,8 @@ A step: make a batch of experience (rollout.py), then ``num_ppo_epochs`` passes 
 ``gradient_accumulation_steps`` micro-batches. Losses are token sums divided by the token count of the
 whole minibatch over all processes (times the process count, since DDP averages gradients), so
 the update does not depend on how the minibatch is split into micro-batches or processes
-(tests/test_ppo_train.py::test_gradient_accumulation_matches_one_big_batch, ::test_two_processes_match_one).
+(tests/test_ppo_train.py::test_gradient_accumulation_matches_one_big_batch,
+tests/test_ppo_integration.py::test_two_processes_match_one).
 After each optimizer step the approximate KL to the rollout policy is checked against ``target_kl``
 and the step's remaining updates are skipped above it (Spinning Up's early stopping).
 
