@@ -103,23 +103,28 @@ def test_machine_info_names_the_cpu(tmp_path):
     assert set(m["cpu_flags"]) <= set(bench_generate.ISA_FLAGS) and isinstance(m["native_bf16"], bool)
 
 
-def test_grpo_bench_times_steps_and_the_sandbox_in_both_modes(tiny_model_dir):
-    """``rlaif bench grpo --json`` on the tiny model: per-step seconds and sandbox programs/s serial and
-    parallel, every sandboxed program having passed (the bench refuses a result otherwise)."""
+def test_bench_all_runs_the_grpo_bench_and_writes_its_table(embedded_model_dir, tmp_path):
+    """``rlaif bench all --only grpo --quick`` (bench grpo in a process of its own, on the embedded model):
+    per-step seconds and sandbox programs/s serial and parallel, every sandboxed program having passed
+    (the bench refuses a result otherwise), in results.json and results.md."""
     import json
     import subprocess
     import sys
 
     from conftest import BASE_ENV
 
-    res = subprocess.run([sys.executable, "-m", "rlaif", "bench", "grpo", "--json", "--model", tiny_model_dir,
-                          "--steps", "2", "--programs", "4", "--generations", "2", "--completion-tokens", "4"],
-                         capture_output=True, text=True, timeout=600, env=BASE_ENV)
+    out = tmp_path / "bench"
+    res = subprocess.run([sys.executable, "-m", "rlaif", "bench", "all", "--only", "grpo", "--quick", "--json",
+                          "--out", str(out)], capture_output=True, text=True, timeout=900, env=BASE_ENV)
     assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout)
-    assert out["grpo"]["steps"] == 2 and len(out["grpo"]["step_s"]) == 2 and out["seconds_per_step"] > 0
-    assert len(out["grpo"]["reward_gsm8k_per_step"]) == 2
-    sandbox = out["sandbox"]
+    summary = json.loads(res.stdout)
+    assert summary == json.loads((out / "results.json").read_text()) and list(summary["benches"]) == ["grpo"]
+    g = summary["benches"]["grpo"]["result"]
+    assert g["grpo"]["steps"] == 2 and len(g["grpo"]["step_s"]) == 2 and g["seconds_per_step"] > 0
+    assert len(g["grpo"]["reward_gsm8k_per_step"]) == 2
+    sandbox = g["sandbox"]
     assert sandbox["programs"] == 4 and sandbox["programs_per_s_serial"] > 0 and sandbox["programs_per_s_parallel"] > 0
     assert sandbox["parallel_speedup"] == round(sandbox["programs_per_s_parallel"] / sandbox["programs_per_s_serial"], 3)
-    assert out["machine"]["cpu_flags"] is not None
+    assert g["machine"]["cpu_flags"] is not None
+    table = (out / "results.md").read_text()
+    assert f"seconds_per_step {g['seconds_per_step']:.4g}" in table and "| grpo |" in table
