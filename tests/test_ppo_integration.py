@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import BASE_ENV
 
-pytestmark = pytest.mark.integration
+# Setup (a vLLM server, generate, judge, reward model) and 4 PPO steps on SmolLM2-135M: 15 min on a shared 2-core box.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[1]
 
