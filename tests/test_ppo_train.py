@@ -25,7 +25,7 @@ def toy(tmp_path_factory) -> dict[str, str]:
 
 
 def _recipe(toy: dict, out: Path, **fields):
-    raw = {"model": toy["policy"], "data": toy["prompts"], "reward_model": toy["reward_model"], "output_dir": str(out),
+    raw = {"model": toy["policy"], "data": {"path": toy["prompts"], "eval_split": "test"}, "reward_model": toy["reward_model"], "output_dir": str(out),
            "max_steps": STEPS, "learning_rate": 1e-3, "max_new_tokens": 6, "temperature": 1.0,
            "per_device_train_batch_size": 4, "num_mini_batches": 2, "num_ppo_epochs": 4, "kl_coef": 0.05,
            "missing_eos_penalty": 0.0, "quiet": True, "seed": 0, **fields}
