@@ -240,18 +240,9 @@ class GRPORecipe(_Recipe):
     @field_validator("reward_funcs")
     @classmethod
     def _known_rewards(cls, v: list[str]) -> list[str]:
-        from align.rewards import BUILT, get_reward
+        from align.rewards import check_reward_names
 
-        for name in v:
-            if name in BUILT:
-                continue
-            try:
-                get_reward(name)
-            except (KeyError, TypeError) as e:
-                raise ValueError(e.args[0] if e.args else str(e)) from None
-        if len(set(v)) != len(v):
-            raise ValueError(f"a reward is named twice ({', '.join(v)}); give each once and weight it with reward_weights")
-        return v
+        return check_reward_names(v)
 
     @model_validator(mode="after")
     def _weights_and_groups(self) -> GRPORecipe:

@@ -184,8 +184,12 @@ def run_stage(stage: str, recipe, pool: EnginePool, overwrite: bool) -> str:
         return f"win-rate {win.get('value', float('nan')):.3f} -> {config.out}" if isinstance(win, dict) else \
             f"done -> {config.out}"
     if stage == "publish":
+        import shutil
+
         from judge.publish import run_publish
 
+        if config.dry_run is not None and config.dry_run.exists():
+            shutil.rmtree(config.dry_run)  # <root>/publish: this pipeline's own earlier preview (the root is ours)
         return f"published: {run_publish(config)}"
     raise KeyError(stage)
 

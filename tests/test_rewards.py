@@ -23,7 +23,7 @@ def _conv(text: str) -> list[dict]:
 
 def test_registry_names_and_unknown_name_lists_known():
     assert set(REWARDS) == {"gsm8k", "math", "code", "format", "length"}
-    with pytest.raises(KeyError, match="known: code, format, gsm8k, length, math"):
+    with pytest.raises(KeyError, match="known: code, format, gsm8k, judge, length, math"):
         get_reward("gsmk8")
 
 

@@ -75,16 +75,9 @@ class PPORecipe(_Recipe):
     @field_validator("reward_funcs")
     @classmethod
     def _known_rewards(cls, v: list[str]) -> list[str]:
-        from align.rewards import get_reward
+        from align.rewards import check_reward_names
 
-        for name in v:
-            try:
-                get_reward(name)
-            except (KeyError, TypeError) as e:
-                raise ValueError(e.args[0] if e.args else str(e)) from None
-        if len(set(v)) != len(v):
-            raise ValueError(f"a reward is named twice ({', '.join(v)}); weight it with reward_weights")
-        return v
+        return check_reward_names(v, built=())  # the judge reward is GRPO's (it judges a group)
 
     @model_validator(mode="after")
     def _rewards(self) -> PPORecipe:

@@ -58,4 +58,20 @@ def get_reward(name: str) -> Callable:
     return fn
 
 
-__all__ = ["BUILT", "REWARDS", "RewardResult", "combine", "get_reward"]
+def check_reward_names(names: list[str], built: tuple[str, ...] = BUILT) -> list[str]:
+    """A recipe's ``reward_funcs``: each a known reward (or one of ``built``, made when training starts),
+    none twice; raises ValueError naming the first that is not (the recipes' validators call this)."""
+    for name in names:
+        if name in built:
+            continue
+        try:
+            get_reward(name)
+        except (KeyError, TypeError) as e:
+            raise ValueError(e.args[0] if e.args else str(e)) from None
+    if len(set(names)) != len(names):
+        raise ValueError(f"a reward is named twice ({', '.join(names)}); give each once and weight it with "
+                         f"reward_weights")
+    return names
+
+
+__all__ = ["BUILT", "REWARDS", "check_reward_names", "RewardResult", "combine", "get_reward"]
