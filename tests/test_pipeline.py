@@ -204,19 +204,19 @@ def test_the_demo_is_the_cpu_pipeline_recipe(tmp_path):
 
 
 def _loop_recipe(tmp_path: Path, root: Path, constitution: Path) -> Path:
-    """Every stage on the embedded model, tiny: 6 prompts, 24-token responses, one optimizer step per training
+    """Every stage on the embedded model, tiny: 4 prompts, 24-token responses, one optimizer step per training
     stage, the transformers engine (no vLLM start-up per stage; tests/test_generate_integration.py and
     tests/test_judge_integration.py run the stages on vLLM)."""
     prompts = tmp_path / "prompts.jsonl"
     if not prompts.exists():
-        lines = (ROOT / "rlaif" / "data" / "demo_prompts.jsonl").read_text().splitlines()[:6]
+        lines = (ROOT / "rlaif" / "data" / "demo_prompts.jsonl").read_text().splitlines()[:4]
         prompts.write_text("\n".join(lines) + "\n")
     train = {"max_steps": 1, "per_device_train_batch_size": 2, "max_length": 256}
     raw = {"name": "loop", "root": str(root), "constitution": str(constitution), "prompts": str(prompts),
            "stages": ["generate", "revise", "sft", "judge", "reward", "dpo", "eval", "publish"],
            "engine": {"engine": "transformers", "batch_size": 6},
            "generate": {"n": 2, "max_tokens": 24, "temperature": 0.8, "seed": 0},
-           "revise": {"max_tokens": 24}, "judge": {"principles_per_pair": 2, "engine": "transformers", "batch_size": 2},
+           "revise": {"max_tokens": 16}, "judge": {"principles_per_pair": 1, "engine": "transformers", "batch_size": 2},
            "sft": train, "reward": train, "dpo": {**train, "learning_rate": 1e-5}, "eval": {"max_tokens": 24},
            "publish": {"repo_id": "me/loop"}}
     path = tmp_path / f"{root.name}.yaml"
@@ -276,14 +276,21 @@ def test_loop_killed_in_the_judge_resumes_to_the_uninterrupted_result(tmp_path, 
     assert _judge_ids(b) == _judge_ids(a)
     assert check_report(b, stages) == numbers
 
-    # one principle's question edited: judge and everything after it re-run, nothing before
+    # one principle's question edited: the plan re-runs judge and everything after it, nothing before; the run
+    # (stopped after the judge: the stages after it follow a re-run judge, as the resume above showed) rewrites
+    # the judge run and leaves the stages before it untouched
     data = yaml.safe_load(constitution.read_text())
     data["principles"][0]["compare"] += " Prefer the shorter response when both are harmless."
     constitution.write_text(yaml.safe_dump(data))
-    res = run_cli("run", str(_loop_recipe(tmp_path, b, constitution)), timeout=1200)
-    assert res.returncode == 0, res.stderr[-3000:]
+    recipe_b = str(_loop_recipe(tmp_path, b, constitution))
+    res = run_cli("run", recipe_b, "--dry-run")
     plan_lines = {line.split()[0]: line.split()[1] for line in res.stdout.splitlines()
                   if line.startswith("  ") and len(line.split()) > 1}
     assert plan_lines == {"generate": "reuse", "revise": "reuse", "sft": "reuse", "judge": "run", "reward": "run",
-                          "dpo": "run", "eval": "run", "publish": "run"}
-    check_report(b, stages)
+                          "dpo": "run", "eval": "run", "publish": "run"}, res.stdout
+    before = {s: (b / s / "manifest.json").stat().st_mtime_ns for s in ("generate", "revise", "sft", "judge")}
+    res = run_cli("run", recipe_b, "--until", "judge", timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "reward    skip" in res.stdout and "judge     run" in res.stdout
+    after = {s: (b / s / "manifest.json").stat().st_mtime_ns for s in before}
+    assert {s for s in before if before[s] != after[s]} == {"judge"}
