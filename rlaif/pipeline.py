@@ -45,7 +45,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 NEEDS: dict[str, tuple[str, ...]] = {"sft": ("revise",), "judge": ("generate",), "reward": ("judge",),
                                      "dpo": ("judge",), "ppo": ("reward",), "eval": ("sft", *TRAINED),
                                      "publish": ("judge",)}
-STATE = "pipeline.json"
+STATE, LOCK = "pipeline.json", ".pipeline.lock"
 BUNDLED_PROMPTS = Path(__file__).resolve().parent / "data" / "demo_prompts.jsonl"
 
 
@@ -193,7 +193,7 @@ def check_root(root: Path) -> None:
     """The root is new, empty, or a pipeline root (it has pipeline.json); nothing else is written into."""
     if root.exists() and not root.is_dir():
         raise PipelineError(f"root {root} is a file; give a folder")
-    if root.exists() and any(root.iterdir()) and not (root / STATE).is_file():
+    if root.exists() and any(p.name != LOCK for p in root.iterdir()) and not (root / STATE).is_file():
         raise PipelineError(f"root {root} is not empty and holds no {STATE}; choose an empty or new folder")
 
 
@@ -246,8 +246,7 @@ def save_state(root: Path, state: dict) -> None:
 def run_pipeline(recipe: PipelineRecipe, start: str | None = None, until: str | None = None, dry_run: bool = False,
                  say: Callable[[str], None] = print) -> list[Step]:
     """Run (or with ``dry_run`` only show) the plan; returns it. The report is rewritten at the end."""
-    from rlaif.pipeline_report import write_report
-    from rlaif.pipeline_stages import EnginePool, build_all, run_stage
+    from rlaif.pipeline_stages import build_all
 
     root = Path(recipe.root)
     check_root(root)
@@ -259,9 +258,28 @@ def run_pipeline(recipe: PipelineRecipe, start: str | None = None, until: str | 
         say(step.line())
     if dry_run:
         return steps
-    from plumbing.logs import attach_run_log
+    from filelock import FileLock, Timeout
+
 
     root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(root / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise PipelineError(f"root {root}: another `rlaif run` is using it (lock {root / LOCK})") from None
+    try:
+        return _run_locked(recipe, root, steps, state, say)
+    finally:
+        lock.release()
+
+
+def _run_locked(recipe: PipelineRecipe, root: Path, steps: list[Step], state: dict,
+                say: Callable[[str], None]) -> list[Step]:
+    from plumbing.logs import attach_run_log
+    from rlaif.pipeline_report import write_report
+    from rlaif.pipeline_stages import EnginePool, run_stage
+
+    state = read_state(root)  # as it is now that this run holds the lock
     state.setdefault("stages", {})
     state["recipe"] = recipe.model_dump(mode="json")
     save_state(root, state)  # first: a root with pipeline.json is ours (check_root)

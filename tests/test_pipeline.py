@@ -294,3 +294,18 @@ def test_loop_killed_in_the_judge_resumes_to_the_uninterrupted_result(tmp_path, 
     assert "reward    skip" in res.stdout and "judge     run" in res.stdout
     after = {s: (b / s / "manifest.json").stat().st_mtime_ns for s in before}
     assert {s for s in before if before[s] != after[s]} == {"judge"}
+
+
+def test_a_second_run_on_a_root_in_use_is_refused(tmp_path):
+    from filelock import FileLock
+
+    from rlaif.pipeline import LOCK, run_pipeline
+
+    r = recipe(tmp_path, stages=["generate"])
+    root = Path(r.root)
+    root.mkdir()
+    with FileLock(str(root / LOCK)):  # as a running `rlaif run` holds it
+        with pytest.raises(PipelineError, match="another `rlaif run` is using it"):
+            run_pipeline(r, say=lambda _: None)
+    assert sorted(p.name for p in root.iterdir()) == [LOCK]  # nothing written
+    assert plan(r, fingerprints(r, build_all(r)), {"stages": {}})[0].action == "run"
