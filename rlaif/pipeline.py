@@ -156,7 +156,11 @@ def fingerprints(recipe: PipelineRecipe, configs: dict[str, dict]) -> dict[str, 
     prompts_sha = file_sha256(recipe.prompts_file())
     out: dict[str, str] = {}
     for stage in recipe.stages:
-        reads = {"prompts": prompts_sha} if stage in ("generate", "revise", "eval") else {}
+        reads = {"prompts": prompts_sha} if stage in ("generate", "revise", "ppo", "eval") else {}
+        data = recipe.grpo.get("data") if stage == "grpo" else None
+        data = data.get("path") if isinstance(data, dict) else data
+        if data and Path(data).is_file():  # GRPO's own problems file (a run directory has its own spec)
+            reads["data"] = file_sha256(data)
         if stage == "revise":
             reads["constitution"] = parts["revise"]
         if stage in ("judge", "eval") or (stage == "grpo" and "judge" in recipe.grpo.get("reward_funcs", [])):
