@@ -6,7 +6,9 @@ their run directories) so that every number of the report has one source.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +175,10 @@ def run_stage(stage: str, recipe, pool: EnginePool, overwrite: bool) -> str:
         from align import run
 
         pool.close()  # training takes the cores (and a GPU's memory) the engines held
-        metrics = run(config, overwrite=True)  # an align output is replaced only by one of its own method
+        # TRL prints each step's log dict with print(): to descriptor 1, which `rlaif run` sends to the run's
+        # log file (rlaif/logs.py), not to the console that shows the stages' lines
+        with contextlib.redirect_stdout(sys.__stdout__):
+            metrics = run(config, overwrite=True)  # an align output is replaced only by one of its own method
         return f"{metrics['global_step']} steps -> {config.output_dir}"
     if stage == "eval":
         from align.evaluate import evaluate
