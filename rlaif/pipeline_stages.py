@@ -185,9 +185,8 @@ def run_stage(stage: str, recipe, pool: EnginePool, overwrite: bool) -> str:
 
         config = config.model_copy(update={"overwrite": overwrite})
         result = evaluate(config)
-        win = result.get("win_rate", {})
-        return f"win-rate {win.get('value', float('nan')):.3f} -> {config.out}" if isinstance(win, dict) else \
-            f"done -> {config.out}"
+        value = (result.get("win_rate") or {}).get("value")
+        return f"win-rate {'n/a' if value is None else f'{value:.3f}'} -> {config.out}"
     if stage == "publish":
         import shutil
 
