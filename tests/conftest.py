@@ -33,6 +33,28 @@ os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "1800")
 BASE_ENV = dict(os.environ)
 
 
+def hh_prompt_file(shared_data: Path, path: Path, n: int) -> Path:
+    """The first ``n`` HH-RLHF test transcripts as a prompt file at ``path``."""
+    import gzip
+
+    with gzip.open(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", "rt") as f:
+        path.write_text("".join(line for _, line in zip(range(n), f, strict=False)))
+    return path
+
+
+def logged_cli(logs: Path, env: dict | None = None):
+    """``rlaif(*args)``: run the CLI with its output in ``logs/<command>.log`` (a file, not a pipe: a vLLM
+    worker outliving its parent cannot block us); a failure shows the log's tail."""
+    def rlaif(*args) -> None:
+        log = logs / f"{args[0]}.log"
+        with open(log, "w") as fh:
+            code = subprocess.run([sys.executable, "-m", "rlaif", *map(str, args)], stdout=fh, stderr=fh,
+                                  timeout=1500, cwd=str(ROOT), env=env or BASE_ENV).returncode
+        assert code == 0, f"rlaif {' '.join(map(str, args))}:\n{log.read_text()[-3000:]}"
+
+    return rlaif
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not HH_RLHF.is_file():

