@@ -28,6 +28,32 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
+# results.json says it was written by this command; only such a folder is replaced by a new run.
+KIND = "rlaif-bench-all"
+
+
+def ours(out: Path) -> bool:
+    """True when ``out/results.json`` is one this command wrote (its ``kind`` says so)."""
+    try:
+        return json.loads((out / "results.json").read_text()).get("kind") == KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_out(out: Path) -> None:
+    """``--out`` is a new or empty folder, or an earlier ``bench all``'s (results.json of ours, and nothing
+    else but results.md): every other file in it is a user's and is never replaced."""
+    from rlaif.bench_args import BenchArgumentError
+
+    if out.exists() and not out.is_dir():
+        raise BenchArgumentError(f"--out {out} is a file; give a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if any(p.name not in ("results.json", "results.md") for p in out.iterdir()) or not ours(out):
+        raise BenchArgumentError(f"--out {out} holds files that rlaif bench all did not write; give a new or "
+                                 f"empty folder")
+
+
 def available() -> list[str]:
     from rlaif.cli_bench import bench_app
 
@@ -72,7 +98,7 @@ def run_all(out: Path, quick: bool, only: list[str] | None, say) -> dict:
             entry["error"] = (res.stderr.strip().splitlines() or ["no output"])[-1][:300]
         results[name] = entry
         say(f"  {name}: {headline(entry['result']) if 'result' in entry else 'failed: ' + entry['error']}")
-    summary = {"machine": machine, "quick": quick, "benches": results}
+    summary = {"kind": KIND, "machine": machine, "quick": quick, "benches": results}
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
     write_text(out / "results.md", f"{describe_machine(machine)}\n\n{table(results)}")
@@ -91,10 +117,7 @@ def register(bench_app: typer.Typer) -> None:
         unknown = [b for b in only if b not in BENCHES]
         if unknown:
             raise BenchArgumentError(f"--only {unknown[0]}: not a bench; choose from {', '.join(BENCHES)}")
-        if out.exists() and not out.is_dir():
-            raise BenchArgumentError(f"--out {out} is a file; give a folder")
-        if out.is_dir() and any(p.name not in ("results.json", "results.md") for p in out.iterdir()):
-            raise BenchArgumentError(f"--out {out} holds other files; give a new folder or an earlier bench all's")
+        check_out(out)
         summary = run_all(out, quick, only or None, typer.echo if not as_json else lambda _: None)
         if as_json:
             typer.echo(json.dumps(summary))
