@@ -169,7 +169,11 @@ def test_sampling_is_deterministic_per_seed_and_key_and_with_replacement():
     assert len(draw) == 3
     keys = {tuple(p.id for p in const.sample_principles(3, seed=7, key=f"item-{i}")) for i in range(50)}
     assert len(keys) > 10  # each item gets its own draw
-    assert [p.id for p in const.sample_principles(3, seed=8, key="item-1")] != draw or len(keys) > 1
+    # another seed draws otherwise: independent draws of 3 from weights 1..5 coincide with probability
+    # sum_i p_i^2 cubed, about 0.013, so fewer than 10 of 50 keys may agree
+    same = sum([p.id for p in const.sample_principles(3, seed=7, key=f"item-{i}")]
+               == [p.id for p in const.sample_principles(3, seed=8, key=f"item-{i}")] for i in range(50))
+    assert same < 10, same
     many = const.sample_principles(99, seed=1, key="x")
     assert len(many) == 99 and {p.id for p in many} == {f"p{i}" for i in range(5)}  # repeats allowed
     assert const.sample_principles(0, seed=1) == []
