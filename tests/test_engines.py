@@ -19,8 +19,9 @@ CHATS = [
     [{"role": "user", "content": "Name one primary color."}],
     [{"role": "system", "content": "You answer briefly."}, {"role": "user", "content": "Say hello."}],
 ]
-# The 135M model prefers (A) here by a clear margin (about 1.3 nats in fp32), so bf16 (vLLM)
-# and fp32 (transformers) must agree on the order.
+# The 135M model prefers (A) here by a clear margin (about 1.3 nats). On a CPU both vLLM and transformers
+# compute in float32 from the same bf16 weights (generator/engines/vllm_cpu.py), so their option logprobs
+# differ only by kernel rounding: 5e-5 nats measured on an AVX-512 EPYC.
 CHOICE = ("Which response is more helpful?\n(A) I don't know.\n(B) Paris is the capital of France.\n"
           "The answer is: (")
 CHOICE_SWAPPED = ("Which response is more helpful?\n(A) Paris is the capital of France.\n(B) I don't know.\n"
@@ -103,7 +104,7 @@ def test_vllm_and_transformers_agree_on_the_choice(vllm_engine, hf_engine):
     h = hf_engine.score_choices([CHOICE], ["A", "B"])[0].logprobs
     assert h["A"] - h["B"] > 0.5  # the gap the assertion relies on
     assert (v["A"] > v["B"]) == (h["A"] > h["B"])
-    assert v["A"] == pytest.approx(h["A"], abs=0.25) and v["B"] == pytest.approx(h["B"], abs=0.25)
+    assert v["A"] == pytest.approx(h["A"], abs=2e-3) and v["B"] == pytest.approx(h["B"], abs=2e-3)
 
 
 def test_vllm_and_transformers_greedy_text_and_counts_agree(vllm_engine, hf_engine):

@@ -35,6 +35,20 @@ def judged(tmp_path_factory, shared_data, vllm_engine):
     return out, summary, before, vllm_engine.stats()
 
 
+def _ensemble_by_hand(row: dict) -> float:
+    """p_chosen from the row's own votes (judge/scoring.py's rule, recomputed here): per principle the mean
+    over its scored orders of P(chosen wins) (p_a in order "ab", where chosen is shown as (A); 1 - p_a in
+    "ba"), then the plain mean over the principle draws, a principle drawn twice counting twice."""
+    per_principle = {}
+    for pid in set(row["principle_ids"]):
+        ps = [v["p_a"] if v["order"] == "ab" else 1 - v["p_a"] for v in row["votes"]
+              if v["principle_id"] == pid and v["p_a"] is not None]
+        if ps:
+            per_principle[pid] = sum(ps) / len(ps)
+    draws = [per_principle[pid] for pid in row["principle_ids"] if pid in per_principle]
+    return sum(draws) / len(draws)
+
+
 def test_judge_rows_are_real_soft_labels(judged):
     out, summary, before, after = judged
     ds = load(out)
@@ -53,8 +67,7 @@ def test_judge_rows_are_real_soft_labels(judged):
         assert row["chosen"][0]["role"] == "assistant" and row["chosen"] != row["rejected"]
         # 2 principle draws (repeats allowed), each distinct principle judged in both orders
         assert len(row["principle_ids"]) == 2 and len(row["votes"]) == 2 * len(set(row["principle_ids"]))
-        per_order = [v["p_a"] if v["order"] == "ab" else 1 - v["p_a"] for v in row["votes"] if v["p_a"] is not None]
-        assert row["p_chosen"] == pytest.approx(sum(per_order) / len(per_order), abs=0.25)  # weighted vs plain mean
+        assert row["p_chosen"] == pytest.approx(_ensemble_by_hand(row), abs=1e-12)
     # judge prompts share the few-shot block and each pair's conversation: vLLM's prefix cache must hit
     cached = after["cached_prompt_tokens"] - before["cached_prompt_tokens"]
     total = after["prompt_tokens"] - before["prompt_tokens"]
