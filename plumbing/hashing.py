@@ -1,12 +1,17 @@
-"""Stable hashes: canonical JSON, content hashes of files and objects, item ids (resume keys), prompt
-ids and the seeded hash fraction that splits data by prompt (``judge/parts.py``, ``align/data.py``)."""
+"""Stable hashes: canonical JSON, content hashes of files, folders and objects, item ids (resume keys),
+prompt ids and the seeded hash fraction that splits data by prompt (``judge/parts.py``, ``align/data.py``)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def canonical_json(obj: Any) -> str:
@@ -46,3 +51,86 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# --- what a stage reads from a local path, by content (rlaif/pipeline.py's fingerprints) --------------------
+
+# Inputs count by their bytes. A file this big is hashed once and its sha256 kept in <cache>/file-sha256.json
+# under its resolved path, size, mtime, ctime and inode (git's index does the same): sha256 runs at ~1.1 GB/s on
+# this project's 2-core CPU box (hashlib, measured), so a 7B model's 15 GB of weights would cost ~14 s on every
+# `rlaif run`, plan included. Cheaper stand-ins were weighed and refused: config.json plus the weight index (or
+# a safetensors header and the file size) is the same for a model trained again in place (same tensor names,
+# shapes and sizes), and an mtime alone can be put back (`cp -p`, `touch -r`). Any write, or a rename over the
+# file, changes its ctime or inode, so a changed file is hashed again; a copied or moved one is hashed once more
+# under its new name and gets the same sha256 (tests/test_pipeline.py::test_big_files_are_hashed_once_per_stamp).
+BIG_FILE = 64 << 20
+# A file changed less than this long ago is not remembered: a write in the same timestamp tick as the hash
+# would leave its stamp unchanged (git's "racy clean" case).
+SETTLE_NS = 2_000_000_000
+
+
+def cache_file() -> Path:
+    """Where big files' hashes are kept: the user cache rlaif's models go to (generator/models.py)."""
+    root = os.environ.get("RLAIF_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rlaif")
+    return Path(root) / "file-sha256.json"
+
+
+def content_sha256(path: str | Path) -> str:
+    """``file_sha256`` of ``path``; for a file of ``BIG_FILE`` bytes or more, remembered while its stamp holds."""
+    path = Path(path).resolve()
+    st = path.stat()
+    if st.st_size < BIG_FILE:
+        return file_sha256(path)
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    kept = _read_cache().get(str(path))
+    if kept is not None and kept[:4] == stamp:
+        return kept[4]
+    sha = file_sha256(path)
+    after = path.stat()
+    settled = time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) > SETTLE_NS
+    if settled and [after.st_size, after.st_mtime_ns, after.st_ctime_ns, after.st_ino] == stamp:
+        _remember(str(path), [*stamp, sha])
+    return sha
+
+
+def _read_cache() -> dict[str, list]:
+    path = cache_file()
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        log.warning("%s unreadable (%s); big files are hashed again", path, e)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remember(key: str, entry: list) -> None:
+    """Add one entry, dropping those of files that are gone; one writer at a time (a file lock)."""
+    from filelock import FileLock
+
+    from plumbing.atomic import write_text
+
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock", timeout=30):
+            cache = {k: v for k, v in _read_cache().items() if os.path.exists(k)}
+            cache[key] = entry
+            write_text(path, json.dumps(cache, sort_keys=True) + "\n")
+    except (OSError, TimeoutError) as e:  # a read-only or busy cache costs time, never a wrong hash
+        log.warning("could not keep the sha256 of %s in %s (%s); it is hashed again next time", key, path, e)
+
+
+def folder_sha256(folder: str | Path, recursive: bool = True) -> str:
+    """sha256 of a folder's files, each by its path inside the folder and its content (``content_sha256``):
+    the folder's own name and place are not part of it. Hidden names (``.git``, ``.lock``, ``.cache``,
+    editor files) are left out, as are subfolders when ``recursive`` is false."""
+    folder = Path(folder)
+    entries = []
+    for p in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+        rel = p.relative_to(folder)
+        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+            entries.append([rel.as_posix(), content_sha256(p)])
+    return sha256_of(entries)
