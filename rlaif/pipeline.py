@@ -9,19 +9,24 @@ The stage commands stay the single implementation: ``rlaif/pipeline_stages.py`` 
 stage's own config (GenerateConfig, ReviseConfig, JudgeConfig, the align recipes, EvalConfig,
 PublishConfig) and calls the function its command calls.
 
-Each stage has a fingerprint: the sha256 of its config, the fingerprints of the stages it reads,
-the sha256 of the files it reads (the prompts) and of the part of the constitution it reads (revise:
-the critique and revision texts; judge and eval: the comparison questions). ``<root>/pipeline.json``
-keeps the fingerprint of every finished stage. A stage is reused when its fingerprint is unchanged
-and it finished; a stage that started and did not finish resumes (its run directory keeps whole
-shards); a changed fingerprint re-runs the stage, replacing its own run directory, and so changes
-every fingerprint downstream (tests/test_pipeline.py). Every run ends with ``<root>/report.md``
+Each stage has a fingerprint: the sha256 of its options and of the fingerprints of the stages it reads, where
+every local file or folder an option names counts by its content, not its name or place (``input_sha256``: a
+prompt or data file's bytes, a template folder's files, a run directory's manifest and shards, a model
+folder's config, weights and tokenizer) and the constitution by the part the stage reads (revise: the critique
+and revision texts; judge, eval and a judge reward: the comparison questions; publish: the whole file). Stage
+folders of the root count by their stage's fingerprint, so a moved root keeps its fingerprints too.
+``<root>/pipeline.json`` keeps the fingerprint of every finished stage. A stage is reused when its fingerprint
+is unchanged and it finished; a stage that started and did not finish resumes (its run directory keeps whole
+shards); a changed fingerprint re-runs the stage, replacing its own run directory, and so changes every
+fingerprint downstream (tests/test_pipeline.py). Every run ends with ``<root>/report.md``
 (rlaif/pipeline_report.py).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,10 +124,12 @@ class PipelineRecipe(BaseModel):
 def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineRecipe:
     """The recipe at ``path`` with ``--set`` overrides, every stage's config built (so a bad key fails here)."""
     from align.config import merge, parse_set, read_yaml
+    from generator.engines.options import strip_credentials_everywhere
     from rlaif.pipeline_stages import build_all
 
     try:
-        raw = merge(read_yaml(path), parse_set(overrides or []))
+        # server credentials (http://user:key@host) stay in memory: never in pipeline.json nor any record
+        raw = strip_credentials_everywhere(merge(read_yaml(path), parse_set(overrides or [])))
     except ValueError as e:
         raise PipelineError(str(e)) from None
     try:
@@ -139,36 +146,92 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 # --- fingerprints and the plan -------------------------------------------------------------------------------
 
-def constitution_parts(recipe: PipelineRecipe) -> dict[str, str]:
-    """sha256 of what revise reads (critique/revision texts) and what the judge reads (the rest)."""
-    from constitution import DEFAULT_PATH, load_constitution
+# Options that name what a stage reads. A local file or folder there is fingerprinted by its content, never by
+# its name or place; an embedded model name or a Hub id stays a name.
+INPUT_KEYS = frozenset({"prompts", "input", "data", "path", "model", "reward_model", "value_model", "templates",
+                        "run_dir", "eval_dir", "constitution"})
 
-    data = load_constitution(recipe.constitution or DEFAULT_PATH).model_dump(mode="json")
+
+def constitution_parts(path: str | Path) -> dict[str, str]:
+    """sha256 of what revise reads (critique/revision texts), what a judge reads (the rest) and what publish
+    reads (the whole file, shown in the dataset card)."""
+    from constitution import load_constitution
+
+    data = load_constitution(path).model_dump(mode="json")
     principles = data.pop("principles", [])
     revise = [{k: p.get(k) for k in ("id", "critique", "revision", "weight")} for p in principles]
     judge = [{k: v for k, v in p.items() if k not in ("critique", "revision")} for p in principles]
-    return {"revise": sha256_of({**data, "principles": revise}), "judge": sha256_of({**data, "principles": judge})}
+    return {"revise": sha256_of({**data, "principles": revise}), "judge": sha256_of({**data, "principles": judge}),
+            "publish": file_sha256(path)}
+
+
+def input_sha256(path: Path) -> str:
+    """What a stage reads from a local path, by content (plumbing/hashing.py): a file's bytes; a run directory's
+    manifest (stage, spec hash, status, counts, features) and its shards in load order, so neither its
+    path, its start times nor its logs count; a model folder's top-level files (config.json, weights or their
+    index, tokenizer files: what ``from_pretrained`` reads; checkpoints and logs in subfolders are not); any
+    other folder (a template folder) all its files."""
+    from plumbing.hashing import content_sha256, folder_sha256
+    from plumbing.runs import RunError, read_manifest, shard_files
+
+    if path.is_file():
+        return content_sha256(path)
+    if not path.is_dir():  # a pipe or a device: nothing a stage reads as data
+        raise NotADirectoryError(errno.ENOTDIR, "neither a file nor a folder", str(path))
+    try:
+        manifest = read_manifest(path)
+    except RunError:  # no manifest, or not ours: the folder is read as what it is
+        return folder_sha256(path, recursive=not (path / "config.json").is_file())
+    shards = [[f.name.split("-", 1)[0], content_sha256(f)] for f in shard_files(path)]
+    kept = {k: manifest.get(k) for k in ("stage", "spec_sha256", "status", "counts", "features")}
+    return sha256_of({**kept, "shards": shards})
+
+
+class _Reads:
+    """One stage's options with every local input replaced by its content hash (``input_sha256``; the
+    constitution by the part the stage reads) and every folder of this loop's root named relative to it:
+    where the root lies is not what a stage computes, and a stage folder's content is its upstream
+    fingerprint's (it is not there before the stage runs)."""
+
+    def __init__(self, root: str):
+        from generator.models import EMBEDDED
+
+        self.root, self.names, self.memo = root, set(EMBEDDED), {}
+
+    def of(self, stage: str, value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: self.of(stage, v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.of(stage, v, key) for v in value]
+        if not isinstance(value, str):
+            return value
+        if value == self.root or value.startswith(self.root + os.sep):
+            return "<root>" + value[len(self.root):]
+        path = Path(value).expanduser()
+        if key not in INPUT_KEYS or value in self.names or not path.exists():
+            return value
+        real = str(path.resolve())
+        try:
+            if key == "constitution":
+                part = stage if stage in ("revise", "publish") else "judge"
+                return {"constitution": self._memo(("constitution", real), constitution_parts, path)[part]}
+            return {"sha256": self._memo(real, input_sha256, path)}
+        except OSError as e:
+            raise PipelineError(f"stage {stage}: {key} {value}: cannot be read ({e.strerror or e})") from None
+
+    def _memo(self, key: Any, fn: Callable, path: Path) -> Any:
+        if key not in self.memo:  # a model or a prompt file read by several stages is hashed once per plan
+            self.memo[key] = fn(path)
+        return self.memo[key]
 
 
 def fingerprints(recipe: PipelineRecipe, configs: dict[str, dict]) -> dict[str, str]:
     """Each listed stage's fingerprint (module docstring), in the loop's order."""
-    parts = constitution_parts(recipe)
-    prompts_sha = file_sha256(recipe.prompts_file())
+    reads = _Reads(str(Path(recipe.root)))
     out: dict[str, str] = {}
     for stage in recipe.stages:
-        reads = {"prompts": prompts_sha} if stage in ("generate", "revise", "ppo", "eval") else {}
-        data = recipe.grpo.get("data") if stage == "grpo" else None
-        data = data.get("path") if isinstance(data, dict) else data
-        if data and Path(data).is_file():  # GRPO's own problems file (a run directory has its own spec)
-            reads["data"] = file_sha256(data)
-        if stage == "revise":
-            reads["constitution"] = parts["revise"]
-        if stage in ("judge", "eval") or (stage == "grpo" and "judge" in recipe.grpo.get("reward_funcs", [])):
-            reads["constitution"] = parts["judge"]
         upstream = {s: out[s] for s in UPSTREAM[stage] if s in out}
-        # where the root lies is not what a stage computes: a copied or moved root keeps its fingerprints
-        config = json.loads(json.dumps(configs[stage]).replace(json.dumps(str(Path(recipe.root)))[1:-1], "<root>"))
-        out[stage] = sha256_of({"stage": stage, "config": config, "reads": reads, "upstream": upstream})
+        out[stage] = sha256_of({"stage": stage, "config": reads.of(stage, configs[stage]), "upstream": upstream})
     return out
 
 

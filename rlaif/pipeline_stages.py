@@ -77,6 +77,8 @@ def stage_inputs(recipe, stage: str) -> dict[str, Any]:
                "quiet": True, **({"data": str(data)} if data else {}), **getattr(recipe, stage)}
         if stage == "ppo":
             raw.setdefault("reward_model", str(recipe.path("reward")))
+        if stage == "grpo" and "judge" in raw.get("reward_funcs", []):  # the loop's constitution, unless it names one
+            raw["judge"] = {"constitution": _const_path(recipe), **(raw.get("judge") or {})}
         return raw
     if stage == "eval":
         judge = {"constitution": _const_path(recipe), "model": recipe.model, **recipe.judge}

@@ -57,35 +57,247 @@ def test_from_and_until(tmp_path):
         plan(r, fps, done, until="ppo")
 
 
-def _edited(tmp_path: Path, field: str) -> Path:
-    data = yaml.safe_load(DEFAULT.read_text())
+def _finished(r: PipelineRecipe) -> dict:
+    """pipeline.json after every stage of ``r`` finished."""
+    fps = fingerprints(r, build_all(r))
+    return {"stages": {s: {"fingerprint": fps[s], "finished": "t0"} for s in r.stages}}
+
+
+def _replan(r: PipelineRecipe, state: dict) -> dict[str, str]:
+    return _actions(plan(r, fingerprints(r, build_all(r)), state))
+
+
+def _edit_principle(path: Path, field: str) -> None:
+    data = yaml.safe_load(path.read_text())
     data["principles"][0][field] = data["principles"][0][field] + " Be brief."
-    path = tmp_path / f"{field}.yaml"
     path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_a_principle_edit_reaches_only_the_stages_that_read_it(tmp_path):
-    base = recipe(tmp_path, constitution=str(DEFAULT))
-    fps = fingerprints(base, build_all(base))
-    done = {"stages": {s: {"fingerprint": fps[s], "finished": "t0"} for s in base.stages}}
-    compare = recipe(tmp_path, constitution=str(_edited(tmp_path, "compare")))
-    steps = plan(compare, fingerprints(compare, build_all(compare)), done)
-    # judge reads the comparison questions; the revise stage's fingerprint names the file's path, so it is
-    # compared on a copy of the same recipe with only the text changed
-    assert _actions(steps)["judge"] == "run" and _actions(steps)["dpo"] == "run" and _actions(steps)["eval"] == "run"
-    assert _actions(steps)["generate"] == "reuse"
-    critique = recipe(tmp_path, constitution=str(_edited(tmp_path, "critique")))
-    fc = fingerprints(critique, build_all(critique))
-    fj = fingerprints(compare, build_all(compare))
-    assert fc["judge"] != fj["judge"] or fc["revise"] != fj["revise"]
-    # what each stage reads: the critique edit leaves the judge's constitution part alone, and the reverse
-    from rlaif.pipeline import constitution_parts
+    """Each edit is made in place, so the recipe names the same file before and after: only its content moves
+    the plan."""
+    const = tmp_path / "constitution.yaml"
+    shutil.copy(DEFAULT, const)
+    r = recipe(tmp_path, constitution=str(const))
+    done = _finished(r)
+    assert set(_replan(r, done).values()) == {"reuse"}
+    _edit_principle(const, "compare")  # the judge (and eval's judge) read the comparison questions
+    assert _replan(r, done) == {"generate": "reuse", "revise": "reuse", "sft": "reuse", "judge": "run", "dpo": "run",
+                                "eval": "run"}
+    shutil.copy(DEFAULT, const)  # the old text again: nothing to do
+    assert set(_replan(r, done).values()) == {"reuse"}
+    _edit_principle(const, "critique")  # revise reads the critiques; the judge does not
+    assert _replan(r, done) == {"generate": "reuse", "revise": "run", "sft": "run", "judge": "reuse", "dpo": "run",
+                                "eval": "run"}
+    moved = tmp_path / "elsewhere.yaml"
+    shutil.copy(DEFAULT, moved)  # the same text under another name: the content, not the path
+    assert set(_replan(recipe(tmp_path, constitution=str(moved)), done).values()) == {"reuse"}
 
-    parts = {k: constitution_parts(recipe(tmp_path, constitution=str(v)))
-             for k, v in (("base", DEFAULT), ("compare", tmp_path / "compare.yaml"), ("critique", tmp_path / "critique.yaml"))}
-    assert parts["compare"]["revise"] == parts["base"]["revise"] and parts["compare"]["judge"] != parts["base"]["judge"]
-    assert parts["critique"]["judge"] == parts["base"]["judge"] and parts["critique"]["revise"] != parts["base"]["revise"]
+
+def _reads_by_content(tmp_path: Path, make, first: Path, edit, reran: set[str], noise=None) -> None:
+    """``make(path)`` is a recipe one of whose stages reads ``path``, finished once. Nothing changed: every
+    stage is reused; ``noise(path)`` (what no stage reads) changes nothing either; ``edit(path)``: the stages
+    in ``reran`` run and the rest are reused; the unedited input copied to another place: reused."""
+    r = make(first)
+    done = _finished(r)
+    assert set(_replan(r, done).values()) == {"reuse"}
+    moved = tmp_path / "moved" / first.name
+    moved.parent.mkdir()
+    (shutil.copytree if first.is_dir() else shutil.copy)(first, moved)
+    if noise is not None:
+        noise(first)
+        assert set(_replan(r, done).values()) == {"reuse"}
+    edit(first)
+    after = _replan(r, done)
+    assert {s for s, a in after.items() if a == "run"} == reran and \
+        {a for s, a in after.items() if s not in reran} <= {"reuse"}, after
+    assert set(_replan(make(moved), done).values()) == {"reuse"}
+
+
+def _append_prompt(path: Path) -> None:
+    path.write_text(path.read_text() + '{"prompt": "Name a prime number."}\n')
+
+
+# A stage's own file: (the stages listed, the stage and the key naming the file, what an edit re-runs)
+OWN_FILES = {
+    "generate-prompts": (["generate", "revise"], "generate", "prompts", {"generate"}),
+    "revise-prompts": (["generate", "revise"], "revise", "prompts", {"revise"}),
+    "eval-prompts": (["revise", "sft", "eval"], "eval", "prompts", {"eval"}),
+    "sft-data": (["revise", "sft"], "sft", "data", {"sft"}),
+    "ppo-data": (["generate", "judge", "reward", "ppo"], "ppo", "data", {"ppo"}),
+    "grpo-data": (["grpo"], "grpo", "data", {"grpo"}),
+    "judge-constitution": (["generate", "judge", "dpo"], "judge", "constitution", {"judge", "dpo"}),
+}
+
+
+@pytest.mark.parametrize("case", list(OWN_FILES))
+def test_a_stages_own_file_is_read_by_content(tmp_path, case):
+    stages, stage, key, reran = OWN_FILES[case]
+    if key == "constitution":
+        path, edit = tmp_path / "own.yaml", lambda p: _edit_principle(p, "compare")
+        shutil.copy(DEFAULT, path)
+    else:
+        path, edit = tmp_path / "own.jsonl", _append_prompt
+        path.write_text('{"prompt": "What is 2 + 2?", "answer": "4"}\n')
+    extra = {"reward_funcs": ["gsm8k"]} if stage == "grpo" else {}
+    _reads_by_content(tmp_path, lambda p: recipe(tmp_path, stages=stages, **{stage: {key: str(p), **extra}}),
+                      path, edit, reran)
+
+
+# A template folder: (the stages listed, the stage, the template it shadows, what an edit re-runs)
+TEMPLATE_FOLDERS = {"judge": (["generate", "judge"], "judge/pairwise.jinja", {"judge"}),
+                    "revise": (["generate", "revise"], "critique.jinja", {"revise"})}
+
+
+@pytest.mark.parametrize("stage", list(TEMPLATE_FOLDERS))
+def test_a_template_folder_is_read_by_content(tmp_path, stage):
+    stages, name, reran = TEMPLATE_FOLDERS[stage]
+    folder = tmp_path / "templates"
+    (folder / name).parent.mkdir(parents=True)
+    shutil.copy(ROOT / "prompts" / name, folder / name)
+
+    def edit(p: Path) -> None:
+        (p / name).write_text((p / name).read_text() + "\nAnswer with one letter.\n")
+
+    def noise(p: Path) -> None:  # an editor's swap file
+        (p / name).with_name(f".{Path(name).name}.swp").write_text("x")
+
+    _reads_by_content(tmp_path, lambda p: recipe(tmp_path, stages=stages, **{stage: {"templates": str(p)}}),
+                      folder, edit, reran, noise)
+
+
+def _run_dir(path: Path, prompts: list[str], overwrite: bool = False) -> None:
+    """A finished run directory of ``prompts`` (plumbing/runs.py), as `rlaif data gsm8k` writes one."""
+    from datasets import Features, Value
+
+    from plumbing.hashing import item_id
+    from plumbing.runs import RunWriter
+
+    features = Features({"id": Value("string"), "prompt": Value("string"), "answer": Value("string")})
+    writer = RunWriter(path, "data", {"source": "test"}, features, overwrite=overwrite)
+    writer.write([{"id": item_id(i), "prompt": p, "answer": "4"} for i, p in enumerate(prompts)])
+    writer.finish()
+
+
+def test_a_run_directory_read_as_data_is_read_by_content(tmp_path):
+    """GRPO's problems from a run directory: its rows count, not its path, its start times or its logs."""
+    run = tmp_path / "problems"
+    _run_dir(run, ["What is 2 + 2?", "What is 3 + 3?"])
+
+    def noise(p: Path) -> None:  # started again with nothing left to do: a new start time, an updated manifest
+        _run_dir(p, [])
+        assert len(json.loads((p / "manifest.json").read_text())["runtimes"]) == 2
+
+    def edit(p: Path) -> None:  # the same spec and the same number of rows, one row's text changed
+        _run_dir(p, ["What is 2 + 2?", "What is 5 + 5?"], overwrite=True)
+
+    _reads_by_content(tmp_path, lambda p: recipe(tmp_path, stages=["grpo"], grpo={"data": str(p),
+                                                                                  "reward_funcs": ["gsm8k"]}),
+                      run, edit, {"grpo"}, noise)
+
+
+# A model folder: (the stages listed, the recipe with the folder at MODEL, what an edit re-runs)
+MODEL_FOLDERS = {
+    "start model": (["generate", "revise", "sft", "judge", "dpo", "eval"], {"model": "MODEL"},
+                    {"generate", "revise", "sft", "judge", "dpo", "eval"}),
+    "reward model": (["generate", "judge", "reward", "ppo"], {"ppo": {"reward_model": "MODEL"}}, {"ppo"}),
+    "judge model": (["generate", "judge", "reward"], {"judge": {"model": "MODEL"}}, {"judge", "reward"}),
+}
+
+
+def _model_folder(path: Path) -> Path:
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    (path / "model.safetensors").write_bytes(b"\x00" * 4096)
+    (path / "tokenizer.json").write_text("{}")
+    return path
+
+
+@pytest.mark.parametrize("role", list(MODEL_FOLDERS))
+def test_a_model_folder_is_read_by_content(tmp_path, role):
+    stages, over, reran = MODEL_FOLDERS[role]
+
+    def edit(p: Path) -> None:  # trained again in place: same names, same sizes, other weights
+        (p / "model.safetensors").write_bytes(b"\x01" * 4096)
+
+    def noise(p: Path) -> None:  # what from_pretrained does not read: a checkpoint, the Hub's download cache
+        (p / "checkpoint-1").mkdir()
+        (p / "checkpoint-1" / "optimizer.pt").write_bytes(b"x")
+        (p / ".cache").mkdir()
+        (p / ".cache" / "model.safetensors.metadata").write_text("etag")
+
+    def make(p: Path) -> PipelineRecipe:
+        return recipe(tmp_path, stages=stages, **json.loads(json.dumps(over).replace('"MODEL"', json.dumps(str(p)))))
+
+    _reads_by_content(tmp_path, make, _model_folder(tmp_path / "model"), edit, reran, noise)
+
+
+def test_an_embedded_model_name_stays_a_name(tmp_path, monkeypatch):
+    """A folder that happens to carry the embedded model's name is not what the stages load."""
+    monkeypatch.chdir(tmp_path)
+    r = recipe(tmp_path, stages=["generate"])
+    before = fingerprints(r, build_all(r))
+    _model_folder(tmp_path / r.model)
+    assert fingerprints(r, build_all(r)) == before
+
+
+def test_big_files_are_hashed_once_per_stamp(tmp_path, monkeypatch):
+    """The cache that keeps a model's weights from being read on every plan (plumbing/hashing.py): a second
+    look reads nothing, an edit is seen even when the size and mtime are put back, a copy hashes the same."""
+    import os
+
+    from plumbing import hashing
+
+    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hashing, "BIG_FILE", 16)
+    monkeypatch.setattr(hashing, "SETTLE_NS", 0)
+    reads = []
+    monkeypatch.setattr(hashing, "file_sha256", lambda p, f=hashing.file_sha256: reads.append(p) or f(p))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"a" * 64)
+    first = hashing.content_sha256(weights)
+    assert hashing.content_sha256(weights) == first and len(reads) == 1
+    stat = weights.stat()
+    weights.write_bytes(b"b" * 64)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `cp -p` or `touch -r` could
+    assert hashing.content_sha256(weights) == hashing.file_sha256(weights) != first and len(reads) == 3
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(weights, copy)
+    assert hashing.content_sha256(copy) == hashing.content_sha256(weights)
+    small = tmp_path / "small.json"
+    small.write_text("{}")  # below BIG_FILE: hashed every time, never kept
+    hashing.content_sha256(small)
+    assert str(small.resolve()) not in json.loads(hashing.cache_file().read_text())
+
+
+def test_an_input_that_cannot_be_read_is_one_line(tmp_path, run_cli):
+    import os
+
+    fifo = tmp_path / "problems"
+    os.mkfifo(fifo)  # there, but neither a file nor a folder
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "root": str(tmp_path / "root"), "stages": ["grpo"],
+                                    "grpo": {"data": str(fifo), "reward_funcs": ["gsm8k"]}}))
+    res = run_cli("run", str(path), "--dry-run", env={"RLAIF_NO_MODEL": "1"})
+    assert res.returncode == 2 and res.stderr.strip() == f"error: stage grpo: data {fifo}: cannot be read (neither a file nor a folder)"
+
+
+def test_grpos_judge_reward_reads_the_loops_constitution(tmp_path):
+    """The judge reward judges by the recipe's constitution (not the built-in one), so an edit of its questions
+    re-runs GRPO; a constitution of the stage's own wins."""
+    from rlaif.pipeline_stages import build
+
+    const, data = tmp_path / "constitution.yaml", tmp_path / "problems.jsonl"
+    shutil.copy(DEFAULT, const)
+    data.write_text('{"prompt": "Say hello."}\n')
+    r = recipe(tmp_path, constitution=str(const), stages=["grpo"], grpo={"data": str(data), "reward_funcs": ["judge"]})
+    assert build(r, "grpo").judge.constitution == str(const)
+    own = recipe(tmp_path, constitution=str(const), stages=["grpo"],
+                 grpo={"data": str(data), "reward_funcs": ["judge"], "judge": {"constitution": str(DEFAULT)}})
+    assert build(own, "grpo").judge.constitution == str(DEFAULT)
+    done = _finished(r)
+    _edit_principle(const, "compare")
+    assert _replan(r, done) == {"grpo": "run"}
 
 
 def test_recipe_checks(tmp_path):
@@ -190,9 +402,10 @@ def test_shipped_pipeline_recipes_load_and_plan(name, tmp_path):
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "hi"}\n')
-    r = load_pipeline(ROOT / "recipes" / name, [f"root={tmp_path / 'root'}", f"prompts={prompts}"])
-    steps = plan(r, fingerprints(r, build_all(r)), {"stages": {}})
-    assert [s.stage for s in steps] == r.stages and {s.action for s in steps} == {"run"}
+    sets = [f"root={tmp_path / 'root'}", f"prompts={prompts}"]
+    done = _finished(load_pipeline(ROOT / "recipes" / name, sets))
+    again = load_pipeline(ROOT / "recipes" / name, sets)  # loaded anew: the same fingerprints, so all is reused
+    assert set(_replan(again, done).values()) == {"reuse"}
 
 
 def test_the_demo_is_the_cpu_pipeline_recipe(tmp_path):
@@ -309,4 +522,3 @@ def test_a_second_run_on_a_root_in_use_is_refused(tmp_path):
         with pytest.raises(PipelineError, match="another `rlaif run` is using it"):
             run_pipeline(r, say=lambda _: None)
     assert sorted(p.name for p in root.iterdir()) == [LOCK]  # nothing written
-    assert plan(r, fingerprints(r, build_all(r)), {"stages": {}})[0].action == "run"
