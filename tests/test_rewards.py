@@ -52,6 +52,9 @@ def test_gsm8k_scores_every_gold_solution(shared_data):
     gold = [r["answer"] for r in rows]
     reward = get_reward("gsm8k")
     assert reward(None, gold, answer=gold) == [1.0] * 1000
+    # the marked answer is read as the integer GSM8K wrote after its last ####, never another number
+    written = [int(g.rsplit("####", 1)[1].strip().replace(",", "")) for g in gold]
+    assert [gsm8k_mod.parse_number(gsm8k_mod.final_answer(g) or "") for g in gold] == written
 
     def plus_one(solution: str) -> str:
         head, tail = solution.rsplit("####", 1)
