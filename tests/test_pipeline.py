@@ -43,6 +43,13 @@ def test_fresh_then_reused_then_resumed(tmp_path):
                                               "judge": "resume", "dpo": "run", "eval": "run"}
 
 
+def test_a_moved_root_keeps_its_fingerprints(tmp_path):
+    """Stage folders count by their stage's fingerprint, not where the root lies (a copied root reuses)."""
+    here, there = recipe(tmp_path), recipe(tmp_path, root=str(tmp_path / "elsewhere" / "copy"))
+    assert "<root>" not in json.dumps(build_all(here)) and str(tmp_path / "root" / "sft") in json.dumps(build_all(here))
+    assert fingerprints(here, build_all(here)) == fingerprints(there, build_all(there))
+
+
 def test_from_and_until(tmp_path):
     r = recipe(tmp_path)
     fps = fingerprints(r, build_all(r))
