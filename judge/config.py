@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from generator.engines.options import ModelName, ServerURL
+
 LAYOUTS = ("cai", "shared-prefix")
 # The layout of direct (option-letter) judging when none is named; CoT has only the CAI layout.
 DEFAULT_LAYOUT = "cai"
@@ -24,12 +26,12 @@ class JudgeConfig(BaseModel):
                                                 "(jsonl/json/parquet/csv with prompt, response_a, response_b).")
     out: str | None = Field(None, description="Output run directory of the preference data.")
     constitution: str | None = Field(None, description="Constitution YAML file; default: the built-in one.")
-    model: str = Field("smollm2-135m", description="Judge model: an embedded name, a folder or a Hub id.")
+    model: ModelName = Field("smollm2-135m", description="Judge model: an embedded name, a folder or a Hub id.")
     engine: str = Field("auto", description="Inference engine: auto (openai when base URLs are given, else vllm "
                                             "if installed, else transformers) | vllm | openai | transformers "
                                             "(fake for tests).")
-    base_urls: list[str] = Field(default_factory=list,
-                                 description="OpenAI-compatible server URLs for --engine openai (runtime only).")
+    base_urls: list[ServerURL] = Field(default_factory=list, description="OpenAI-compatible server URLs for "
+                                       "--engine openai (runtime only; credentials in a URL stay in memory).")
     principles_per_pair: int = Field(4, ge=1, description="Principles sampled (by weight) per pair; "
                                                           "their probabilities are ensembled.")
     orders: Literal["both", "one"] = Field("both", description="'both' scores each pair in both option orders "

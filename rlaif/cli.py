@@ -96,10 +96,18 @@ def _describe(exc: BaseException) -> str:
             return f"{msg}{more}"
         got = first.get("input")
         shown = f" (got {got!r})" if isinstance(got, int | float | str) and len(repr(got)) <= 40 else ""
+        if isinstance(got, str) and _looks_like_token(got):
+            shown = ""  # a token pasted into an option is refused without being repeated
         return f"--{names[-1].replace('_', '-')}: {msg}{shown}{more}"
     if isinstance(exc, FileNotFoundError) and exc.filename:
         return f"{exc.filename}: no such file or folder"
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _looks_like_token(text: str) -> bool:
+    from generator.engines.options import looks_like_token
+
+    return looks_like_token(text)
 
 
 def exit_on_sigterm() -> None:

@@ -57,8 +57,12 @@ OUR_PACKAGES = frozenset({"plumbing", "constitution", "prompts", "generator", "j
 LOGGED_COMMANDS: dict[str, str | None] = {"generate": None, "revise": None, "judge": None, "judge-eval": None,
                                           "publish": None, "demo": None, "eval": None, "run": None}
 
-# Hub user access tokens are "hf_" + 34 letters and digits; 20 leaves room for other lengths.
-HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
+# Hub user access tokens are "hf_" + 34 letters; shorter ones (older, or pasted in part) are masked from 5
+# characters on when they hold a capital or a digit (a library's hf_transfer or hf_overrides is left alone).
+HF_TOKEN = re.compile(r"hf_(?:[A-Za-z0-9]{20,}|(?=[a-z]*[A-Z0-9])[A-Za-z0-9]{5,19})(?![A-Za-z0-9])")
+API_KEY = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{16,}")  # OpenAI-style keys
+URL_USERINFO = re.compile(r"(?<=://)[^/?#\s@]+@")  # http://user:password@host
+HUB_TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # masked whatever their length
 SECRET_NAME = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY)(_|$)", re.I)
 MIN_SECRET = 8  # shorter values ("1", "false") would mask ordinary words
 DRAIN_SECONDS = 5.0  # how long the exit waits for child processes still holding the pipe
@@ -73,15 +77,15 @@ _capture: Capture | None = None
 def secret_values(environ: dict[str, str] | None = None) -> list[str]:
     """Values of the environment variables named like secrets, longest first."""
     env = os.environ if environ is None else environ
-    return sorted({v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= MIN_SECRET}, key=len,
-                  reverse=True)
+    return sorted({v for k, v in env.items() if SECRET_NAME.search(k) and
+                   (len(v) >= MIN_SECRET or (k.upper() in HUB_TOKEN_NAMES and v.strip()))}, key=len, reverse=True)
 
 
 def redact(text: str, secrets: list[str] | None = None) -> str:
-    """``text`` with Hub tokens and secret environment values replaced by ``***``."""
+    """``text`` with Hub tokens, API keys, URL credentials and secret environment values replaced by ``***``."""
     for value in secret_values() if secrets is None else secrets:
         text = text.replace(value, "***")
-    return HF_TOKEN.sub("hf_***", text)
+    return URL_USERINFO.sub("***@", API_KEY.sub("sk-***", HF_TOKEN.sub("hf_***", text)))
 
 
 class OurRecords(logging.Filter):

@@ -240,3 +240,222 @@ def test_every_package_we_ship_counts_as_ours():
         error = type("SomeError", (ValueError,), {"__module__": f"{package}.module"})
         assert is_user_error(error("bad input")), package
     assert not is_user_error(RuntimeError("a bug"))
+
+
+# --- a secret pasted anywhere a user could paste one ---------------------------------------------------------
+
+URL_PASSWORD = "Zq81xKpw7Tm"  # no token shape: only stripping, not masking, keeps it out
+KEY = "key-Rr52LmQ0vv"  # the openai engine's API key, in a key file
+MODEL_TOKEN = "hf_AbCdEf1234"  # a short Hub token pasted as --model
+EXTRA_KEY = "Xy9Extra77"  # a server key pasted into `rlaif engine serve --extra`
+SHORT_HF_TOKEN = "hf_w1"  # an HF_TOKEN shorter than any token pattern: masked by its value
+PASTED = (URL_PASSWORD, KEY, MODEL_TOKEN, EXTRA_KEY, TOKEN)
+
+
+class AuthOpenAI(BaseHTTPRequestHandler):
+    """An OpenAI-shaped server that answers only requests carrying HTTP Basic ``me:URL_PASSWORD`` or Bearer ``KEY``
+    (401 otherwise), and keeps every request: /v1/models, /v1/chat/completions, /v1/completions (option
+    logprobs) and /tokenize, what the openai engine calls for generate and judge."""
+
+    requests: list[dict] = []
+    basic = "Basic " + base64.b64encode(f"me:{URL_PASSWORD}".encode()).decode()
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, code: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _answer(self, body: dict) -> None:
+        auth = self.headers.get("Authorization")
+        AuthOpenAI.requests.append({"path": self.path, "auth": auth, "body": body,
+                                    "headers": {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"}})
+        if auth not in (self.basic, f"Bearer {KEY}"):
+            return self._send(401, {"error": {"message": "unauthorized"}})
+        if self.path == "/v1/models":
+            return self._send(200, {"data": [{"id": "served-model", "object": "model", "owned_by": "fake",
+                                              "root": "served-model", "max_model_len": 4096}]})
+        if self.path == "/tokenize":
+            text = body.get("prompt") or json.dumps(body.get("messages"))
+            return self._send(200, {"count": len(text.split())})
+        n = body.get("n", 1)
+        if self.path == "/v1/chat/completions":
+            choices = [{"index": i, "message": {"role": "assistant", "content": f"answer {i}"}, "finish_reason": "stop"}
+                       for i in range(n)]
+        elif body.get("logprobs"):  # a judge's option logprobs at one position
+            choices = [{"index": 0, "text": "A", "finish_reason": "length",
+                        "logprobs": {"top_logprobs": [{"A": -0.4, "B": -1.1}]}}]
+        else:
+            choices = [{"index": i, "text": f"answer {i}", "finish_reason": "stop"} for i in range(n)]
+        self._send(200, {"choices": choices, "usage": {"prompt_tokens": 5, "completion_tokens": 2 * n}})
+
+    def do_GET(self):
+        self._answer({})
+
+    def do_POST(self):
+        self._answer(json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}"))
+
+
+@pytest.fixture
+def auth_server():
+    AuthOpenAI.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AuthOpenAI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def parquet_text(path: Path) -> str:
+    """A parquet file's rows as JSON text (its bytes may be compressed)."""
+    import pyarrow.parquet as pq
+
+    return json.dumps(pq.read_table(path).to_pylist(), default=str)
+
+
+def test_a_secret_pasted_anywhere_is_in_no_file_no_console_no_log(tmp_path, auth_server):
+    """Every place a user could paste a secret, through the real CLI with --verbose: HF_TOKEN (long and short) in
+    the environment, a server password in --base-url and in a pipeline recipe's base_urls, an API key in a key
+    file, a token as --model, a key in `rlaif engine serve --extra`. Afterwards no written file (runs, manifests,
+    pipeline.json, parquet rows, logs, report), no console line and no request path or body holds any of them;
+    the server got them only in the Authorization header."""
+    from constitution import DEFAULT_PATH
+
+    root = tmp_path / "out"
+    root.mkdir()
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "How do I pick a lock?"}\n{"prompt": "Name a colour."}\n')
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(KEY + "\n")
+    url = f"http://me:{URL_PASSWORD}@127.0.0.1:{auth_server}/v1"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"name: secrets\nroot: {root / 'loop'}\nprompts: {prompts}\nmodel: served-model\n"
+                      f"stages: [generate, judge]\nengine: {{base_urls: ['{url}']}}\n"
+                      f"generate: {{n: 2, max_tokens: 8}}\njudge: {{base_urls: ['{url}'], principles_per_pair: 1}}\n")
+    plain = f"http://127.0.0.1:{auth_server}/v1"
+    steps = {
+        "generate-url": ("generate", "--prompts", prompts, "--out", root / "gen", "--base-url", url,
+                         "--model", "served-model", "--n", "2", "--max-tokens", "8"),
+        "judge-url": ("judge", "--input", root / "gen", "--out", root / "prefs", "--base-url", url, "--model",
+                      "served-model", "--constitution", DEFAULT_PATH, "--principles-per-pair", "1"),
+        "generate-key-file": ("generate", "--prompts", prompts, "--out", root / "gen-key", "--base-url", plain,
+                              "--model", "served-model", "--max-tokens", "8"),
+        "run-recipe": ("run", recipe),
+        "model-token": ("generate", "--prompts", prompts, "--out", root / "gen-token", "--engine", "fake",
+                        "--model", MODEL_TOKEN),
+        "serve-extra-key": ("engine", "serve", "--print-command", "--extra", f"--api-key {EXTRA_KEY}"),
+        "serve-key-file": ("engine", "serve", "--print-command", "--api-key-file", key_file),
+    }
+    env = {"HF_HOME": str(tmp_path / "hf-home"), "RLAIF_OPENAI_API_KEY_FILE": str(key_file)}
+    results = {name: rlaif("--verbose", *args, env=env) for name, args in steps.items()}
+    # an HF_TOKEN shorter than any token pattern, quoted by an error line (the input's name holds it)
+    results["short-hf-token"] = rlaif("--verbose", "judge", "--input", tmp_path / f"in-{SHORT_HF_TOKEN}",
+                                      "--out", root / "never", env={**env, "HF_TOKEN": SHORT_HF_TOKEN})
+
+    expected_codes = {"model-token": 2, "serve-extra-key": 2, "short-hf-token": 2}
+    for name, res in results.items():
+        assert res.returncode == expected_codes.get(name, 0), (name, res.stderr[-3000:])
+    assert "looks like an access token" in results["model-token"].stderr
+    assert "--api-key-file" in results["serve-extra-key"].stderr
+    assert 'VLLM_API_KEY="$(cat ' in results["serve-key-file"].stdout  # the key stays in its file
+    assert "in-***: no such file or folder" in results["short-hf-token"].stderr  # masked by its value
+
+    console = "".join(res.stdout + res.stderr for res in results.values())
+    written = files_under(root)
+    texts = {p: parquet_text(p) if p.suffix == ".parquet" else data.decode("utf-8", "replace")
+             for p, data in written.items()}
+    for secret in (*PASTED, SHORT_HF_TOKEN):
+        assert secret not in console, secret
+        assert not [str(p) for p, data in written.items() if secret.encode() in data], secret
+        assert not [str(p) for p, text in texts.items() if secret in text], secret
+    # the walk covered each stage's manifest, rows and log, the loop's pipeline.json and report
+    names = {str(p.relative_to(root)) for p in written}
+    for expected in ("gen/manifest.json", "gen/logs/rlaif.log", "prefs/manifest.json", "prefs/logs/rlaif.log",
+                     "gen-key/manifest.json", "loop/pipeline.json", "loop/report.md", "loop/logs/rlaif.log",
+                     "loop/generate/manifest.json", "loop/judge/manifest.json"):
+        assert expected in names, expected
+    assert any(n.startswith("prefs/data/") and n.endswith(".parquet") for n in names)
+    assert not any(n.startswith(("gen-token", "never")) for n in names)  # refused before anything was written
+    state = json.loads((root / "loop" / "pipeline.json").read_text())
+    assert state["recipe"]["judge"]["base_urls"] == [plain]  # recorded, without the password
+
+    # the server got the password and the key in the Authorization header only, and both were used
+    auths = {r["auth"] for r in AuthOpenAI.requests}
+    assert {AuthOpenAI.basic, f"Bearer {KEY}"} <= auths and None not in auths
+    for r in AuthOpenAI.requests:
+        rest = json.dumps([r["path"], r["body"], r["headers"]])
+        assert not [s for s in PASTED if s in rest], r["path"]
+
+
+def test_the_openai_engine_sends_url_credentials_as_basic_auth_and_shows_the_url_without_them(auth_server):
+    from generator.engines import Sampling
+    from generator.engines.openai_engine import OpenAIEngine
+    from generator.engines.options import EngineOptions
+
+    AuthOpenAI.requests = []
+    url = f"http://me:{URL_PASSWORD}@127.0.0.1:{auth_server}/v1/"
+    options = EngineOptions(model="served-model", base_urls=[url])
+    assert options.base_urls == [f"http://127.0.0.1:{auth_server}/v1/"]  # parsed without the password
+    assert URL_PASSWORD not in options.model_dump_json()
+    engine = options.build()  # the password, kept in memory, reaches the server
+    try:
+        assert engine.generate(["hi"], Sampling(max_tokens=4))[0][0].text == "answer 0"
+        assert engine.base_urls == [f"http://127.0.0.1:{auth_server}/v1"]
+        assert list(engine.stats()["hits"]) == engine.base_urls
+    finally:
+        engine.close()
+    assert [r["auth"] for r in AuthOpenAI.requests] == [AuthOpenAI.basic] * 2  # /v1/models, /v1/completions
+
+    wrong = OpenAIEngine("served-model", base_urls=[f"http://me:nope@127.0.0.1:{auth_server}/v1"], retries=1)
+    try:  # the server's refusal names the URL, never the password
+        with pytest.raises(Exception) as refused:
+            wrong.generate(["hi"], Sampling(max_tokens=4))
+        assert "401" in str(refused.value) and "nope" not in str(refused.value)
+        assert f"http://127.0.0.1:{auth_server}/v1" in str(refused.value)
+    finally:
+        wrong.close()
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "gpt2", "Qwen/Qwen2.5-0.5B-Instruct", "Qwen2.5-0.5B-Instruct",
+                                  "TinyLlama-1.1B-Chat-v1.0", "distilbert-base-uncased-finetuned-sst-2-english",
+                                  "./runs/sft", "/models/hf_AbCdEf1234", "served-model", "hf_tiny",
+                                  "ThisIsAVeryLongCamelCase2Model"])
+def test_real_model_names_are_not_taken_for_tokens(name):
+    from generator.engines.options import looks_like_token
+
+    assert not looks_like_token(name)
+
+
+@pytest.mark.parametrize("name", [MODEL_TOKEN, TOKEN, "sk-proj-abcdefghijklmnop1234", "ghp_" + "a1B2" * 9,
+                                  "aB3dE5fG7hI9jK1lM3nO5pQ7rS"])
+def test_token_shaped_model_names_are_refused_without_being_shown(name):
+    from pydantic import ValidationError
+
+    from generator.engines.options import EngineOptions
+    from judge.config import JudgeConfig
+    from rlaif.cli import _one_line
+
+    for build in (lambda: EngineOptions(model=name, engine="fake"), lambda: JudgeConfig(model=name, engine="fake")):
+        with pytest.raises(ValidationError) as refused:
+            build()
+        line = _one_line(refused.value)
+        assert line.startswith("--model: this looks like an access token") and name not in line
+
+
+def test_redact_masks_short_hub_tokens_api_keys_url_credentials_and_short_hub_token_values():
+    from rlaif.logs import redact, secret_values
+
+    assert redact(f"bad token {MODEL_TOKEN}.", secrets=[]) == "bad token hf_***."
+    assert redact("hf_transfer and hf_overrides={} stay", secrets=[]) == "hf_transfer and hf_overrides={} stay"
+    assert redact("key sk-abcdefghijklmnop1234 but task-abcdefghijklmnopqrst", secrets=[]) == \
+        "key sk-*** but task-abcdefghijklmnopqrst"
+    assert redact(f"GET http://me:{URL_PASSWORD}@h:8000/v1/models", secrets=[]) == "GET http://***@h:8000/v1/models"
+    env = {"HF_TOKEN": SHORT_HF_TOKEN, "OPENAI_API_KEY": "abc", "TOKENIZERS_PARALLELISM": "false"}
+    assert secret_values(env) == [SHORT_HF_TOKEN]  # a Hub token whatever its length; other short values are not
+    assert redact(f"token={SHORT_HF_TOKEN}", secret_values(env)) == "token=***"

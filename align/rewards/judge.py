@@ -24,6 +24,7 @@ from itertools import combinations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from align.rewards.base import RewardResult, completion_text, scores
+from generator.engines.options import ServerURL
 from judge.config import JudgeConfig
 from judge.scoring import Pair, judge_pairs
 from plumbing.hashing import item_id
@@ -87,7 +88,7 @@ class JudgeReward(BaseModel):
                        "(with base_urls: the name the servers serve).")
     engine: str = Field("auto", description="auto (openai with base_urls, else vllm if installed, else "
                         "transformers) | vllm | openai | transformers.")
-    base_urls: list[str] = Field(default_factory=list, description="`rlaif engine serve` URLs (openai engine).")
+    base_urls: list[ServerURL] = Field(default_factory=list, description="`rlaif engine serve` URLs (openai engine).")
     principles_per_pair: int = Field(2, ge=1, description="Principles sampled per judged pair.")
     seed: int = Field(0, description="Seed of the principle draw.")
 

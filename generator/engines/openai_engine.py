@@ -17,6 +17,12 @@ Both can be set from the command line of any stage with ``RLAIF_OPENAI_DEADLINE_
 ``RLAIF_OPENAI_RETRIES`` (runtime knobs, never part of a run's spec); each backoff wait is capped
 at ``MAX_BACKOFF_S`` so a restarted server is found within seconds.
 
+Authentication: the API key (``api_key``, else the file named by ``api_key_file`` or
+``RLAIF_OPENAI_API_KEY_FILE``, else ``OPENAI_API_KEY`` or ``VLLM_API_KEY``) is sent as a Bearer token;
+a base URL's own ``user:password@`` (kept in memory by ``generator.engines.options.strip_credentials``)
+is sent as HTTP Basic credentials to that URL only. The URLs the engine shows and records carry no
+credentials (tests/test_secrets.py).
+
 Chat prompts go to ``/v1/chat/completions``, raw strings to ``/v1/completions``; sampling is
 always explicit. Choice scoring asks ``/v1/completions`` for one token with top-k logprobs
 (``choices[0].logprobs.top_logprobs[0]``), never ``echo``/``prompt_logprobs``.
@@ -52,6 +58,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DEADLINE_ENV, RETRIES_ENV = "RLAIF_OPENAI_DEADLINE_S", "RLAIF_OPENAI_RETRIES"
+API_KEY_FILE_ENV = "RLAIF_OPENAI_API_KEY_FILE"  # a file holding the key: never on a command line
 MAX_BACKOFF_S = 5.0
 
 
@@ -67,7 +74,7 @@ class OpenAIEngine(ClosingEngine):
     def __init__(self, model: str | None = None, *, base_urls: Sequence[str] | str | None = None,
                  max_concurrency: int = 16, deadline_s: float | None = None, retries: int | None = None,
                  connect_timeout_s: float = 5.0, backoff_s: float = 0.5, api_key: str | None = None,
-                 max_context: int | None = None, per_request_seed: bool = True, seed: int | None = None):
+                 api_key_file: str | None = None, max_context: int | None = None, per_request_seed: bool = True, seed: int | None = None):
         import httpx
 
         from generator.models import display_name
@@ -75,7 +82,7 @@ class OpenAIEngine(ClosingEngine):
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls or [DEFAULT_BASE_URL])
         if not urls:
             raise EngineError("the openai engine needs at least one base URL (e.g. http://127.0.0.1:8000/v1)")
-        self.base_urls = [u.rstrip("/") for u in urls]
+        self.base_urls, self._auth = _without_credentials(urls)
         self.requested_model = display_name(model)
         self.model = self.requested_model  # what rows record; requests use the id the server gave it
         self._model_id = self.requested_model
@@ -84,7 +91,8 @@ class OpenAIEngine(ClosingEngine):
         self.retries = max(1, int(retries if retries is not None else _env_number(RETRIES_ENV, 4)))
         self.connect_timeout_s = float(connect_timeout_s)
         self.backoff_s = float(backoff_s)
-        key = api_key or os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY")
+        key = (api_key or read_api_key_file(api_key_file or os.environ.get(API_KEY_FILE_ENV))
+               or os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY"))
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._max_context_override = max_context
         # Each sampled request carries its own seed (base.request_seed: the run's seed + the prompt), so
@@ -166,7 +174,10 @@ class OpenAIEngine(ClosingEngine):
                               f"start one with `rlaif engine serve`")
 
     async def _try(self, method: str, url: str, payload: dict | None, timeout, base: str) -> dict:
-        resp = await self._client.request(method, url, json=payload, timeout=timeout)
+        import httpx
+
+        auth = self._auth.get(base, httpx.USE_CLIENT_DEFAULT)
+        resp = await self._client.request(method, url, json=payload, timeout=timeout, auth=auth)
         self._answered = True
         self._stats["hits"][base] += 1
         if resp.status_code >= 500:
@@ -340,6 +351,38 @@ class OpenAIEngine(ClosingEngine):
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(timeout=5)
         loop.close()
+
+
+def read_api_key_file(path: str | None) -> str | None:
+    """The API key in the file at ``path`` (None without a path); a missing or empty file is one clear error."""
+    if not path:
+        return None
+    try:
+        key = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise EngineError(f"API key file {path}: cannot read it ({getattr(e, 'strerror', None) or e}); "
+                          f"write the key alone into a readable text file") from None
+    if not key:
+        raise EngineError(f"API key file {path} is empty; write the key alone into it")
+    return key
+
+
+def _without_credentials(urls: list[str]) -> tuple[list[str], dict]:
+    """The URLs as shown and recorded (no ``user:password@``, no trailing slash), and per URL the HTTP Basic
+    credentials it came with: in the URL itself, or kept in memory when its options were parsed."""
+    import httpx
+
+    from generator.engines.options import split_credentials, url_credentials
+
+    clean, auth = [], {}
+    for url in urls:
+        bare, credentials = split_credentials(url)
+        bare = bare.rstrip("/")
+        credentials = credentials or url_credentials(bare)
+        if credentials is not None:
+            auth[bare] = httpx.BasicAuth(*credentials)
+        clean.append(bare)
+    return clean, auth
 
 
 def _match_model(requested: str, cards: list[dict]) -> tuple[dict, str]:

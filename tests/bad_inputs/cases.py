@@ -498,5 +498,27 @@ ALIGN_PPO = [
     C("bench-ppo-steps-zero", ("bench", "ppo", "--steps", "0"), "--steps"),
 ]
 
+# A secret pasted where it would be recorded or shown: refused without being repeated (tests/test_secrets.py).
+SHORT_HF_TOKEN = "hf_AbCdEf1234"  # shorter than a real Hub token: still a token
+SECRETS = [
+    C("generate-model-looks-like-hub-token", _generate("--engine", "fake", "--model", SHORT_HF_TOKEN),
+      "--model: this looks like an access token, not a model name (not shown)", PROMPTS),
+    C("judge-model-looks-like-api-key", _judge("--engine", "fake", "--model", "sk-proj-abcdefghijklmnop1234"),
+      "--model: this looks like an access token", PAIRS),
+    C("run-judge-model-looks-like-token", ("run", "p.yaml", "--dry-run"), "stage judge: model: this looks like an access token",
+      {"p.yaml": f"name: t\nroot: r\nstages: [generate, judge]\njudge: {{model: {SHORT_HF_TOKEN}}}\n"}),
+    C("generate-base-url-credentials-not-repeated", _generate("--base-url", f"http://me:{SHORT_HF_TOKEN}@h:99999/v1"),
+      "--base-url 'http://h:99999/v1' is not a valid URL", PROMPTS, max_s=BAD_URL_S),
+    C("engine-serve-extra-api-key", _serve("--extra", "--api-key abc123"), "put it in a file and pass --api-key-file"),
+    C("engine-serve-after-dashes-api-key", (*_serve(), "--", "--api_key=abc123"), "pass --api-key-file"),
+    C("engine-serve-extra-hf-token", _serve("--extra", f"--hf-token {SHORT_HF_TOKEN}"), "set HF_TOKEN"),
+    C("engine-serve-extra-host", _serve("--extra", "--host 0.0.0.0"), "use its own --host HOST"),
+    C("engine-serve-api-key-file-missing", _serve("--api-key-file", "key.txt"), "API key file key.txt: cannot read"),
+    C("engine-serve-api-key-file-empty", _serve("--api-key-file", "key.txt"), "API key file key.txt is empty",
+      {"key.txt": "\n"}),
+    C("engine-serve-model-looks-like-token", _serve("--model", SHORT_HF_TOKEN), "--model: this looks like an access"),
+    C("engine-serve-extra-unclosed-quote", _serve("--extra", "--max-num-seqs '64"), "--extra: cannot split it"),
+]
+
 CASES: list[Case] = [*GENERATE, *REVISE, *JUDGE, *JUDGE_EVAL, *PUBLISH, *ALIGN, *DATA, *ALIGN_GRPO, *ENGINE_SERVE,
-                     *CONSTITUTION, *OTHER, *EVAL, *JUDGE_LAYOUT, *ALIGN_PPO]
+                     *CONSTITUTION, *OTHER, *EVAL, *JUDGE_LAYOUT, *ALIGN_PPO, *SECRETS]
