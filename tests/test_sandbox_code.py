@@ -1,5 +1,5 @@
-"""The code sandbox (align/rewards/sandbox.py) against hostile programs: each gets its status within
-its limit, none passes, nothing survives the run (no process with a sandbox uid, no file outside
+"""The code sandbox (align/rewards/sandbox.py), through the code reward's checker (align/rewards/code.py),
+against hostile programs: each gets its status within its limit, none passes, nothing survives the run (no process with a sandbox uid, no file outside
 the removed temp dir), and this test process is unharmed. Short limits keep the file fast."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from align.rewards import sandbox
-from align.rewards.sandbox import Limits, run_many, run_program
+from align.rewards.code import run_tests as run_program
+from align.rewards.code import run_tests_many as run_many
+from align.rewards.sandbox import Limits
 
 pytestmark = pytest.mark.skipif(sandbox.sandbox_unavailable() is not None,
                                 reason=str(sandbox.sandbox_unavailable()))
@@ -97,12 +99,13 @@ HOSTILE = {
                        "builtins.len = lambda x: 3\n"
                        "sys.exit = lambda *a: None\nos._exit = lambda *a: None\n"
                        "def f(x):\n    return []\n", {"fail"}, 4.0),
-    # A made-up sentinel on every fd, then a clean exit: no nonce, no pass.
+    # A made-up sentinel on every fd, then a clean exit: on the result fd it is a line the harness never
+    # writes (violation); elsewhere, no record of any call (error).
     "forged_sentinel": ("import os, sys\n"
                         "for fd in range(0, 64):\n    try:\n"
                         "        os.write(fd, b'pass 00000000000000000000000000000000\\n')\n"
                         "    except OSError:\n        pass\n"
-                        "import __main__\nprint(sorted(vars(__main__)))\nos._exit(0)\n", {"error"}, 4.0),
+                        "import __main__\nprint(sorted(vars(__main__)))\nos._exit(0)\n", {"error", "violation"}, 4.0),
 }
 
 

@@ -1,97 +1,182 @@
-"""Runs INSIDE the code sandbox (align/rewards/sandbox.py) as ``python -I -S -c <this source>``.
+"""Runs INSIDE the code sandbox (align/rewards/sandbox.py) as ``python -I -S -c <this source> PLAN_FD RESULT_FD``,
+and is imported by the trusted parent for the one codec both sides share (``encode``/``decode``).
 
-The fd named by argv[1] holds the run's nonce (written by the parent, read here and closed before
-any program code runs); the fd named by argv[2] is the result file. The program (``solution.py``) and then each test
-(``test_<i>.py``) run in one namespace; the tests see a pristine copy of the builtins taken
-before the program ran, and are compiled with ``optimize=0`` so ``assert`` is always kept.
-Only when every test has returned does this harness append the nonce to the result fd and exit 0:
-the parent counts a pass only for that nonce AND exit status 0, so ``sys.exit(0)``,
-``os._exit(0)``, patched builtins, or printing a made-up sentinel do not pass
-(tests/test_sandbox_code.py). A status line (``fail``/``error``/``violation``) is written for
-the other outcomes; it only classifies a failure, it can never make one a pass.
+The child is told only which functions to call with which arguments: the fd PLAN_FD holds
+``{"calls": [[name, [arg, ...], [[keyword, arg], ...], truth], ...]}`` (arguments in the tagged
+encoding below), read and closed before any program code runs. The program (``solution.py``)
+runs, then each call in order; for each, one line goes to RESULT_FD:
+``["call", i, "value", <tagged return value>]`` or ``["call", i, "failed", status, reason]``;
+a program that raises before the calls gives one ``["program", status, reason]`` line instead.
+
+Nothing here decides a verdict. The expected values never enter this process: the parent
+(align/rewards/code.py) compares the decoded values with the literals of each assert itself.
+Since the program shares this process it can rewrite anything here or write any line to
+RESULT_FD; what it writes can only claim a return value, which it could have returned anyway.
+
+The encoding accepts plain data only, by exact type (``type(x) is int``, not ``isinstance``):
+None, bool, int, float, complex, str, bytes, list, tuple, set, frozenset, dict, nested at most
+``MAX_DEPTH`` deep, and the builtin types themselves (an argument ``int``); ``Counter``,
+``OrderedDict`` and ``defaultdict``, which compare with a dict literal as a dict, are sent as the
+dict they hold. An object with its own ``__eq__``, a subclass of ``int``, a generator, a
+self-containing list: the call fails (tests/test_code_forgery.py). A call whose value the assert
+only tests for truth (``assert f(x)``, ``assert not f(x)``) sends ``bool(value)`` instead, which
+the program could have returned itself, so a ``re.Match`` passes there as it does in Python.
 """
 
 import builtins
+import collections
 import errno
+import json
 import os
 import sys
 
-_write, _exit, _close, _read = os.write, os._exit, os.close, os.read
-_result_fd = int(sys.argv[2])
-_pristine = dict(builtins.__dict__)
-_AssertionError, _SystemExit, _MemoryError, _RecursionError = AssertionError, SystemExit, MemoryError, RecursionError
-_OSError, _PermissionError, _BaseException = OSError, PermissionError, BaseException
-_NET = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED, errno.EADDRNOTAVAIL, errno.ENETDOWN}
-_repr, _type, _str, _getpid, _main_pid = repr, type, str, os.getpid, os.getpid()
+MAX_DEPTH = 100
+_SEQ = {list: "l", tuple: "t", set: "S", frozenset: "F"}
+_BUILD = {"l": list, "t": tuple, "S": set, "F": frozenset}
+# The standard library's dicts that compare with a dict literal as a dict: sent as the dict they hold.
+_DICTS = (dict, collections.Counter, collections.OrderedDict, collections.defaultdict)
+# Builtin types as values (``remove_datatype((4, 7.7), int)``), by name.
+TYPES = {t.__name__: t for t in (int, float, complex, bool, str, bytes, list, tuple, set, frozenset, dict)}
 
 
-def _flush():
-    for stream in (sys.__stdout__, sys.__stderr__):
+def encode(value, depth=0):
+    """Plain data -> a JSON-able ``[tag, payload...]``; TypeError/ValueError for anything else."""
+    kind = type(value)
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if value is None:
+        return ["N"]
+    if kind is bool:
+        return ["b", value]
+    if kind is int:
+        return ["i", format(value, "x")]  # hex: no 4300-digit limit on str(int)
+    if kind is float:
+        return ["f", float.__repr__(value)]  # exact round trip, and 'nan'/'inf'
+    if kind is complex:
+        return ["c", float.__repr__(value.real), float.__repr__(value.imag)]
+    if kind is str:
+        return ["s", value]
+    if kind is bytes:
+        return ["y", value.hex()]
+    if kind in _SEQ:
+        return [_SEQ[kind], [encode(v, depth + 1) for v in value]]
+    if any(kind is d for d in _DICTS):  # dict.items: an override on a Counter is never asked
+        return ["d", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]]
+    if kind is type and any(value is t for t in TYPES.values()):
+        return ["T", value.__name__]
+    raise TypeError(f"a {kind.__name__} is not plain data")
+
+
+def decode(tagged, depth=0):
+    """The inverse of ``encode``; ValueError for anything ``encode`` cannot have written."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if type(tagged) is not list or not tagged or type(tagged[0]) is not str:
+        raise ValueError(f"not a tagged value: {str(tagged)[:60]}")
+    tag, rest = tagged[0], tagged[1:]
+    if tag == "N" and not rest:
+        return None
+    if len(rest) == 1 and tag == "b" and type(rest[0]) is bool:
+        return rest[0]
+    if len(rest) == 1 and tag in "ifsy" and type(rest[0]) is str:
+        return {"i": lambda s: int(s, 16), "f": float, "s": str, "y": bytes.fromhex}[tag](rest[0])
+    if len(rest) == 1 and tag == "T" and type(rest[0]) is str and rest[0] in TYPES:
+        return TYPES[rest[0]]
+    if len(rest) == 2 and tag == "c" and all(type(p) is str for p in rest):
+        return complex(float(rest[0]), float(rest[1]))
+    if len(rest) == 1 and tag in _BUILD and type(rest[0]) is list:
         try:
-            stream.flush()
-        except _BaseException as exc:  # the program closed its own stdout: note it, the verdict stands
-            _write(2, ("harness: flush failed: " + _repr(exc) + "\n").encode())
+            return _BUILD[tag](decode(v, depth + 1) for v in rest[0])
+        except TypeError as exc:  # an unhashable member of a set
+            raise ValueError(str(exc)) from None
+    if len(rest) == 1 and tag == "d" and type(rest[0]) is list:
+        pairs = rest[0]
+        if not all(type(p) is list and len(p) == 2 for p in pairs):
+            raise ValueError("a dict entry is not a [key, value] pair")
+        try:
+            return {decode(k, depth + 1): decode(v, depth + 1) for k, v in pairs}
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+    raise ValueError(f"not a tagged value: {str(tagged)[:60]}")
 
 
-def _report(status, reason):
-    _flush()
+_NET = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED, errno.EADDRNOTAVAIL, errno.ENETDOWN}
+
+
+def _text(exc):
     try:
-        _write(_result_fd, (status + " " + reason.replace("\n", " ")[:400] + "\n").encode("utf-8", "replace"))
-    except _BaseException:
-        _exit(1)  # result fd closed or replaced by the program: no verdict line, never a pass
-    _exit(0 if status == "pass" else 1)
+        return str(exc)[:200]
+    except BaseException:  # the program's exception cannot print itself: its class name is enough
+        return "(unprintable)"
 
 
 def _classify(exc):
-    name = _type(exc).__name__
-    if isinstance(exc, _AssertionError):
-        return "fail", "assertion failed: " + _str(exc)[:200]
-    if isinstance(exc, _MemoryError):
+    """(status, reason) of an exception: a failure's kind, never a verdict."""
+    if isinstance(exc, MemoryError):
         return "violation", "memory limit (MemoryError)"
-    if isinstance(exc, _RecursionError):
-        return "error", "RecursionError: " + _str(exc)[:200]
-    if isinstance(exc, _PermissionError):
-        return "violation", "permission denied: " + _str(exc)[:200]
-    if isinstance(exc, _OSError) and exc.errno in _NET:
-        return "violation", "network unreachable: " + _str(exc)[:200]
-    if isinstance(exc, _OSError) and exc.errno == errno.EFBIG:
-        return "violation", "file size limit: " + _str(exc)[:200]
-    if isinstance(exc, _OSError) and exc.errno == errno.EAGAIN:
-        return "violation", "process limit: " + _str(exc)[:200]
-    return "error", name + ": " + _str(exc)[:200]
+    if isinstance(exc, PermissionError):
+        return "violation", "permission denied: " + _text(exc)
+    if isinstance(exc, OSError) and exc.errno in _NET:
+        return "violation", "network unreachable: " + _text(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return "violation", "file size limit: " + _text(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
+        return "violation", "process limit: " + _text(exc)
+    if isinstance(exc, SystemExit):
+        return "error", "SystemExit " + _text(exc.code)
+    return "error", type(exc).__name__ + ": " + _text(exc)
+
+
+def _call(namespace, pristine, name, args, kwargs, truth):
+    """``["value", tagged]`` or ``["failed", status, reason]`` for one call of the program's ``name``."""
+    if name not in namespace:  # never a builtin of that name: the parent means the program's function
+        return ["failed", "error", f"NameError: the program defines no '{name}'"]
+    try:
+        value = namespace[name](*args, **kwargs)
+        if truth:
+            value = pristine["bool"](value)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt included: the call failed
+        return ["failed", *_classify(exc)]
+    try:
+        return ["value", encode(value)]
+    except (TypeError, ValueError, RecursionError, MemoryError) as exc:
+        status = "violation" if isinstance(exc, MemoryError) else "error"
+        return ["failed", status, f"{name} returned a value that is not plain data: {_text(exc)}"]
 
 
 def _main():
-    nonce = _read(int(sys.argv[1]), 128)  # a local, never a module global the program could import
-    _close(int(sys.argv[1]))
-    with open("solution.py", encoding="utf-8") as fh:
-        solution = fh.read()
-    tests = []
-    i = 0
-    while os.path.exists(f"test_{i}.py"):
-        with open(f"test_{i}.py", encoding="utf-8") as fh:
-            tests.append((f"test_{i}.py", fh.read()))
-        i += 1
-    compiled_tests = [compile(src, name, "exec", optimize=0, dont_inherit=True) for name, src in tests]
+    write, exit_, getpid, dumps, loads = os.write, os._exit, os.getpid, json.dumps, json.loads
+    main_pid, result_fd = getpid(), int(sys.argv[2])
+    with open(int(sys.argv[1]), "rb") as fh:  # decoded before the program can patch what decode uses
+        calls = [(name, [decode(a) for a in args], {k: decode(v) for k, v in kwargs}, truth)
+                 for name, args, kwargs, truth in loads(fh.read())["calls"]]
+    pristine = dict(builtins.__dict__)
+
+    def emit(record):
+        for stream in (sys.__stdout__, sys.__stderr__):  # the program's prints land before the verdict
+            try:
+                stream.flush()
+            except BaseException as exc:  # the program closed its own stdout: noted, nothing else
+                write(2, ("harness: flush failed: " + _text(exc) + "\n").encode())
+        try:
+            write(result_fd, (dumps(record) + "\n").encode())
+        except BaseException:
+            exit_(1)  # the result fd is gone: fewer lines than calls, which the parent counts as an error
+
     namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
     try:
-        exec(compile(solution, "solution.py", "exec", dont_inherit=True), namespace)
-    except _SystemExit as exc:
-        _report("error", "the program exited before the tests ran (SystemExit " + _repr(exc.code) + ")")
-    except _BaseException as exc:
-        _report(*_classify(exc))
-    test_ns = dict(namespace)
-    test_ns["__builtins__"] = dict(_pristine)
-    for code in compiled_tests:
-        try:
-            exec(code, test_ns)
-        except _SystemExit as exc:
-            _report("error", "exited inside the tests (SystemExit " + _repr(exc.code) + ")")
-        except _BaseException as exc:
-            _report(*_classify(exc))
-    if _getpid() != _main_pid:
-        _report("error", "a forked child reached the end of the tests")
-    _report("pass", nonce.decode("ascii", "replace"))
+        with open("solution.py", encoding="utf-8") as fh:
+            exec(compile(fh.read(), "solution.py", "exec", dont_inherit=True), namespace)
+    except BaseException as exc:
+        emit(["program", *_classify(exc)])
+        exit_(1)
+    for i, (name, args, kwargs, truth) in enumerate(calls):
+        outcome = _call(namespace, pristine, name, args, kwargs, truth)
+        if getpid() != main_pid:
+            exit_(1)  # a forked child returned into the harness: only the first process reports
+        emit(["call", i, *outcome])
+    exit_(0)
 
 
-_main()
+if __name__ == "__main__":
+    _main()

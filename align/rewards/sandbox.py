@@ -18,23 +18,23 @@ Each run is one ``unshare`` call (util-linux) as root, which gives the program:
 * a wall-clock timeout that SIGKILLs the whole process group (``unshare --kill-child``
   takes the namespace's init, and with it every process inside).
 
-Verdicts come from align/rewards/_harness.py: a pass needs the run's random nonce on the result
-fd AND exit status 0 (see that module). Statuses: pass / fail / timeout / error / violation, and
-``sandbox_error`` when the sandbox itself could not run (no verdict; the reward is None).
-Every hostile case is in tests/test_sandbox_code.py.
-
-Known limit: the nonce lives in the harness's memory while the program runs, so a program that
-searches interpreter memory for it (``gc``/frame introspection) could forge a pass; the
-listed attacks (exit before the asserts, patched builtins/exit functions, a printed fake
-sentinel) cannot.
+What comes back is data, never a verdict: the program runs, then the calls the parent asked
+for (``run_calls``: function names and plain-data arguments, nothing else); the child writes each
+return value in the tagged encoding of align/rewards/_harness.py to a result file the parent
+opened, and the parent decodes them. ``status`` is ``returned`` when every call gave a value or
+failed, else timeout / error / violation, or ``sandbox_error`` when the sandbox itself could
+not run (no verdict; the reward is None). The comparison with the expected values, which never
+enter the sandbox, is align/rewards/code.py's. Since the program can write any line to the
+result fd, the parent accepts exactly one record per call in call order and counts any other
+line as a violation (tests/test_code_forgery.py); every hostile case is in tests/test_sandbox_code.py.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -46,6 +46,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
+
+from align.rewards._harness import decode, encode
 
 HARNESS = (Path(__file__).parent / "_harness.py").read_text(encoding="utf-8")
 UID_BASE = 3_000_000  # far above any login uid; uid = UID_BASE + slot
@@ -68,14 +71,35 @@ class Limits:
     nofile: int = 64
 
 
+class Call(NamedTuple):
+    """One call the sandbox makes: the program's function ``name`` with plain-data arguments;
+    ``truth``: the assert only tests the value for truth, so the child sends ``bool(value)``."""
+
+    name: str
+    args: tuple
+    kwargs: dict
+    truth: bool = False
+
+
+@dataclass(frozen=True)
+class Returned:
+    """What one call gave back: ``value`` (plain data, decoded here) when ``status`` is "value",
+    else "error" or "violation" and the child's reason."""
+
+    status: str
+    value: Any = None
+    reason: str = ""
+
+
 @dataclass(frozen=True)
 class RunResult:
-    status: str  # pass | fail | timeout | error | violation | sandbox_error
+    status: str  # returned | timeout | error | violation | sandbox_error; code.py turns returned into pass | fail
     reason: str
     returncode: int | None
     wall_s: float
     stdout: str = ""
     stderr: str = ""
+    calls: tuple[Returned, ...] = ()
 
 
 # The setup runs as root inside the new namespaces: stage the work dir and the interpreter's
@@ -160,59 +184,101 @@ def _read_capped(path: Path) -> str:
         return fh.read(KEEP_BYTES).decode("utf-8", "replace")
 
 
-def _verdict(rc: int | None, timed_out: bool, wall_s: float, result: str, nonce: str, limits: Limits) -> tuple[str, str]:
-    lines = result.splitlines()
-    if rc == 0 and f"pass {nonce}" in lines:
-        return "pass", "all tests passed"
+_FAILED = ("error", "violation")
+
+
+def _returned(rest: list) -> Returned:
+    if len(rest) == 2 and rest[0] == "value":
+        return Returned("value", decode(rest[1]))
+    if len(rest) == 3 and rest[0] == "failed" and rest[1] in _FAILED and type(rest[2]) is str:
+        return Returned(rest[1], reason=rest[2][:400])
+    raise ValueError("neither a value nor a failure")
+
+
+def _records(text: str, n_calls: int) -> tuple[tuple[str, str] | None, list[Returned]]:
+    """The child's lines as (the failure of a program that raised before the calls, the calls'
+    outcomes in order); ValueError for any line the harness cannot have written at that place."""
+    lines = text.split("\n")
+    if lines.pop() != "":
+        raise ValueError("the last line is unterminated")
+    program, returned = None, []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            raise ValueError(f"line {number} is not JSON") from None
+        if type(record) is list and program is None and record[:1] == ["program"] and not returned \
+                and len(record) == 3 and record[1] in _FAILED and type(record[2]) is str:
+            program = (record[1], record[2][:400])
+        elif type(record) is list and program is None and record[:1] == ["call"] and len(record) > 2 \
+                and type(record[1]) is int and record[1] == len(returned) < n_calls:
+            returned.append(_returned(record[2:]))
+        else:
+            raise ValueError(f"line {number} is not the record of call {len(returned)}")
+    return program, returned
+
+
+def _ended(rc: int | None) -> str:
+    """How the sandbox's process ended, from ``sh``'s status (128 + N for signal N)."""
+    try:
+        return f"killed by {signal.Signals(rc - 128).name}" if rc is not None and rc > 128 else f"exited with status {rc}"
+    except ValueError:  # a status over 128 that no signal gave (os._exit(200))
+        return f"exited with status {rc}"
+
+
+def _verdict(rc: int | None, timed_out: bool, wall_s: float, text: str, n_calls: int,
+             limits: Limits) -> tuple[str, str, tuple[Returned, ...]]:
     if timed_out:
-        return "timeout", f"wall clock over {limits.wall_s} s (process group killed)"
+        return "timeout", f"wall clock over {limits.wall_s} s (process group killed)", ()
     sig = rc - 128 if rc is not None and rc > 128 else None
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and wall_s >= limits.cpu_s):
-        return "timeout", f"CPU limit of {limits.cpu_s} s ({signal.Signals(sig).name})"
+        return "timeout", f"CPU limit of {limits.cpu_s} s ({signal.Signals(sig).name})", ()
     if sig == signal.SIGXFSZ:
-        return "violation", f"output or file over {limits.file_mb} MB (SIGXFSZ)"
-    for line in reversed(lines):
-        status, _, reason = line.partition(" ")
-        if status in ("fail", "error", "violation"):
-            return status, reason
-    if sig is not None:
-        return "error", f"killed by {signal.Signals(sig).name}"
-    return "error", f"exited with status {rc} before the tests completed"
+        return "violation", f"output or file over {limits.file_mb} MB (SIGXFSZ)", ()
+    try:
+        program, returned = _records(text, n_calls)
+    except (ValueError, RecursionError) as exc:
+        return "violation", f"the result file holds a line the harness did not write: {exc}", ()
+    if program is not None:
+        return program[0], "the program raised before the calls: " + program[1], ()
+    if len(returned) < n_calls:
+        return "error", f"{_ended(rc)} after {len(returned)} of {n_calls} calls", tuple(returned)
+    if rc != 0:
+        return "error", f"exited with status {rc} after its calls", tuple(returned)
+    return "returned", f"{n_calls} calls returned or failed", tuple(returned)
 
 
-def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -> RunResult:
-    """Run ``program`` then each test source in the sandbox; never raises for the program's doing."""
+def run_calls(program: str, calls: Sequence[Call], limits: Limits = Limits()) -> RunResult:
+    """Run ``program`` then each ``Call`` in the sandbox; never raises for
+    the program's doing. Arguments must be plain data (``_harness.encode``): TypeError otherwise."""
+    plan = json.dumps({"calls": [[c.name, [encode(a) for a in c.args], [[k, encode(v)] for k, v in c.kwargs.items()],
+                                  c.truth] for c in calls]})
     probe = sandbox_unavailable()
     if probe:
         return RunResult("sandbox_error", probe, None, 0.0)
     outer = Path(tempfile.mkdtemp(prefix="rlaif-sandbox-"))
     try:
-        return _run_in(outer, program, tests, limits)
+        return _run_in(outer, program, plan, len(calls), limits)
     except (OSError, RuntimeError) as exc:
         return RunResult("sandbox_error", f"sandbox failed: {exc}", None, 0.0)
     finally:
         shutil.rmtree(outer, ignore_errors=False)
 
 
-def _run_in(outer: Path, program: str, tests: Sequence[str], limits: Limits) -> RunResult:
+def _run_in(outer: Path, program: str, plan: str, n_calls: int, limits: Limits) -> RunResult:
     uid = _next_uid()
     work = outer / "work"
     work.mkdir()
     (work / "solution.py").write_text(program, encoding="utf-8")
-    for i, t in enumerate(tests):
-        (work / f"test_{i}.py").write_text(t, encoding="utf-8")
     os.chown(work, uid, uid)
-    nonce = secrets.token_hex(16)
-    nonce_r, nonce_w = os.pipe()
-    os.write(nonce_w, nonce.encode())
-    os.close(nonce_w)
+    (outer / "plan").write_text(plan, encoding="utf-8")  # outside the work dir: read through the fd only
     t0 = time.monotonic()
-    with open(outer / "out", "wb") as out, open(outer / "err", "wb") as err, \
-            open(outer / "result", "wb") as res:
+    with open(outer / "plan", "rb") as plan_fh, open(outer / "out", "wb") as out, \
+            open(outer / "err", "wb") as err, open(outer / "result", "wb") as res:
+        fds = (plan_fh.fileno(), res.fileno())
         proc = subprocess.Popen(
-            [*_command(str(work), uid, limits), str(nonce_r), str(res.fileno())], stdin=subprocess.DEVNULL,
-            stdout=out, stderr=err, env={}, start_new_session=True, pass_fds=(nonce_r, res.fileno()))
-        os.close(nonce_r)
+            [*_command(str(work), uid, limits), *map(str, fds)], stdin=subprocess.DEVNULL,
+            stdout=out, stderr=err, env={}, start_new_session=True, pass_fds=fds)
         timed_out = False
         try:
             rc = proc.wait(timeout=limits.wall_s)
@@ -222,8 +288,11 @@ def _run_in(outer: Path, program: str, tests: Sequence[str], limits: Limits) -> 
             rc = proc.wait()
             _wait_until_gone(uid, deadline=time.monotonic() + 10)
     wall = time.monotonic() - t0
-    status, reason = _verdict(rc, timed_out, wall, (outer / "result").read_text("utf-8", "replace"), nonce, limits)
-    return RunResult(status, reason, rc, round(wall, 3), _read_capped(outer / "out"), _read_capped(outer / "err"))
+    with open(outer / "result", "rb") as fh:  # the file size limit already caps it; this caps the read too
+        text = fh.read(limits.file_mb * 1024 * 1024 + 1).decode("utf-8", "replace")
+    status, reason, returned = _verdict(rc, timed_out, wall, text, n_calls, limits)
+    return RunResult(status, reason, rc, round(wall, 3), _read_capped(outer / "out"), _read_capped(outer / "err"),
+                     returned)
 
 
 @functools.lru_cache(maxsize=1)
@@ -244,11 +313,11 @@ def sandbox_unavailable() -> str | None:
     return None
 
 
-def run_many(jobs: Sequence[tuple[str, Sequence[str]]], limits: Limits = Limits(),
+def run_many(jobs: Sequence[tuple[str, Sequence[Call]]], limits: Limits = Limits(),
              max_workers: int | None = None) -> list[RunResult]:
-    """Run (program, tests) jobs in parallel, up to the CPU count at once; results in job order."""
+    """Run (program, calls) jobs in parallel, up to the CPU count at once; results in job order."""
     if not jobs:
         return []
     workers = max_workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        return list(pool.map(lambda job: run_program(job[0], job[1], limits), jobs))
+        return list(pool.map(lambda job: run_calls(job[0], job[1], limits), jobs))
