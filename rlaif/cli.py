@@ -8,6 +8,9 @@ a Hub token or a secret environment value never reaches the console (tests/test_
 
 The libraries' own output (vLLM, transformers, datasets) goes to the run's log file, not the
 console; ``rlaif --verbose CMD`` shows it too (``rlaif/logs.py``).
+
+Ctrl-C ends every command with exit code 130 and the one line ``INTERRUPTED`` on stderr: every stage
+keeps only whole shards and resumes from them (tests/test_cli.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from rlaif import (
     logs,
 )
 from rlaif.logs import OUR_PACKAGES, redact
+
+INTERRUPTED = "interrupted; re-run the same command to resume"
 
 app = typer.Typer(
     name="rlaif",
@@ -122,7 +127,10 @@ def exit_on_sigterm() -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    line = f"error: {message}"
+    _say_and_exit(f"error: {message}", code)
+
+
+def _say_and_exit(line: str, code: int) -> None:
     print(line, file=sys.stderr)
     logs.note(line)
     sys.exit(code)
@@ -145,6 +153,8 @@ def _run_app() -> None:
         _fail(" ".join(e.format_message().split()), e.exit_code)
     except typer.Abort:
         _fail("aborted", 1)
+    if code == 128 + signal.SIGINT:  # typer turns KeyboardInterrupt into Exit(130) before it reaches us
+        raise KeyboardInterrupt
     if isinstance(code, int) and code:
         sys.exit(code)
 
@@ -157,7 +167,7 @@ def main() -> None:
     try:
         _run_app()
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _say_and_exit(INTERRUPTED, 128 + signal.SIGINT)
     except Exception as exc:  # noqa: BLE001 - narrowed just below
         if os.environ.get("RLAIF_DEBUG") or not is_user_error(exc):
             crashed = True

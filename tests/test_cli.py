@@ -52,3 +52,39 @@ def test_sigterm_runs_finally_blocks(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert marker.read_text() == "closed"
+
+
+def test_ctrl_c_says_so_in_one_line_and_the_same_command_resumes(tmp_path):
+    """SIGINT mid-stage: exit 130 and the one line ``rlaif.cli.INTERRUPTED`` on stderr (also in the run's log);
+    the same command then finishes the run from its whole shards."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import BASE_ENV
+
+    from plumbing.runs import load
+    from rlaif.cli import INTERRUPTED
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "question {i}"}}\n' for i in range(6)))
+    out = tmp_path / "gen"
+    cmd = [sys.executable, "-m", "rlaif", "generate", "--prompts", str(prompts), "--out", str(out), "--engine", "fake",
+           "--batch-size", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**BASE_ENV, "RLAIF_FAKE_DELAY_S": "0.5"})  # 6 shards, one every 0.5 s
+    deadline = time.monotonic() + 120
+    while not list(out.glob("data/*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert stderr == INTERRUPTED + "\n" and stdout == ""
+    assert INTERRUPTED in (out / "logs" / "rlaif.log").read_text()
+    assert 1 <= len(list(out.glob("data/*.parquet"))) < 6  # interrupted mid-stage
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=BASE_ENV)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = load(out)
+    assert len(rows) == 6 and len(set(rows["id"])) == 6  # every prompt once: the whole shards kept, the rest done
