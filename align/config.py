@@ -321,10 +321,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise RecipeError(f"--config {p}: no such recipe file")
+    if not p.is_file():  # named by its path alone: `rlaif align --config` and `rlaif run RECIPE` both read here
+        raise RecipeError(f"{p}: no such recipe file")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); a recipe is a YAML text file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -386,7 +386,11 @@ OTHER = [
     C("bench-all-out-user-results", ("bench", "all", "--out", "b"), "did not write",
       {"b/results.md": "my notes\n", "b/results.json": '{"mine": true}\n'}),
     C("bench-all-out-user-results-md", ("bench", "all", "--out", "b"), "did not write", {"b/results.md": "notes\n"}),
-    C("run-recipe-missing", ("run", "nope.yaml"), "no such recipe file"),
+    # rlaif run takes its recipe as an argument: an error names the file, not a --config it never had
+    C("run-recipe-missing", ("run", "nope.yaml"), "error: nope.yaml: no such recipe file"),
+    C("run-recipe-binary", ("run", "p.yaml"), "p.yaml: not UTF-8 text", {"p.yaml": bytes(range(256))}),
+    C("align-config-binary", ("align", "dpo", "--config", "r.yaml"), "r.yaml: not UTF-8 text",
+      {"r.yaml": b"method: dpo\n\xff\xfe\x00"}),
     C("run-unknown-stage", ("run", "p.yaml"), "unknown stage 'rlhf'",
       {"p.yaml": "name: t\nroot: r\nstages: [generate, rlhf]\n"}),
     C("run-stage-without-its-input", ("run", "p.yaml"), "reads the output of judge",
