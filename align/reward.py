@@ -4,6 +4,9 @@ Bradley-Terry loss on hard labels, or on the judge's soft labels ``p_chosen`` (a
 
 The saved folder is a plain ``*ForSequenceClassification`` checkpoint with ``num_labels=1`` and
 ``pad_token_id`` set, which TRL (PPO/GRPO reward models) and vLLM (``task="reward"``/classify) load.
+TRL renders each row ``prompt + chosen`` with the chat template and the model scores the rightmost
+token that is not pad (for SmolLM2 the ``\n`` after ``<|im_end|>``); align/reward_scoring.py reads the
+model the same way at inference (PPO).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 
 from align.card import finish, resolve_model
 from align.config import RewardRecipe
-from align.data import load_data
+from align.data import AlignData, load_data
 from align.losses import soft_bradley_terry_loss
 
 log = logging.getLogger(__name__)
@@ -65,16 +68,22 @@ def _soft_trainer_class():
     return SoftLabelRewardTrainer
 
 
-def train(recipe: RewardRecipe) -> dict[str, Any]:
-    """Train a reward model; returns the metrics written to metrics.json (eval_accuracy when held out)."""
+def build_trainer(recipe: RewardRecipe, data: AlignData):
+    """TRL's RewardTrainer (or the soft-label one) on ``data``, as ``train`` runs it; the model loads here."""
     from trl import RewardTrainer
 
-    data = load_data(recipe.data, "reward", soft_labels=recipe.soft_labels, seed=recipe.seed)
     forced = {"remove_unused_columns": False} if recipe.soft_labels else {}
     args = recipe.trl_args(**forced)
     cls = _soft_trainer_class() if recipe.soft_labels else RewardTrainer
     trainer = cls(model=resolve_model(recipe.model), args=args, train_dataset=data.train, eval_dataset=data.eval)
     if recipe.soft_labels:
         trainer.data_collator = WithPChosen(trainer.data_collator)
+    return trainer
+
+
+def train(recipe: RewardRecipe) -> dict[str, Any]:
+    """Train a reward model; returns the metrics written to metrics.json (eval_accuracy when held out)."""
+    data = load_data(recipe.data, "reward", soft_labels=recipe.soft_labels, seed=recipe.seed)
+    trainer = build_trainer(recipe, data)
     result = trainer.train()
     return finish(trainer, recipe, data, result)
