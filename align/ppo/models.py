@@ -2,22 +2,27 @@
 
 - policy: a causal LM, trained; the frozen reference: a second copy of the starting policy (the KL term);
 - reward model: the 1-output sequence classifier of ``rlaif align reward``, frozen; it scores the
-  hidden state of the last real token of prompt + response (detail "extract reward from the EOS token");
+  chat-rendered prompt + response text at the token its training read (align/reward_scoring.py);
 - value model: a copy of the reward model (or of the policy's backbone with a new head), trained; its
   head reads the hidden state at every position, so ``V_t`` is read where the logits of token t are.
 
-Sampling is transformers ``generate`` with one change: each response draws its randomness from its
-own generator seeded by (seed, step, its place in the global batch), through the Gumbel-max trick
-(argmax(z / T + G) with G ~ Gumbel(0, 1) is a sample of softmax(z / T)). So a response does not
-depend on which other prompts share its batch or process: one process and two processes sample the
-same responses (tests/test_ppo_integration.py::test_two_processes_match_one), and a resumed run samples
-what the killed run would have.
+Sampling is transformers ``generate`` with two changes: nothing of the checkpoint's own
+``generation_config`` (repetition penalty, n-gram bans, top-k/top-p, a minimum length, ...) applies, so a
+response is a sample of softmax(z / T), the distribution the ratio and the KL are computed under (see
+``sample``); and each response draws its randomness from its own generator seeded by (seed, step, its
+place in the global batch), through the Gumbel-max trick (argmax(z / T + G) with G ~ Gumbel(0, 1) is a
+sample of softmax(z / T)). So a response does not depend on which other prompts share its batch or
+process: one process and two processes sample the same responses
+(tests/test_ppo_integration.py::test_two_processes_match_one), and a resumed run samples what the killed
+run would have.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from align.reward_scoring import reward_scores  # noqa: F401 - the reward model's pass (align/ppo/rollout.py)
 
 
 class GumbelSampler:
@@ -95,28 +100,36 @@ def ref_logprobs(ref: nn.Module, input_ids, attention_mask, responses, temperatu
 
 
 @torch.no_grad()
-def reward_scores(rm: nn.Module, input_ids, attention_mask) -> torch.Tensor:
-    """The reward model's score at the last real token of each row (prompt + response up to EOS)."""
-    hidden = backbone(rm)(input_ids=input_ids, attention_mask=attention_mask,
-                          position_ids=position_ids(attention_mask)).last_hidden_state
-    last = attention_mask.shape[1] - 1 - attention_mask.flip(1).long().argmax(dim=1)
-    return head(rm, "reward_model")(hidden[torch.arange(len(last)), last]).squeeze(-1).float()
-
-
-@torch.no_grad()
 def sample(policy: nn.Module, prompt_ids, prompt_mask, seeds: list[int], max_new_tokens: int,
            temperature: float, eos_ids: list[int], pad_id: int) -> torch.Tensor:
-    """Responses (B, max_new_tokens), padded with ``pad_id`` after EOS (or after the limit)."""
+    """Responses (B, max_new_tokens), padded with ``pad_id`` after EOS (or after the limit).
+
+    Every token is argmax(z / T + G) over the policy's raw logits z, i.e. a sample of softmax(z / T), the
+    distribution whose log-probabilities the ratio and the KL use (tests/test_ppo_sampling.py). ``generate``
+    fills each field left unset in the config it is given from ``policy.generation_config`` (transformers
+    5.x ``_prepare_generation_config``), and a field cannot be unset by passing ``None``, so the policy's
+    own generation config is set aside while sampling. Ignored, whatever the checkpoint ships:
+    repetition_penalty, encoder_repetition_penalty, no_repeat_ngram_size, encoder_no_repeat_ngram_size,
+    bad_words_ids, sequence_bias, suppress_tokens, begin_suppress_tokens, min_length, min_new_tokens,
+    forced_bos_token_id, forced_eos_token_id, exponential_decay_length_penalty, guidance_scale,
+    watermarking_config, remove_invalid_values, renormalize_logits, stop_strings, max_time, max_length
+    (each would change or cut what is sampled), and temperature, top_k, top_p, min_p, typical_p, top_h,
+    epsilon_cutoff, eta_cutoff, do_sample, num_beams (the sampling here is the Gumbel-max step above).
+    """
     from transformers import GenerationConfig, LogitsProcessorList
 
-    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=0,
-                              eos_token_id=eos_ids, pad_token_id=pad_id, temperature=None, top_p=None, top_k=None)
-    was_training = policy.training
+    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, min_new_tokens=0,
+                              eos_token_id=eos_ids, pad_token_id=pad_id)
+    was_training, shipped = policy.training, policy.generation_config
     policy.eval()
-    out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config,
-                          logits_processor=LogitsProcessorList([GumbelSampler(seeds, prompt_ids.shape[1],
-                                                                              temperature)]))
-    policy.train(was_training)
+    policy.generation_config = GenerationConfig()  # the library defaults: no processor beyond ours
+    try:
+        out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config,
+                              logits_processor=LogitsProcessorList([GumbelSampler(seeds, prompt_ids.shape[1],
+                                                                                  temperature)]))
+    finally:
+        policy.generation_config = shipped
+        policy.train(was_training)
     responses = out[:, prompt_ids.shape[1]:]
     if responses.shape[1] < max_new_tokens:  # every row ended early: pad to the fixed width
         pad = responses.new_full((responses.shape[0], max_new_tokens - responses.shape[1]), pad_id)
