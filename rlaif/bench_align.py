@@ -26,7 +26,8 @@ BAD = ["stone", "rusty", "grim", "cold", "dark"]
 TOPICS = ["the weather", "a walk", "breakfast", "a friend", "the garden", "music", "a book", "the sea"]
 
 
-def write_toy_preference_run(out_dir: str | Path, n: int = 64, seed: int = 0, eval_n: int = 0) -> Path:
+def write_toy_preference_run(out_dir: str | Path, n: int = 64, seed: int = 0, eval_n: int = 0,
+                             rejected_words: list[str] = BAD) -> Path:
     """A real ``judge`` run whose chosen replies use one word family and rejected another.
 
     The property is visible to any model that reads the tokens, so a reward model must separate
@@ -43,7 +44,7 @@ def write_toy_preference_run(out_dir: str | Path, n: int = 64, seed: int = 0, ev
     def row(i: int) -> dict:
         prompt = [{"role": "user", "content": f"Tell me about {rng.choice(TOPICS)} ({i})."}]
         good = " ".join(rng.choice(GOOD) for _ in range(6))
-        bad = " ".join(rng.choice(BAD) for _ in range(6))
+        bad = " ".join(rng.choice(rejected_words) for _ in range(6))
         return {"id": item_id("toy", seed, i), "prompt": prompt,
                 "chosen": [{"role": "assistant", "content": good}],
                 "rejected": [{"role": "assistant", "content": bad}],

@@ -69,7 +69,8 @@ def build_toy_task(folder: str | Path) -> dict[str, str]:
     from align.reward import train as train_reward
 
     folder = Path(folder)
-    judge = write_toy_preference_run(folder / "judge", n=80, seed=0, eval_n=20)
+    others = [w for w in [*BAD, *{w for t in TOPICS for w in t.split()}, *map(str, range(10))] if w not in GOOD]
+    judge = write_toy_preference_run(folder / "judge", n=80, seed=0, eval_n=20, rejected_words=others)
     policy = toy_policy(folder / "policy")
     with contextlib.redirect_stdout(sys.stderr):  # TRL prints its logs; stdout is for the result (--json)
         metrics = train_reward(build_recipe("reward", {
