@@ -4,7 +4,14 @@ For each prompt the policy and the reference each generate ONE response (greedy 
 sampling: ``base.request_seed`` makes the sample a function of the seed and the prompt); the judge
 compares policy vs reference with the pairwise logprob judge of judge/scoring.py, in BOTH option orders
 over K principles drawn by weight, so ``p_policy`` = the soft probability that the policy's response is
-better (``PairVerdict.p_first`` with the policy as the pair's first response). align/winrate.py turns the
+better. Which response is the pair's first (option (A) in order "ab") is a fair coin per prompt, fixed
+by the eval seed and the prompt id (``policy_first``, recorded in each row as ``policy_first``), so neither
+model sits in (A) throughout: a prior estimated per order would then hold that model's real advantage and
+cancel it (judge/calibration.py pools the orders for the same reason; the per-order means it records stay
+meaningful).
+With ``judge.calibrate="batch"`` the prior is estimated over every judged prompt of the run, so the rows
+are written once all are judged (judge/calibrated_run.py); the prior is recorded in the manifest and
+metrics.json (``calibration``) and the row's votes keep the probability read as ``p_a_raw``. align/winrate.py turns the
 verdicts into the win-rate (bootstrap interval over prompts), per-principle win-rates, the correlation
 with the length difference (characters), the length-controlled win-rate (AlpacaEval-LC, arXiv
 2404.04475) and, when the prompts carry an ``answer`` column, the answer accuracy of both models with the
@@ -45,7 +52,9 @@ from align.evaluate_input import (
 )
 from generator.engines.base import Engine, Sampling
 from generator.engines.options import EngineOptions
+from judge.calibration import Prior, calibration_spec
 from judge.config import JudgeConfig
+from plumbing.hashing import hash_fraction
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +184,14 @@ def eval_spec(config: EvalConfig, inp: EvalInput, constitution_sha256: str, temp
     return {"input": {"sha256": inp.sha256, "prompt_column": config.prompt_column},
             **{role: provenance(options[role], given.get(role)) for role in ROLES},
             "sampling": config.sampling().to_dict(), "constitution_sha256": constitution_sha256,
-            "template_sha256": template_sha256, "judging": judging}
+            "template_sha256": template_sha256, "judging": {**judging, **calibration_spec(config.judge.calibrate)},
+            "policy_first": "hash_fraction(prompt id + ':policy-first', seed) < 0.5"}
+
+
+def policy_first(seed: int, prompt_id: str) -> bool:
+    """Whether the policy's response is the pair's first (option (A) in order "ab") on this prompt: a fair
+    coin fixed by the eval seed and the prompt id alone, so neither the batch size nor a resume moves it."""
+    return hash_fraction(f"{prompt_id}:policy-first", seed) < 0.5
 
 
 def evaluate(config: EvalConfig, engine: Engine | None = None, *, engines: dict[str, Engine] | None = None,
@@ -200,27 +216,45 @@ def evaluate(config: EvalConfig, engine: Engine | None = None, *, engines: dict[
     runtime = {"limit": config.limit, "batch_sizes": {r: o.batch_size for r, o in options.items()},
                "base_urls": {r: o.base_urls for r, o in options.items()},
                "constitution": str(Path(j.constitution or DEFAULT_PATH).resolve())}
+    store = _calibration_store(config, inp, spec, mode)
     writer = RunWriter(config.out, STAGE, spec, eval_rows(), runtime=runtime, overwrite=config.overwrite)
     try:
         if mode == "replace":
             shutil.rmtree(writer.dir / RESPONSES, ignore_errors=True)
             clear_outputs(writer.dir)
+        if store is not None:
+            store.clear(keep_own=mode != "replace")
         for bid, reason in inp.bad:
             writer.error(bid, reason, kind="bad_input")
         pool = EnginePool(options, given, config.seed)
         try:
-            _run_phases(config, inp, writer, pool, const, progress or (lambda done, total: None))
+            prior = _run_phases(config, inp, writer, pool, const, progress or (lambda done, total: None), store)
         finally:
             pool.release()
-        result, points = compute_result(config, inp, writer, spec)
+        result, points = compute_result(config, inp, writer, spec, prior)
         write_outputs(writer.dir, result, points)
-        writer.finish({"summary": {k: result["win_rate"][k] for k in ("value", "lo", "hi", "n")}})
+        writer.finish({"summary": {k: result["win_rate"][k] for k in ("value", "lo", "hi", "n")},
+                       **({"calibration": result["calibration"]} if prior is not None else {})})
     finally:
         writer.close()
     return result
 
 
-def _run_phases(config: EvalConfig, inp: EvalInput, writer, pool: EnginePool, const, report) -> None:
+def _calibration_store(config: EvalConfig, inp: EvalInput, spec: dict, mode: str):
+    """The run's calibration store with ``judge.calibrate="batch"`` (else None): judge/calibrated_run.py. Once
+    its prior is fixed the run is refused prompts it has not judged (those that failed are not pending)."""
+    from judge.calibrated_run import open_store
+    from plumbing.runs import read_errors
+
+    if config.judge.calibrate != "batch":
+        return None
+    failed = {e.get("id") for e in read_errors(config.out)} if mode == "resume" else set()
+    return open_store(config.out, spec, mode, [it.id for it in inp.items if it.id not in failed], EvalError,
+                      "evaluate them into another --out, or pass --overwrite to judge every prompt again")
+
+
+def _run_phases(config: EvalConfig, inp: EvalInput, writer, pool: EnginePool, const, report,
+                store=None) -> Prior | None:
     todo = [it for it in inp.items if it.id not in writer.done_ids]
     total, done = 3 * len(todo), 0
     report(done, total)
@@ -232,8 +266,9 @@ def _run_phases(config: EvalConfig, inp: EvalInput, writer, pool: EnginePool, co
         if need:
             done = _generate(config, role, need, pool.get(role), writer, cache[role], report, done, total)
         pool.release(order[n + 1:])
-    done = _judge(config, todo, cache, pool, const, writer, report, done, total)
+    done, prior = _judge(config, todo, cache, pool, const, writer, report, done, total, store)
     report(total, total)
+    return prior
 
 
 def _generate(config: EvalConfig, role: str, items: list[EvalItem], engine: Engine, writer, cache: dict,
@@ -265,9 +300,11 @@ def _generate(config: EvalConfig, role: str, items: list[EvalItem], engine: Engi
 
 
 def _judge(config: EvalConfig, items: list[EvalItem], cache: dict, pool: EnginePool, const, writer, report,
-           done: int, total: int) -> int:
-    """Judge policy (the pair's first response) vs reference, batch by batch, into the run's rows."""
+           done: int, total: int, store=None) -> tuple[int, Prior | None]:
+    """Judge policy vs reference (the pair's first response by ``policy_first``), batch by batch, into the
+    run's rows; calibrating, into ``store`` and then the rows, all labelled with the run's prior."""
     from generator.engines.options import check_served
+    from judge.calibrated_run import verdict_record
     from judge.scoring import Pair, judge_pairs
     from plumbing.batching import iter_batches
 
@@ -279,28 +316,46 @@ def _judge(config: EvalConfig, items: list[EvalItem], cache: dict, pool: EngineP
             done += 1
         else:
             ready.append(it)
+    judged = {} if store is None else store.records()
+    pending = [it for it in ready if it.id not in judged]
+    done += len(ready) - len(pending)
     report(done, total)
-    if not ready:
-        return done
-    engine = pool.get("judge")
-    writer.runtime.setdefault("served", {})["judge"] = check_served(engine, writer.spec["judge"]["model"])
-    for batch in iter_batches(ready, config.judge.batch_size):
-        pairs = [Pair(it.id, it.messages, cache["policy"][it.id]["text"], cache["reference"][it.id]["text"])
-                 for it in batch]
+    if pending:
+        engine = pool.get("judge")
+        writer.runtime.setdefault("served", {})["judge"] = check_served(engine, writer.spec["judge"]["model"])
+    for batch in iter_batches(pending, config.judge.batch_size):
+        shown = [(cache["policy"][it.id]["text"], cache["reference"][it.id]["text"]) for it in batch]
+        pairs = [Pair(it.id, it.messages, *(pr if policy_first(config.seed, it.id) else pr[::-1]))
+                 for it, pr in zip(batch, shown, strict=True)]
         verdicts = judge_pairs(engine, const, pairs, config.judge)
-        writer.write([eval_row(it, cache, v) for it, v in zip(batch, verdicts, strict=True)])
+        if store is None:
+            writer.write([eval_row(it, cache, v, policy_first(config.seed, it.id)) for it, v in zip(batch, verdicts,
+                                                                                                   strict=True)])
+        else:
+            store.add([verdict_record(it.id, v) for it, v in zip(batch, verdicts, strict=True)])
         done += len(batch)
         report(done, total)
-    return done
+    if store is None:
+        return done, None
+    verdicts, prior = store.calibrated([it.id for it in ready])
+    for batch in iter_batches(list(zip(ready, verdicts, strict=True)), config.judge.batch_size):
+        writer.write([eval_row(it, cache, v, policy_first(config.seed, it.id)) for it, v in batch])
+    if not prior.applied:
+        log.warning("eval: %s", prior.reason)
+    return done, prior
 
 
-def eval_row(item: EvalItem, cache: dict, verdict) -> dict:
-    """One judged prompt; a vote's order "ab" means the POLICY's response was shown as option (A)."""
+def eval_row(item: EvalItem, cache: dict, verdict, first: bool = True) -> dict:
+    """One judged prompt; ``first``: the policy was the pair's first response. The row is seen from the policy's
+    side whichever it was: ``p_policy`` = P(policy better), and a vote's order "ab" means the POLICY's
+    response was shown as option (A)."""
     pol, ref = cache["policy"][item.id], cache["reference"][item.id]
+    p = verdict.p_first if first or verdict.p_first is None else 1.0 - verdict.p_first
+    votes = verdict.votes if first else [v.swapped() for v in verdict.votes]
     return {"id": item.id, "prompt": item.messages, "policy": pol["text"], "reference": ref["text"],
             "policy_tokens": pol["num_tokens"], "reference_tokens": ref["num_tokens"],
             "policy_finish": pol["finish_reason"], "reference_finish": ref["finish_reason"], "answer": item.answer,
-            "p_policy": verdict.p_first, "votes": [v.to_record() for v in verdict.votes],
+            "p_policy": p, "votes": [v.to_record() for v in votes], "policy_first": first,
             "principle_ids": list(verdict.principle_ids), "position_consistent": verdict.position_consistent,
             "reason": verdict.reason}
 
@@ -316,16 +371,18 @@ def eval_rows():
                      "reference": Value("string"), "policy_tokens": Value("int64"),
                      "reference_tokens": Value("int64"), "policy_finish": Value("string"),
                      "reference_finish": Value("string"), "answer": Value("string"), "p_policy": Value("float64"),
-                     "votes": List(VOTE), "principle_ids": List(Value("string")),
+                     "votes": List(VOTE), "policy_first": Value("bool"), "principle_ids": List(Value("string")),
                      "position_consistent": Value("bool"), "reason": Value("string")})
 
 
 # --- metrics --------------------------------------------------------------------------------------
 
 
-def compute_result(config: EvalConfig, inp: EvalInput, writer, spec: dict) -> tuple[dict, list[tuple[int, float]]]:
+def compute_result(config: EvalConfig, inp: EvalInput, writer, spec: dict,
+                   prior: Prior | None = None) -> tuple[dict, list[tuple[int, float]]]:
     """metrics.json's content over the rows of this input's prompts (a resumed run may hold more), and the
-    (length difference, verdict) point of each scored prompt for the plot."""
+    (length difference, verdict) point of each scored prompt for the plot; ``calibration`` is the run's prior
+    (None uncalibrated)."""
     from align.evaluate_metrics import compute_metrics
     from align.evaluate_report import settings
     from plumbing.runs import load, read_errors
@@ -334,7 +391,8 @@ def compute_result(config: EvalConfig, inp: EvalInput, writer, spec: dict) -> tu
     rows = [r for r in load(writer.dir) if r["id"] in ids]
     errors = [e for e in read_errors(writer.dir) if e.get("id") in ids | {b for b, _ in inp.bad}]
     result = {**compute_metrics(rows, reward=config.reward, resamples=config.resamples, seed=config.seed),
-              "errors": len(errors), "settings": settings(config, inp, spec)}
+              "errors": len(errors), "calibration": None if prior is None else prior.to_dict(),
+              "settings": settings(config, inp, spec)}
     points = [(len(r["policy"]) - len(r["reference"]), r["p_policy"]) for r in rows if r["p_policy"] is not None]
     return result, points
 

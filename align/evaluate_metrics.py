@@ -57,6 +57,7 @@ def compute_metrics(rows: list[dict], *, reward: str = "auto", resamples: int = 
     consistent = [r["position_consistent"] for r in rows if r["position_consistent"] is not None]
     return {
         "n_prompts": len(rows), "identical_responses": sum(r["policy"] == r["reference"] for r in rows),
+        "policy_first": sum(bool(r["policy_first"]) for r in rows),
         "win_rate": winrate.win_rate(p, resamples=resamples, seed=seed),
         "length_controlled_win_rate": winrate.length_controlled(p, delta),
         "length": {"unit": "characters", "mean_policy": _mean([len(r["policy"]) for r in rows]),

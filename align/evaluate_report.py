@@ -30,7 +30,7 @@ def settings(config, inp, spec: dict) -> dict:
             "engines": {role: spec[role]["engine"] for role in ("policy", "reference", "judge")},
             "sampling": spec["sampling"], "constitution": str(j.constitution or "built-in"),
             "constitution_sha256": spec["constitution_sha256"], "template_sha256": spec["template_sha256"],
-            "principles_per_pair": j.principles_per_pair, "cot": j.cot, "judge_seed": j.seed,
+            "principles_per_pair": j.principles_per_pair, "cot": j.cot, "judge_seed": j.seed, "calibrate": j.calibrate,
             "reward": config.reward, "resamples": config.resamples, "seed": config.seed, "versions": versions()}
 
 
@@ -95,6 +95,15 @@ def _length_lines(result: dict) -> list[str]:
             + ("" if lc["reason"] is None else f"; n/a: {lc['reason']}")]
 
 
+def _calibration(mode: str, prior: dict | None) -> str:
+    if prior is None:
+        return mode
+    if not prior["applied"]:
+        return f"{mode}, {prior['reason']}"
+    return (f"{mode}: each P(A) divided by the run's prior P(A) = {fmt(prior['p_a'])} (mean over {prior['votes']} "
+            f"votes, both orders) and renormalised (arXiv 2309.17249)")
+
+
 def render_report(result: dict, images: list[str]) -> str:
     s, w = result["settings"], result["win_rate"]
     lines = [f"# Win-rate: {s['policy']} vs {s['reference']}", "",
@@ -121,6 +130,9 @@ def render_report(result: dict, images: list[str]) -> str:
               f"seed {sam['seed']}",
               f"- constitution `{s['constitution']}`, sha256 `{s['constitution_sha256']}`; judge templates sha256 "
               f"`{s['template_sha256']}`; CoT {s['cot']}, judge seed {s['judge_seed']}",
+              f"- option positions: the policy's response was the pair's first (option (A) in order \"ab\") on "
+              f"{result['policy_first']} of {result['n_prompts']} prompts, a coin per prompt (seed {s['seed']})",
+              f"- calibration: {_calibration(s.get('calibrate', 'none'), result.get('calibration'))}",
               f"- prompts `{s['prompts']}` (sha256 `{s['prompts_sha256']}`), limit {s['limit']}, reward {s['reward']}",
               f"- versions: {', '.join(f'{k} {v}' for k, v in s['versions'].items())}", ""]
     return "\n".join(lines)

@@ -19,6 +19,12 @@ p_chosen is the Bradley-Terry P(best beats worst) fitted to every pair of the it
 Unlabelled pairs (no scorable vote) go to errors.jsonl with the votes.
 Rows with ``p_chosen < min_confidence`` go to the ``filtered`` split, schema unchanged; the
 rule is recorded in the manifest under ``filter`` (one rule, so one reason for every row).
+
+With ``calibrate="batch"`` the prior is estimated over the whole run (judge/calibration.py): the
+verdicts are kept as read in the run's ``calibration/`` folder while pairs are judged, and the rows are
+written once every pair is, all labelled with the one prior (judge/calibrated_run.py). The prior is
+recorded in the manifest under ``calibration``, with ``applied: false`` and the reason when too few
+votes were scored to estimate it (the labels are then the probabilities as read).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from judge.calibrated_run import CalibrationStore, open_store, verdict_record
+from judge.calibration import Prior, calibration_spec
 from judge.config import JudgeConfig
 from judge.errors import JudgeError
 from judge.pairing import all_pairs, best_worst, bradley_terry, bt_probability
@@ -35,7 +43,7 @@ from judge.records import PREFERENCES
 from judge.scoring import Pair, PairVerdict, judge_pairs, templates_used
 from plumbing.batching import iter_batches
 from plumbing.hashing import file_sha256
-from plumbing.runs import MANIFEST, RunWriter, item_id, read_manifest, shard_files
+from plumbing.runs import MANIFEST, RunWriter, check_out_dir, item_id, read_manifest, shard_files
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +172,8 @@ def judge_spec(config: JudgeConfig, inp: JudgeInput, constitution_sha256: str, t
             "constitution_sha256": constitution_sha256, "template_sha256": template_sha256,
             "principles_per_pair": config.principles_per_pair, "orders": config.orders, "cot": config.cot_spec(),
             "pairing": config.pairing, "min_confidence": config.min_confidence, "seed": config.seed,
-            "top_k": config.top_k, "layout": config.resolved_layout, "calibrate": config.calibrate}
+            "top_k": config.top_k, "layout": config.resolved_layout, "calibrate": config.calibrate,
+            **calibration_spec(config.calibrate)}
 
 
 def _plan(item: Item, pairing: str, done: set[str]) -> list[tuple[str, int, int]]:
@@ -234,12 +243,15 @@ class JudgeSummary:
     bad_input: int
     judged_pairs: int
     consistency: tuple[int, int]  # (position-consistent rows, rows with both orders scored)
+    calibration: Prior | None = None  # the run's prior with --calibrate batch
 
     def line(self) -> str:
         ok, n = self.consistency
         rate = f"{100.0 * ok / n:.1f}% of {n} rows" if n else "n/a"
+        cal = self.calibration
+        prior = "" if cal is None else f"; {cal.reason or f'calibrated: P(A) {cal.p_a:.3f} over {cal.votes} votes'}"
         return (f"judge: {self.counts.get('train', 0)} train, {self.counts.get(FILTERED, 0)} filtered, "
-                f"{self.unlabelled} unlabelled, {self.bad_input} bad input rows; position-consistent {rate} "
+                f"{self.unlabelled} unlabelled, {self.bad_input} bad input rows; position-consistent {rate}{prior} "
                 f"-> {self.out}")
 
 
@@ -309,7 +321,13 @@ def run_judge(config: JudgeConfig, *, engine=None, constitution=None,
     const = constitution if constitution is not None else load_constitution(config.constitution)
     tsha = template_sha256(templates_used(config), config.templates)
     spec = judge_spec(config, inp, const.sha256(), tsha, engine)
+    mode = check_out_dir(config.out, STAGE, overwrite=config.overwrite)
+    store = None if config.calibrate != "batch" else open_store(  # refuses more pairs once the prior is fixed
+        config.out, spec, mode, _keys((item, _plan(item, config.pairing, set())) for item in inp.items), JudgeError,
+        "judge them into another --out, or pass --overwrite to judge the whole input again")
     writer = RunWriter(config.out, STAGE, spec, PREFERENCES, runtime=_runtime(config), overwrite=config.overwrite)
+    if store is not None:
+        store.clear(keep_own=mode != "replace")
     for bid, reason in inp.bad:
         if bid not in writer.done_ids:
             writer.error(bid, reason, kind="bad_input")
@@ -317,34 +335,57 @@ def run_judge(config: JudgeConfig, *, engine=None, constitution=None,
         if len(item.responses) < 2 and item.id not in writer.done_ids:
             writer.error(item.id, "fewer than two distinct responses to compare", kind="bad_input")
     todo = [(item, plan) for item in inp.items if (plan := _plan(item, config.pairing, writer.done_ids))]
-    total = sum(len(plan) for _, plan in todo)
+    pending = todo if store is None else _unjudged(todo, store.records())
+    total = sum(len(plan) for _, plan in pending)
     meta = {"judge_model": spec["model"], "constitution_sha256": const.sha256(),
             "template_sha256": tsha}
-    own = engine is None and bool(todo)
+    own = engine is None and bool(pending)
     if own:
         engine = make_judge_engine(config)
     done = 0
     try:
-        if engine is not None and todo:
+        if engine is not None and pending:
             from generator.engines.options import check_served
 
             writer.runtime["served"] = check_served(engine, spec["model"])
         if progress:
             progress(0, total)
-        for batch in iter_batches(todo, config.batch_size, weight=lambda entry: len(entry[1])):
-            done += _judge_batch(engine, const, config, batch, writer, meta)
+        for batch in iter_batches(pending, config.batch_size, weight=lambda entry: len(entry[1])):
+            done += _judge_batch(engine, const, config, batch, writer, meta, store)
             if progress:
                 progress(done, total)
     finally:
         if own:
             engine.close()
-    return _finish(writer, config, done)
+    prior = _label_calibrated(store, config, todo, writer, meta) if store is not None else None
+    return _finish(writer, config, done, prior)
 
 
-def _judge_batch(engine, const, config: JudgeConfig, batch, writer: RunWriter, meta: dict) -> int:
+def _keys(entries) -> list[str]:
+    """The pair ids (``Pair.id``, the calibration store's keys) of (item, plan) entries, in order."""
+    return [item_id(item.id, i, j) for item, plan in entries for _, i, j in plan]
+
+
+def _unjudged(todo: list, cached: dict) -> list:
+    """``todo`` without the pairs whose verdicts the calibration store holds."""
+    left = [(item, [p for p in plan if item_id(item.id, p[1], p[2]) not in cached]) for item, plan in todo]
+    return [(item, plan) for item, plan in left if plan]
+
+
+def _judge_batch(engine, const, config: JudgeConfig, batch, writer: RunWriter, meta: dict,
+                 store: CalibrationStore | None) -> int:
+    """Judge a batch: its rows are written now, or (calibrating) its raw verdicts are stored."""
     pairs = [Pair(item_id(item.id, i, j), item.prompt, item.responses[i], item.responses[j])
              for item, plan in batch for _, i, j in plan]
     verdicts = judge_pairs(engine, const, pairs, config)
+    if store is None:
+        _write_labels(writer, config, batch, verdicts, meta)
+    else:
+        store.add([verdict_record(p.id, v) for p, v in zip(pairs, verdicts, strict=True)])
+    return len(pairs)
+
+
+def _write_labels(writer: RunWriter, config: JudgeConfig, batch, verdicts: list[PairVerdict], meta: dict) -> None:
     train, filtered, k = [], [], 0
     for item, plan in batch:
         rows, errors = rows_for_item(item, plan, verdicts[k:k + len(plan)], config.pairing, meta)
@@ -355,10 +396,24 @@ def _judge_batch(engine, const, config: JudgeConfig, batch, writer: RunWriter, m
             writer.error(e.pop("id"), e.pop("reason"), **e)
     writer.write(train)
     writer.write(filtered, split=FILTERED)
-    return len(pairs)
 
 
-def _finish(writer: RunWriter, config: JudgeConfig, judged: int) -> JudgeSummary:
+def _label_calibrated(store: CalibrationStore, config: JudgeConfig, todo: list, writer: RunWriter,
+                      meta: dict) -> Prior:
+    """Every pair is judged: label the rows still to write (all, unless a run killed while writing them
+    left some) with the run's prior, batch by batch."""
+    verdicts, prior = store.calibrated(_keys(todo))
+    if not prior.applied:
+        log.warning("judge: %s", prior.reason)
+    k = 0
+    for batch in iter_batches(todo, config.batch_size, weight=lambda entry: len(entry[1])):
+        n = sum(len(plan) for _, plan in batch)
+        _write_labels(writer, config, batch, verdicts[k:k + n], meta)
+        k += n
+    return prior
+
+
+def _finish(writer: RunWriter, config: JudgeConfig, judged: int, prior: Prior | None) -> JudgeSummary:
     from plumbing.runs import read_errors
 
     errors = read_errors(writer.dir)
@@ -367,6 +422,7 @@ def _finish(writer: RunWriter, config: JudgeConfig, judged: int) -> JudgeSummary
     extra = {"filter": {"split": FILTERED, "reason": f"p_chosen < min_confidence ({config.min_confidence})",
                         "min_confidence": config.min_confidence},
              "summary": {"unlabelled": unlabelled, "bad_input": len(errors) - unlabelled,
-                         "position_consistent": consistency[0], "position_checked": consistency[1]}}
+                         "position_consistent": consistency[0], "position_checked": consistency[1]},
+             **({"calibration": prior.to_dict()} if prior is not None else {})}
     counts = writer.finish(extra)
-    return JudgeSummary(str(writer.dir), counts, unlabelled, len(errors) - unlabelled, judged, consistency)
+    return JudgeSummary(str(writer.dir), counts, unlabelled, len(errors) - unlabelled, judged, consistency, prior)

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generator.engines.options import ModelName, ServerURL
+from judge.calibration import MIN_VOTES
 
 LAYOUTS = ("cai", "shared-prefix")
 # The layout of direct (option-letter) judging when none is named; CoT has only the CAI layout.
@@ -45,9 +46,10 @@ class JudgeConfig(BaseModel):
         None, description="Prompt layout: 'cai' (principle before the responses, arXiv 2212.08073) or "
                           "'shared-prefix' (the question after the responses, so a (pair, order)'s principles "
                           f"share the prompt up to it); default: {DEFAULT_LAYOUT}, and cai with --cot.")
-    calibrate: Literal["none", "batch"] = Field("none", description="'batch': subtract the batch's mean "
-                                                "log-odds of (A) per order before combining the orders "
-                                                "(batch calibration, arXiv 2309.17249).")
+    calibrate: Literal["none", "batch"] = Field("none", description="'batch': divide each P(A) by the mean P(A) "
+                                                "over every scored vote of the run (both orders) and renormalise "
+                                                "before combining the orders (batch calibration, arXiv 2309.17249; "
+                                                f"not applied, and recorded so, below {MIN_VOTES} scored votes).")
     pairing: Literal["all", "best-worst"] = Field("all", description="For runs with N responses per prompt: "
                                                   "'all' emits every pair; 'best-worst' ranks the responses "
                                                   "with a Bradley-Terry fit and emits best vs worst.")

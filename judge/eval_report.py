@@ -115,14 +115,19 @@ def _calibration_lines(by_calibration: dict | None) -> list[str]:
     if not by_calibration:
         return []
     lines = ["", "## Batch calibration", "",
-             "The same votes as read (`none`) and batch-calibrated (`batch`: per order, the batch's mean "
-             "log-odds of (A) subtracted before the orders are combined; arXiv 2309.17249).", "",
+             "The same votes as read (`none`) and batch-calibrated (`batch`: each P(A) divided by the mean P(A) "
+             "of every evaluated vote, both orders, and renormalised before the orders are combined; "
+             "arXiv 2309.17249).", "",
              "| calibration | agreement | position consistency | first-position (A) win rate | top-label ECE |",
              "|---|---|---|---|---|"]
     for mode, m in by_calibration.items():
         cells = [f"{fmt(x['value'])} {fmt_interval(x)}" for x in
                  (m["agreement"], m["position_consistency"], m["first_position_win_rate"], m["calibration"])]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    prior = by_calibration.get("batch", {}).get("prior")
+    if prior:
+        lines += ["", f"Prior P(A) = {fmt(prior['p_a'])} over {prior['votes']} votes"
+                      + (f" ({prior['reason']})." if prior["reason"] else ".")]
     return lines
 
 

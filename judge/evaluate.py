@@ -13,10 +13,12 @@ and position bias is visible in the votes. Measured, each with a 95 % interval
 * calibration: top-label ECE over 10 bins + reliability diagram (Guo et al., arXiv 1706.04599);
 * per-principle agreement: each sampled principle's own order-averaged probability per pair;
 * ``by_calibration``: agreement, position consistency, first-position win rate and ECE both for the
-  probabilities as read (``none``) and batch-calibrated (``batch``, arXiv 2309.17249: per chunk of
-  ``batch_size`` pairs, as ``rlaif judge --calibrate batch`` would label them). The judge is run
-  once, uncalibrated; calibration is a post-hoc shift of the stored votes. The other metrics
-  follow ``judge.calibrate``;
+  probabilities as read (``none``) and batch-calibrated (``batch``, arXiv 2309.17249: by the prior of
+  ALL the evaluated pairs' votes, as ``rlaif judge --calibrate batch`` labels a run; judge/calibration.py),
+  the ``batch`` entry with its ``prior``. The judge is run once, uncalibrated; calibration is a post-hoc
+  division of the stored votes by the prior. The prior pools both orders, so the human pick always being
+  the pair's first response does not enter it. The other metrics follow ``judge.calibrate`` (with
+  ``inject``, the injected verdicts are calibrated by their own prior);
 * with ``inject``: the same pairs judged again with an instruction injected into the rejected
   reply (judge/injection.py), and how far it moves the verdict (``metrics.injection_effect``).
 
@@ -122,28 +124,29 @@ def read_human_pairs(path: Path, offset: int = 0, limit: int | None = None) -> H
 
 
 def _judge_all(engine, constitution, pairs: list, config: JudgeConfig, report: Callable[[int, int], None],
-               inject: bool) -> tuple[list, list | None]:
+               inject: bool) -> tuple[dict, list | None, object]:
     """Judge in chunks of ``batch_size`` pairs to report progress (with ``inject``, each chunk is also
     judged with the instruction injected). Chunking does not change any verdict: principles are drawn
-    per (seed, pair id) in ``Constitution.sample_principles``."""
+    per (seed, pair id) in ``Constitution.sample_principles``, and the calibration prior is estimated
+    once over every pair. Returns ``{"none": verdicts, "batch": calibrated}``, the injected verdicts
+    (calibrated when ``config.calibrate`` is "batch") and the prior."""
     from judge.injection import judge_injected
     from judge.scoring import calibrate_verdicts, judge_pairs
     from plumbing.batching import iter_batches
 
-    raw_config = config.model_copy(update={"calibrate": "none"})
     verdicts: list = []
-    calibrated: list = []
     injected: list | None = [] if inject else None
     report(0, len(pairs))
     for chunk in iter_batches(pairs, config.batch_size):
-        raw = judge_pairs(engine, constitution, chunk, raw_config)
-        verdicts.extend(raw)
-        calibrated.extend(calibrate_verdicts(raw))  # the chunk is the batch, as in `rlaif judge`
+        verdicts.extend(judge_pairs(engine, constitution, chunk, config))
         if injected is not None:
             injected.extend(judge_injected(engine, constitution, chunk, config))
         report(len(verdicts), len(pairs))
         log.info("judge-eval: %d/%d pairs judged", len(verdicts), len(pairs))  # progress where no bar shows
-    return {"none": verdicts, "batch": calibrated}, injected
+    calibrated, prior = calibrate_verdicts(verdicts)
+    if injected is not None and config.calibrate == "batch":
+        injected, _ = calibrate_verdicts(injected)
+    return {"none": verdicts, "batch": calibrated}, injected, prior
 
 
 def calibration_summary(verdicts: list, *, n_bins: int = 10, resamples: int = 1000, seed: int = 0) -> dict:
@@ -238,15 +241,17 @@ def run_judge_eval(config: JudgeEvalConfig, progress: Callable[[int, int], None]
     if own_engine:
         engine = make_judge_engine(jc)
     try:
-        by_calibration, injected = _judge_all(engine, constitution, human.pairs, jc,
-                                              progress or (lambda done, total: None), config.inject)
+        by_calibration, injected, prior = _judge_all(engine, constitution, human.pairs, jc,
+                                                     progress or (lambda done, total: None), config.inject)
     finally:
         if own_engine:
             engine.close()
     verdicts = by_calibration[jc.calibrate]
     opts = {"n_bins": config.n_bins, "resamples": config.resamples, "seed": jc.seed}
     result = {**compute_metrics(verdicts, injected=injected, **opts),
-              "by_calibration": {mode: calibration_summary(vs, **opts) for mode, vs in by_calibration.items()},
+              "by_calibration": {mode: {**calibration_summary(vs, **opts), **({"prior": prior.to_dict()}
+                                                                               if mode == "batch" else {})}
+                                 for mode, vs in by_calibration.items()},
               "settings": settings}
     write_outputs(config.out, result, human.pairs, verdicts, injected)
     return result

@@ -25,9 +25,11 @@ once per principle (tests/test_judge_layout.py::test_shared_prefix_prompts_share
 Prompts are sent sorted by their text, so prompts with the longest common prefix sit next to each
 other in the engine's queue and the cache still holds the prefix when the next one needs it.
 
-Batch calibration (``config.calibrate == "batch"``, arXiv 2309.17249, judge/calibration.py): per
-order, the batch's mean log-odds of (A) is subtracted from each vote before the orders are combined;
-the votes keep the value read as ``p_a_raw``.
+Batch calibration (``config.calibrate == "batch"``, arXiv 2309.17249, judge/calibration.py): each vote's
+p_a is divided by the mean p_a of every scored vote of the RUN (both orders) and renormalised before the
+orders are combined; the votes keep the value read as ``p_a_raw``. ``judge_pairs`` returns the verdicts
+as read, whatever ``calibrate`` says: the prior covers the whole run, so the stage calibrates once every
+pair is judged (``calibrate_verdicts``; judge/calibrated_run.py keeps the raw votes across batches).
 
 CoT (``config.cot``): S rationales are sampled with ``judge/pairwise_cot.jinja``; the option
 letter is read after each, each probability is clamped to [0.4, 0.6] (the paper's fix for
@@ -45,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from generator.engines.base import ChoiceScores, Sampling
-from judge.calibration import batch_calibrate, uncalibrated
+from judge.calibration import MIN_VOTES, Prior, apply_prior, estimate_prior, uncalibrated
 from judge.config import JudgeConfig
 from plumbing.chat import last_user_message
 from prompts import PAIRWISE, PAIRWISE_COT, render
@@ -208,12 +210,19 @@ def make_verdict(votes: Sequence[Vote], principle_ids: Sequence[str]) -> PairVer
     return PairVerdict(p, tuple(votes), tuple(principle_ids), position_consistency(votes), reason, raw)
 
 
-def calibrate_verdicts(verdicts: Sequence[PairVerdict]) -> list[PairVerdict]:
-    """The verdicts re-made from their votes batch-calibrated together (arXiv 2309.17249; the votes
-    must be raw): the prior is the mean log-odds per order over all of these verdicts' votes."""
+def calibrate_verdicts(verdicts: Sequence[PairVerdict], prior: Prior | None = None,
+                       min_votes: int = MIN_VOTES) -> tuple[list[PairVerdict], Prior]:
+    """The verdicts re-made from their votes batch-calibrated (arXiv 2309.17249; the votes must be raw)
+    by ``prior``, by default the one estimated over all of these verdicts' votes; and the prior used.
+    With fewer than ``min_votes`` scored votes the prior is not applied and the verdicts stay as read."""
     flat = [v for verdict in verdicts for v in verdict.votes]
-    calibrated = iter(batch_calibrate(flat))
-    return [make_verdict([next(calibrated) for _ in verdict.votes], verdict.principle_ids) for verdict in verdicts]
+    prior = prior if prior is not None else estimate_prior(flat, min_votes)
+    if not prior.applied:
+        apply_prior(flat, prior)  # still refuses votes calibrated already
+        return list(verdicts), prior
+    calibrated = iter(apply_prior(flat, prior))
+    return ([make_verdict([next(calibrated) for _ in verdict.votes], verdict.principle_ids) for verdict in verdicts],
+            prior)
 
 
 def raw_verdicts(verdicts: Sequence[PairVerdict]) -> list[PairVerdict]:
@@ -376,8 +385,8 @@ def judge_pairs(engine, constitution, pairs: Sequence[Pair], config: JudgeConfig
     """Judge every pair: ALL (pair, principle, order) prompts go to the engine in one
     ``score_choices`` call (CoT: one ``generate`` + one ``score_choices``), so vLLM batches
     them and its prefix cache shares the few-shot block and each pair's conversation (with the
-    shared-prefix layout, each (pair, order)'s responses too). With ``calibrate="batch"`` the votes
-    of these pairs are calibrated together: the call's pairs are the batch."""
+    shared-prefix layout, each (pair, order)'s responses too). The verdicts are as read, also with
+    ``calibrate="batch"``: its prior is estimated over the whole run, not one call (module docstring)."""
     if not pairs:
         return []
     tasks, principle_ids = build_tasks(constitution, pairs, config)
@@ -386,8 +395,7 @@ def judge_pairs(engine, constitution, pairs: Sequence[Pair], config: JudgeConfig
     by_pair: list[list[Vote]] = [[] for _ in pairs]
     for t, v in zip(tasks, votes, strict=True):
         by_pair[t.pair].append(v)
-    verdicts = [make_verdict(by_pair[i], principle_ids[i]) for i in range(len(pairs))]
-    return calibrate_verdicts(verdicts) if config.calibrate == "batch" else verdicts
+    return [make_verdict(by_pair[i], principle_ids[i]) for i in range(len(pairs))]
 
 
 def templates_used(config: JudgeConfig) -> list[str]:

@@ -28,8 +28,8 @@ def judge(
     layout: str | None = typer.Option(None, "--layout", help="cai (the paper's: principle, then the responses) | "
                                       "shared-prefix (responses, then the principle's question: faster with a "
                                       "prefix cache). Default: cai (also with --cot)."),
-    calibrate: str = typer.Option("none", "--calibrate", help="none | batch (subtract each batch's mean log-odds "
-                                  "of (A) per order; arXiv 2309.17249). Votes keep the raw value as p_a_raw."),
+    calibrate: str = typer.Option("none", "--calibrate", help="none | batch (divide each P(A) by the run's mean "
+                                  "P(A), both orders; arXiv 2309.17249). Votes keep the raw value as p_a_raw."),
     pairing: str = typer.Option("all", help="all | best-worst (Bradley-Terry ranking of N responses)."),
     min_confidence: float = typer.Option(0.0, help="Rows with p_chosen below this go to split 'filtered'."),
     templates: Path | None = typer.Option(None, "--templates", help="Folder of .jinja files shadowing prompts/."),

@@ -63,7 +63,8 @@ def config(tmp_path, **kw) -> EvalConfig:
     return EvalConfig(prompts=prompts, out=kw.pop("out", tmp_path / "eval"),
                       policy=EngineOptions(model="pol", engine="fake"),
                       reference=EngineOptions(model="ref", engine="fake"),
-                      judge=JudgeConfig(model="judge", engine="fake", principles_per_pair=2), resamples=200, **kw)
+                      judge=kw.pop("judge", None) or JudgeConfig(model="judge", engine="fake", principles_per_pair=2),
+                      resamples=200, **kw)
 
 
 def report_numbers_match_metrics(report: str, metrics: dict) -> int:
@@ -289,3 +290,53 @@ def test_eval_holds_one_engine_at_a_time_where_the_models_allow():
     assert not pool.built  # the last release closed the policy's engine, which judged
     options["policy"] = EngineOptions(model="sft", engine="fake")
     assert EnginePool(options, {}, seed=0).phase_order() == ("policy", "reference", "judge")
+
+
+def _eval_with_calibration(tmp_path, name, wins, losses, scorer, judge_batch=64) -> tuple[dict, list[dict]]:
+    from plumbing.runs import load
+
+    prompts = write_prompts(tmp_path / f"{name}.jsonl", [f"q{i} win" for i in range(wins)] +
+                            [f"q{i} lose" for i in range(losses)])
+    made = {**engines(), "judge": FakeEngine("judge", scorer=scorer)}
+    results = {}
+    for mode in ("none", "batch"):
+        cfg = config(tmp_path, prompts=prompts, out=tmp_path / f"{name}-{mode}", seed=3, judge=JudgeConfig(
+            model="judge", engine="fake", principles_per_pair=4, calibrate=mode, batch_size=judge_batch))
+        results[mode] = evaluate(cfg, engines=made)
+    return results, list(load(tmp_path / f"{name}-batch"))
+
+
+def biased_oracle(prompt: str, options) -> dict:
+    """``oracle`` with a position bias: +1 on the log-odds of (A), whatever it shows."""
+    p = math.exp(oracle(prompt, options)["A"])
+    return {"A": math.log(winrate.sigmoid(math.log(p / (1 - p)) + 1.0)),
+            "B": math.log(1 - winrate.sigmoid(math.log(p / (1 - p)) + 1.0))}
+
+
+def test_eval_calibration_keeps_an_unbiased_judges_win_rate(tmp_path):
+    """An unbiased judge (0.9 for the better response in either position) and a policy better on 12 of 16
+    prompts: win-rate 0.7 as read, and still 0.7 batch-calibrated (0.580 when the policy was always (A) in
+    order "ab" and the prior was the mean log-odds per order); on 18 of 20, 0.82 and 0.82 (then 0.551).
+    The policy is the pair's first response on a seeded coin per prompt, recorded per row; each row is seen
+    from the policy's side. With a position bias (+1 log-odds to (A)) calibration moves the win-rate toward
+    the unbiased judge's: 0.682 as read, 0.693 calibrated (then 0.580). The judge's batch size changes
+    nothing."""
+    for name, wins, losses, value in (("w12", 12, 4, 0.7), ("w18", 18, 2, 0.82)):
+        results, rows = _eval_with_calibration(tmp_path, name, wins, losses, oracle)
+        assert results["none"]["win_rate"]["value"] == pytest.approx(value)
+        assert results["batch"]["win_rate"]["value"] == pytest.approx(value)
+        assert results["batch"]["win_rate"]["wins"] == wins
+        cal = results["batch"]["calibration"]
+        assert cal["applied"] and cal["p_a"] == pytest.approx(0.5) and cal["votes"] >= 32
+        assert results["none"]["calibration"] is None
+        assert 0 < results["batch"]["policy_first"] == sum(r["policy_first"] for r in rows) < len(rows)
+        assert all(r["p_policy"] == pytest.approx(0.9 if "win" in r["prompt"][-1]["content"] else 0.1) for r in rows)
+        report = (tmp_path / f"{name}-batch" / "report.md").read_text()
+        assert "calibration: batch: each P(A) divided by the run's prior P(A) = 0.500" in report
+    results, rows = _eval_with_calibration(tmp_path, "biased", 12, 4, biased_oracle)
+    assert results["none"]["win_rate"]["value"] == pytest.approx(0.682, abs=1e-3)
+    assert results["batch"]["win_rate"]["value"] == pytest.approx(0.693, abs=1e-3)
+    (tmp_path / "small").mkdir()
+    again, rows_again = _eval_with_calibration(tmp_path / "small", "biased", 12, 4, biased_oracle, judge_batch=3)
+    assert again["batch"]["win_rate"] == results["batch"]["win_rate"]
+    assert sorted(rows_again, key=lambda r: r["id"]) == sorted(rows, key=lambda r: r["id"])

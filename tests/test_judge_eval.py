@@ -272,6 +272,31 @@ def test_judge_eval_oracle_agrees_fully_without_position_bias(shared_data, tmp_p
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
 
 
+def test_judge_eval_batch_calibration_keeps_the_oracles_agreement_whatever_the_chunks(shared_data, tmp_path):
+    """The human pick is always the pair's first response. Batch-calibrated by the prior of ALL the pairs'
+    votes (both orders pooled: mean P(A) 0.5 for the unbiased oracle), its agreement stays 1.0 and the prior
+    is recorded; chunks of 5 or 64 pairs give the same numbers. A prior per order and chunk (0.85 in "ab",
+    0.15 in "ba") turned every vote into 0.5: agreement undefined, every pair a tie."""
+    from judge.config import JudgeConfig
+    from judge.evaluate import JudgeEvalConfig, run_judge_eval
+    from plumbing.inputs import hh_split
+
+    hh = shared_data / "hh-rlhf-harmless-base-test.jsonl.gz"
+    OracleEngine.chosen = {hh_split(r["chosen"])[1].strip() for r in _hh_rows(hh, 20)}
+    results = [run_judge_eval(JudgeEvalConfig(human=hh, out=tmp_path / str(size), limit=20, resamples=100,
+                                              judge=JudgeConfig(engine=f"{__name__}:OracleEngine", model="fake",
+                                                                principles_per_pair=4, calibrate="batch",
+                                                                batch_size=size)))
+               for size in (5, 64)]
+    assert results[0]["by_calibration"] == results[1]["by_calibration"]
+    batch = results[0]["by_calibration"]["batch"]
+    assert batch["agreement"]["value"] == 1.0 and batch["agreement"]["n"] == results[0]["n_pairs"] >= 15
+    assert batch["prior"]["applied"] and batch["prior"]["p_a"] == pytest.approx(0.5)
+    assert batch["prior"]["by_order"]["ab"]["p_a"] == pytest.approx(0.85)  # the per-order mean holds the merit
+    assert results[0]["agreement"] == batch["agreement"]  # the headline follows --calibrate batch
+    assert "Prior P(A) = 0.500 over" in (tmp_path / "5" / "report.md").read_text()
+
+
 def test_judge_eval_pure_position_bias_is_all_ties(shared_data, tmp_path):
     out = tmp_path / "eval"
     res = _invoke("--human", shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", "--limit", 6,

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from constitution import DEFAULT_PATH, load_constitution
-from judge.calibration import batch_calibrate, position_prior, uncalibrated
+from judge.calibration import MIN_VOTES, apply_prior, batch_calibrate, uncalibrated
 from judge.config import JudgeConfig
 from judge.prefix import ideal_uncached_tokens
 from judge.scoring import (
@@ -39,52 +39,91 @@ PAIR = Pair("w1", CONVERSATION, "Pour petrol on it at noon and set it alight.",
 
 
 def test_batch_calibration_hand_worked():
-    """Order "ab": p_a 0.8 and 0.5 have log-odds log 4 and 0, mean log 2, so they calibrate to
-    sigmoid(log 2) = 2/3 and sigmoid(-log 2) = 1/3; the lone "ba" vote (0.3) is its order's whole
-    batch and calibrates to 0.5; the unscored vote stays unscored and out of the mean."""
-    votes = [Vote("x", "ab", 0.8), Vote("y", "ab", 0.5), Vote("x", "ba", 0.3), Vote("y", "ab", None, "missing")]
-    assert position_prior(votes) == pytest.approx({"ab": math.log(2), "ba": math.log(0.3 / 0.7)})
-    cal = batch_calibrate(votes)
-    assert [v.p_a for v in cal[:3]] == pytest.approx([2 / 3, 1 / 3, 0.5], abs=1e-12)
-    assert [v.p_a_raw for v in cal] == [0.8, 0.5, 0.3, None]
-    assert cal[3].p_a is None and cal[3].reason == "missing"
-    assert [(v.p_a, v.p_a_raw) for v in uncalibrated(cal)] == [(0.8, None), (0.5, None), (0.3, None), (None, None)]
+    """judge/calibration.py's example: nine undecided votes (0.5) and one saturated (1 - 1e-16). The prior
+    is the mean probability 0.55 (log-odds 0.2007), so 0.5 calibrates to 0.45 and the saturated vote stays
+    at 1; a mean of log-odds (3.67) would have turned each 0.5 into 0.025. The unscored vote stays
+    unscored and out of the mean; the orders are pooled (4 "ab" votes, 6 "ba")."""
+    from judge.calibration import calibrated, log_odds
+
+    votes = [Vote(f"p{i}", "ab" if i < 4 else "ba", 0.5) for i in range(9)]
+    votes += [Vote("s", "ba", 1 - 1e-16), Vote("u", "ab", None, "missing")]
+    cal, prior = batch_calibrate(votes, min_votes=10)
+    assert (prior.p_a, prior.votes, prior.applied) == (pytest.approx(0.55), 10, True)
+    assert prior.by_order == {"ab": {"p_a": 0.5, "votes": 4}, "ba": {"p_a": pytest.approx(3.5 / 6), "votes": 6}}
+    assert prior.to_dict()["log_odds"] == pytest.approx(math.log(0.55 / 0.45)) == pytest.approx(0.2007, abs=1e-4)
+    assert [v.p_a for v in cal[:9]] == pytest.approx([0.45] * 9, abs=1e-12)
+    assert cal[9].p_a == pytest.approx(1.0) and cal[10].p_a is None and cal[10].reason == "missing"
+    assert [v.p_a_raw for v in cal] == [0.5] * 9 + [1 - 1e-16, None]
+    # the paper's ratio form, renormalised, is the same number as the shift of log-odds
+    assert calibrated(0.5, 0.55) == pytest.approx((0.5 / 0.55) / (0.5 / 0.55 + 0.5 / 0.45))
+    old_prior = sum(log_odds(v.p_a) for v in votes[:10]) / 10
+    assert old_prior == pytest.approx(3.67, abs=0.01) and 1 / (1 + math.exp(old_prior)) == pytest.approx(0.025, abs=1e-3)
+    assert [(v.p_a, v.p_a_raw) for v in uncalibrated(cal)] == [(v.p_a, None) for v in votes]
     with pytest.raises(ValueError, match="raw votes"):
-        batch_calibrate(cal)
+        apply_prior(cal, prior)
+
+
+def test_a_lone_vote_is_left_as_read_and_the_run_says_why():
+    """Fewer than MIN_VOTES scored votes give no prior: a lone vote keeps its 0.3 (the per-batch mean of
+    log-odds made every lone vote 0.5), and the record says it was not applied and why. The bound is
+    inclusive: 31 votes are left as read, 32 are calibrated."""
+    cal, prior = batch_calibrate([Vote("x", "ba", 0.3)])
+    assert cal[0].p_a == 0.3 and cal[0].p_a_raw is None
+    assert not prior.applied and prior.to_dict()["applied"] is False
+    assert prior.reason == f"not calibrated: 1 scored vote, batch calibration needs at least {MIN_VOTES}; " \
+                           "the labels are the probabilities as read"
+    few = [Vote("x", "ab", 0.8)] * (MIN_VOTES - 2) + [Vote("x", "ba", 0.6), Vote("x", "ab", None, "missing")]
+    assert [v.p_a for v in batch_calibrate(few)[0]] == [v.p_a for v in few]
+    enough = [*few, Vote("y", "ba", 0.6)]
+    cal, prior = batch_calibrate(enough)
+    assert prior.applied and prior.votes == MIN_VOTES and cal[0].p_a != 0.8 and cal[0].p_a_raw == 0.8
+
+
+def test_the_prior_keeps_a_real_difference_between_first_and_second():
+    """Both pairs' first response is better in BOTH orders (ab 0.8 / ba 0.4; ab 0.6 / ba 0.2): p_first 0.7
+    each. Pooled over the orders the mean P(A) is 0.5, no position prior, so nothing moves; a prior per
+    order (0.7 in "ab", 0.3 in "ba") would have cancelled the real difference and made both 0.5."""
+    v1 = make_verdict([Vote("x", "ab", 0.8), Vote("x", "ba", 0.4)], ["x"])
+    v2 = make_verdict([Vote("x", "ab", 0.6), Vote("x", "ba", 0.2)], ["x"])
+    (c1, c2), prior = calibrate_verdicts([v1, v2], min_votes=4)
+    assert prior.p_a == pytest.approx(0.5) and prior.by_order["ab"]["p_a"] == pytest.approx(0.7)
+    assert [c1.p_first, c2.p_first] == pytest.approx([0.7, 0.7])
+    assert [c1.p_first_raw, c2.p_first_raw] == pytest.approx([0.7, 0.7])
 
 
 def test_calibrated_verdict_combines_the_shifted_orders_and_keeps_the_raw():
-    """Two pairs, one principle, both orders. Raw: pair 1 ab 0.8 / ba 0.4, pair 2 ab 0.6 / ba 0.2.
-    Priors: ab mean(log 4, log 1.5) = log(sqrt 6); ba mean(log(2/3), log(1/4)) = log(sqrt(1/6)).
-    Pair 1: ab -> 4/(4+sqrt 6) = 0.6202, ba -> (2/3)/((2/3)+sqrt(1/6)) = 0.6202, so p_first =
-    (0.6202 + (1 - 0.6202)) / 2 = 0.5: the raw 0.7 (the judge leaned to (A) in both orders) is gone.
-    Position consistency also follows the calibrated votes."""
-    v1 = make_verdict([Vote("x", "ab", 0.8), Vote("x", "ba", 0.4)], ["x"])
-    v2 = make_verdict([Vote("x", "ab", 0.6), Vote("x", "ba", 0.2)], ["x"])
-    assert v1.p_first == pytest.approx(0.7) and v1.p_first_raw is None
-    c1, c2 = calibrate_verdicts([v1, v2])
-    a = 4 / (4 + math.sqrt(6))
-    assert c1.votes[0].p_a == pytest.approx(a) and c1.votes[1].p_a == pytest.approx(a)
-    assert c1.p_first == pytest.approx(0.5) and c1.p_first_raw == pytest.approx(0.7)
-    assert c2.p_first == pytest.approx(0.5) and c2.p_first_raw == pytest.approx(0.7)
-    assert v1.position_consistent is True and c1.position_consistent is False  # both now lean to (A) as shown
-    back = raw_verdicts([c1, c2])
-    assert [v.p_first for v in back] == pytest.approx([0.7, 0.7])
-    assert c1.votes[0].to_record() == {"principle_id": "x", "order": "ab", "p_a": pytest.approx(a), "reason": None,
-                                       "p_a_raw": 0.8}
+    """A judge that leans to (A): pair 1 ab 0.9 / ba 0.6, pair 2 ab 0.7 / ba 0.8. Prior: mean P(A) 0.75,
+    so p -> p / (p + 3 (1 - p)): 0.9 -> 0.75, 0.6 -> 1/3, 0.7 -> 7/16, 0.8 -> 4/7. Pair 1: raw p_first
+    (0.9 + 0.4) / 2 = 0.65 -> (0.75 + 2/3) / 2 = 0.7083; pair 2: raw (0.7 + 0.2) / 2 = 0.45 ->
+    (7/16 + 3/7) / 2 = 0.4330. Pair 1 was position-inconsistent (A won in both orders) and is not after."""
+    v1 = make_verdict([Vote("x", "ab", 0.9), Vote("x", "ba", 0.6)], ["x"])
+    v2 = make_verdict([Vote("x", "ab", 0.7), Vote("x", "ba", 0.8)], ["x"])
+    assert v1.p_first == pytest.approx(0.65) and v1.p_first_raw is None
+    (c1, c2), prior = calibrate_verdicts([v1, v2], min_votes=4)
+    assert prior.p_a == pytest.approx(0.75)
+    assert [v.p_a for v in (*c1.votes, *c2.votes)] == pytest.approx([0.75, 1 / 3, 7 / 16, 4 / 7])
+    assert c1.p_first == pytest.approx((0.75 + 2 / 3) / 2) and c1.p_first_raw == pytest.approx(0.65)
+    assert c2.p_first == pytest.approx((7 / 16 + 3 / 7) / 2) and c2.p_first_raw == pytest.approx(0.45)
+    assert v1.position_consistent is False and c1.position_consistent is True
+    assert [v.p_first for v in raw_verdicts([c1, c2])] == pytest.approx([0.65, 0.45])
+    assert c1.votes[0].to_record() == {"principle_id": "x", "order": "ab", "p_a": pytest.approx(0.75), "reason": None,
+                                       "p_a_raw": 0.9}
+    same, not_applied = calibrate_verdicts([v1, v2])  # 4 votes < MIN_VOTES: as read
+    assert same == [v1, v2] and not not_applied.applied
 
 
-def test_judge_pairs_calibrates_the_call_as_one_batch():
-    """``calibrate="batch"``: the fake judge's p_a is 0.9 for every prompt, a pure (A) prior, so
-    every calibrated vote is 0.5 and every pair 0.5; the raw values stay on the votes."""
+def test_judge_pairs_returns_the_votes_as_read_even_when_calibrating():
+    """``judge_pairs`` never calibrates: one engine call is not the run, so its pairs are no prior. The
+    fake judge's p_a is 0.9 for every prompt, a pure (A) prior: calibrated over the run, every vote is 0.5."""
     from generator.engines.fake import FakeEngine
 
     const = load_constitution(DEFAULT_PATH)
     engine = FakeEngine(scorer=lambda prompt, options: {"A": math.log(0.9), "B": math.log(0.1)})
     pairs = [PAIR, Pair("w2", CONVERSATION, "Leave it.", "Call a pest-control service.")]
-    plain = judge_pairs(engine, const, pairs, JudgeConfig(principles_per_pair=2))
-    cal = judge_pairs(engine, const, pairs, JudgeConfig(principles_per_pair=2, calibrate="batch"))
-    assert [v.p_first for v in plain] == pytest.approx([0.5, 0.5])
+    read = judge_pairs(engine, const, pairs, JudgeConfig(principles_per_pair=2, calibrate="batch"))
+    assert all(v.p_a == pytest.approx(0.9) and v.p_a_raw is None for p in read for v in p.votes)
+    cal, prior = calibrate_verdicts(read, min_votes=4)
+    assert prior.p_a == pytest.approx(0.9)
     assert all(v.p_a == pytest.approx(0.5) and v.p_a_raw == pytest.approx(0.9) for p in cal for v in p.votes)
     assert all(isinstance(v, PairVerdict) and v.p_first_raw == pytest.approx(0.5) for v in cal)
 
@@ -201,6 +240,8 @@ def test_judge_eval_reports_both_calibrations(shared_data, tmp_path):
             assert m["calibration"]["kind"] == "top-label"
         assert result["settings"]["layout"] == "shared-prefix"
     assert results["none"]["by_calibration"] == results["batch"]["by_calibration"]
+    prior = results["batch"]["by_calibration"]["batch"]["prior"]  # 6 pairs: too few votes, recorded so
+    assert prior["votes"] < MIN_VOTES and prior["applied"] is False and "needs at least" in prior["reason"]
     for mode in ("none", "batch"):
         assert results[mode]["agreement"] == results[mode]["by_calibration"][mode]["agreement"]
     report = (tmp_path / "batch" / "report.md").read_text()
@@ -227,8 +268,10 @@ def test_bench_speed_helpers(monkeypatch):
 
 
 def test_judge_run_records_layout_calibration_and_raw_votes(tmp_path):
-    """``rlaif judge --layout shared-prefix --calibrate batch``: both go into the hashed spec, rows
-    carry the shared template's hash, and every vote keeps the probability read as ``p_a_raw``."""
+    """``rlaif judge --layout shared-prefix --calibrate batch``: both go into the hashed spec and rows carry
+    the shared template's hash. Three pairs hold 12 votes, too few for a prior: the labels stay as read
+    and the manifest says so. Sixteen pairs hold enough: every vote of the constant 0.7 judge is 0.5,
+    keeps 0.7 as ``p_a_raw``, and the manifest records the prior 0.7."""
     import json
 
     from generator.engines.fake import FakeEngine
@@ -239,15 +282,28 @@ def test_judge_run_records_layout_calibration_and_raw_votes(tmp_path):
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": f"q{i}", "response_a": f"yes {i}", "response_b": f"no {i}"}) + "\n"
-                             for i in range(3)))
-    out = tmp_path / "prefs"
+                             for i in range(16)))
     engine = FakeEngine(scorer=lambda prompt, options: {"A": math.log(0.7), "B": math.log(0.3)})
-    run_judge(JudgeConfig(input=str(pairs), out=str(out), principles_per_pair=2, layout="shared-prefix",
-                          calibrate="batch"), engine=engine)
-    spec = read_manifest(out)["spec"]
+    few, many = tmp_path / "few", tmp_path / "many"
+    summary = run_judge(JudgeConfig(input=str(pairs), out=str(few), principles_per_pair=2, layout="shared-prefix",
+                                    calibrate="batch", limit=3), engine=engine)
+    spec = read_manifest(few)["spec"]
     assert spec["layout"] == "shared-prefix" and spec["calibrate"] == "batch"
+    assert spec["calibration"] == {"prior": "mean p_a over every scored vote of the run, both orders",
+                                   "min_votes": MIN_VOTES}
     assert spec["template_sha256"] == template_sha256([PAIRWISE_SHARED], None)
-    rows = load(out)
+    rows = load(few)
     assert set(rows["template_sha256"]) == {spec["template_sha256"]}
     votes = [v for row in rows["votes"] for v in row]
-    assert votes and all(v["p_a_raw"] == pytest.approx(0.7) and v["p_a"] == pytest.approx(0.5) for v in votes)
+    assert votes and all(v["p_a"] == pytest.approx(0.7) and v["p_a_raw"] is None for v in votes)
+    recorded = read_manifest(few)["calibration"]
+    assert (recorded["applied"], recorded["votes"], recorded["p_a"]) == (False, len(votes), pytest.approx(0.7))
+    assert "not calibrated" in summary.line() and f"needs at least {MIN_VOTES}" in recorded["reason"]
+    summary = run_judge(JudgeConfig(input=str(pairs), out=str(many), principles_per_pair=4, calibrate="batch"),
+                        engine=engine)
+    votes = [v for row in load(many)["votes"] for v in row]
+    assert len(votes) >= MIN_VOTES
+    assert all(v["p_a_raw"] == pytest.approx(0.7) and v["p_a"] == pytest.approx(0.5) for v in votes)
+    recorded = read_manifest(many)["calibration"]
+    assert (recorded["applied"], recorded["votes"], recorded["p_a"]) == (True, len(votes), pytest.approx(0.7))
+    assert "calibrated: P(A) 0.700" in summary.line()
