@@ -16,8 +16,16 @@ Which part of the completion is the answer:
    same line is math-verify's choice);
 3. else math-verify's choice over the whole completion (its answer anchors, then the last match).
 
+A box wins over a ``####`` line wherever each stands (``"\\boxed{18}\\n#### 20"`` is 18, where the
+gsm8k reward reads 20): the solutions of MATH (Hendrycks et al. arXiv 2103.03874), which this reward
+is for, put their answers in ``\\boxed{}``, and TRL's ``accuracy_reward`` tries a box first
+(``boxed_match_priority=0``); ``####`` is GSM8K's marker, read here only for a completion that boxes
+nothing. A ``####`` heading (``"#### **Step 2: ...**"``, ``"#### 1. Find the total"``) marks
+nothing, as in align/rewards/gsm8k.py.
+
 Before math-verify reads a gold answer or a completion, ``normalise`` rewrites what math-verify 0.9
-misreads (each a case of tests/test_answer_parsing.py): the Unicode minus ``−`` becomes ``-``; a mixed
+misreads (cases of tests/test_answer_parsing.py and tests/test_answer_markers.py): digits of other scripts become ASCII digits
+(math-verify finds nothing in ``１８``, ``١٨`` or ``𝟏𝟖``); the Unicode minus ``−`` becomes ``-``; a mixed
 number (``3 1/2``, ``3\\frac{1}{2}``) becomes ``\\frac{7}{2}`` (math-verify reads ``3 1/2`` as 1, or 2
 in ``$...$``); a number grouped by spaces (``1 000``, ``1\\,000``) loses its spaces (in ``$...$``
 math-verify reads it as 1*000 = 0); and a space or comma between digits that precedes four or more
@@ -32,7 +40,7 @@ from __future__ import annotations
 import re
 
 from align.rewards.base import RewardResult, per_row
-from align.rewards.gsm8k import NUMBER, boxed, marked_answers, parse_number
+from align.rewards.gsm8k import NUMBER, ascii_digits, boxed, marked_answers, parse_number
 
 _SPACE_GROUP = " \u00a0\u2009\u202f\\,"
 _BROKEN_GROUP = re.compile(r"(?<=\d)([ ,])(?=\d{4})")
@@ -40,7 +48,7 @@ _BROKEN_GROUP = re.compile(r"(?<=\d)([ ,])(?=\d{4})")
 
 def normalise(text: str) -> str:
     """``text`` with what math-verify misreads rewritten (module docstring)."""
-    text = _BROKEN_GROUP.sub(r"\1 ", text.replace("\u2212", "-"))
+    text = _BROKEN_GROUP.sub(r"\1 ", ascii_digits(text).replace("\u2212", "-"))
     out, done = [], 0
     for m in NUMBER.finditer(text):
         if m.group("mixed"):
