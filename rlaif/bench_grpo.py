@@ -6,7 +6,7 @@ with the ``gsm8k`` reward over ``rlaif data arithmetic`` problems, ``--steps`` o
 (model load and the first step's warm-up are reported apart: ``first_step_s``).
 
 Sandbox: ``--programs`` correct solutions of one small problem (each runs a short loop, so the
-sandbox's own start-up is not all that is measured), run by ``align.rewards.sandbox.run_many``
+sandbox's own start-up is not all that is measured), run by ``align.rewards.code.run_tests_many``
 one at a time and then with as many workers as CPUs; ``parallel_speedup`` is the ratio of their
 programs/s, measured in the same command.
 """
@@ -29,12 +29,13 @@ PROGRAM = """def total(n):
         s += i * i % 7
     return s
 """
-TESTS = ["assert total(10) == sum(i * i % 7 for i in range(10))", "assert total(200000) >= 0"]
+TESTS = ["assert total(10) == 19", "assert total(200000) >= 0"]  # literals: the code reward checks no other form
 
 
 def sandbox_throughput(programs: int = 32) -> dict:
-    """Programs/s of ``run_many`` with one worker and with one per CPU; every run must pass."""
-    from align.rewards.sandbox import run_many, sandbox_unavailable
+    """Programs/s of ``run_tests_many`` with one worker and with one per CPU; every run must pass."""
+    from align.rewards.code import run_tests_many
+    from align.rewards.sandbox import sandbox_unavailable
 
     why = sandbox_unavailable()
     if why:
@@ -43,7 +44,7 @@ def sandbox_throughput(programs: int = 32) -> dict:
     out = {"programs": programs, "workers_parallel": os.cpu_count() or 1}
     for label, workers in (("serial", 1), ("parallel", None)):
         start = time.perf_counter()
-        results = run_many(jobs, max_workers=workers)
+        results = run_tests_many(jobs, max_workers=workers)
         seconds = time.perf_counter() - start
         bad = [r.status for r in results if r.status != "pass"]
         if bad:

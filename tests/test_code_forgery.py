@@ -43,6 +43,10 @@ FORGERIES = {
     "int_subclass_eq": ("class Num(int):\n    def __eq__(self, other):\n        return True\n"
                         "    __hash__ = int.__hash__\n"
                         "def f(x):\n    return Num(0)\n", {"error"}),
+    # A dict that says it equals everything is sent as what it holds: {} != 4.
+    "dict_subclass_eq": ("class Liar(dict):\n    def __eq__(self, other):\n        return True\n"
+                         "    __hash__ = None\n"
+                         "def f(x):\n    return Liar()\n", {"fail"}),
     "os_exit_in_first_call": ("import os\ndef f(x):\n    os._exit(0)\n", {"error"}),
     "system_exit_in_function": ("def f(x):\n    raise SystemExit(0)\n", {"error"}),
     # Made-up records and sentinels on stdout: the verdict never reads stdout.

@@ -2,11 +2,11 @@
 and is imported by the trusted parent for the one codec both sides share (``encode``/``decode``).
 
 The child is told only which functions to call with which arguments: the fd PLAN_FD holds
-``{"calls": [[name, [arg, ...], [[keyword, arg], ...], truth], ...]}`` (arguments in the tagged
-encoding below), read and closed before any program code runs. The program (``solution.py``)
-runs, then each call in order; for each, one line goes to RESULT_FD:
-``["call", i, "value", <tagged return value>]`` or ``["call", i, "failed", status, reason]``;
-a program that raises before the calls gives one ``["program", status, reason]`` line instead.
+``[[name, [arg, ...], [[keyword, arg], ...], truth], ...]`` (``marshal``, from the trusted
+parent; arguments in the tagged encoding below), read and decoded before any program code runs.
+The program (``solution.py``) runs, then each call in order; for each, one line goes to
+RESULT_FD: ``["call", i, "value", <tagged return value>]`` or ``["call", i, "failed", status,
+reason]``; a program that raises before the calls gives one ``["program", status, reason]`` line.
 
 Nothing here decides a verdict. The expected values never enter this process: the parent
 (align/rewards/code.py) compares the decoded values with the literals of each assert itself.
@@ -14,27 +14,28 @@ Since the program shares this process it can rewrite anything here or write any 
 RESULT_FD; what it writes can only claim a return value, which it could have returned anyway.
 
 The encoding accepts plain data only, by exact type (``type(x) is int``, not ``isinstance``):
-None, bool, int, float, complex, str, bytes, list, tuple, set, frozenset, dict, nested at most
-``MAX_DEPTH`` deep, and the builtin types themselves (an argument ``int``); ``Counter``,
-``OrderedDict`` and ``defaultdict``, which compare with a dict literal as a dict, are sent as the
-dict they hold. An object with its own ``__eq__``, a subclass of ``int``, a generator, a
-self-containing list: the call fails (tests/test_code_forgery.py). A call whose value the assert
-only tests for truth (``assert f(x)``, ``assert not f(x)``) sends ``bool(value)`` instead, which
-the program could have returned itself, so a ``re.Match`` passes there as it does in Python.
+None, bool, int, float, complex, str, bytes, list, tuple, set, frozenset, nested at most
+``MAX_DEPTH`` deep, and the builtin types themselves (an argument ``int``). Dicts are the one
+exception: a dict of any class (``Counter``, ``defaultdict``, which compare with a dict literal as
+dicts) is sent as the dict it holds, read with ``dict.items``, so no override in its class is
+asked. An object with its own ``__eq__``, a subclass of ``int``, a generator, a self-containing
+list: the call fails (tests/test_code_forgery.py, tests/test_code_checks.py). A call whose value
+the assert only tests for truth (``assert f(x)``, ``assert not f(x)``) sends ``bool(value)``,
+which the program could have returned itself, so a ``re.Match`` passes there as in Python.
 """
 
 import builtins
-import collections
 import errno
-import json
+import marshal
 import os
 import sys
+
+# The C half of json: importing json itself (which imports re) cost a run ~50 ms more on the shared box.
+from _json import encode_basestring_ascii
 
 MAX_DEPTH = 100
 _SEQ = {list: "l", tuple: "t", set: "S", frozenset: "F"}
 _BUILD = {"l": list, "t": tuple, "S": set, "F": frozenset}
-# The standard library's dicts that compare with a dict literal as a dict: sent as the dict they hold.
-_DICTS = (dict, collections.Counter, collections.OrderedDict, collections.defaultdict)
 # Builtin types as values (``remove_datatype((4, 7.7), int)``), by name.
 TYPES = {t.__name__: t for t in (int, float, complex, bool, str, bytes, list, tuple, set, frozenset, dict)}
 
@@ -60,7 +61,7 @@ def encode(value, depth=0):
         return ["y", value.hex()]
     if kind in _SEQ:
         return [_SEQ[kind], [encode(v, depth + 1) for v in value]]
-    if any(kind is d for d in _DICTS):  # dict.items: an override on a Counter is never asked
+    if issubclass(kind, dict):  # dict.items reads what it holds; no override of a Counter is asked
         return ["d", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]]
     if kind is type and any(value is t for t in TYPES.values()):
         return ["T", value.__name__]
@@ -127,6 +128,18 @@ def _classify(exc):
     return "error", type(exc).__name__ + ": " + _text(exc)
 
 
+def dump(record):
+    """JSON text of a record (lists, str, bool, int) without the json module; the parent reads it with json."""
+    kind = type(record)
+    if kind is str:
+        return encode_basestring_ascii(record)
+    if kind is bool:
+        return "true" if record else "false"
+    if kind is int:
+        return int.__repr__(record)
+    return "[" + ",".join([dump(r) for r in record]) + "]"
+
+
 def _call(namespace, pristine, name, args, kwargs, truth):
     """``["value", tagged]`` or ``["failed", status, reason]`` for one call of the program's ``name``."""
     if name not in namespace:  # never a builtin of that name: the parent means the program's function
@@ -145,11 +158,11 @@ def _call(namespace, pristine, name, args, kwargs, truth):
 
 
 def _main():
-    write, exit_, getpid, dumps, loads = os.write, os._exit, os.getpid, json.dumps, json.loads
+    write, exit_, getpid = os.write, os._exit, os.getpid
     main_pid, result_fd = getpid(), int(sys.argv[2])
     with open(int(sys.argv[1]), "rb") as fh:  # decoded before the program can patch what decode uses
         calls = [(name, [decode(a) for a in args], {k: decode(v) for k, v in kwargs}, truth)
-                 for name, args, kwargs, truth in loads(fh.read())["calls"]]
+                 for name, args, kwargs, truth in marshal.loads(fh.read())]
     pristine = dict(builtins.__dict__)
 
     def emit(record):
@@ -159,7 +172,7 @@ def _main():
             except BaseException as exc:  # the program closed its own stdout: noted, nothing else
                 write(2, ("harness: flush failed: " + _text(exc) + "\n").encode())
         try:
-            write(result_fd, (dumps(record) + "\n").encode())
+            write(result_fd, (dump(record) + "\n").encode())
         except BaseException:
             exit_(1)  # the result fd is gone: fewer lines than calls, which the parent counts as an error
 

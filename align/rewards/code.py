@@ -313,9 +313,10 @@ def _tests(value) -> list[str]:
     raise TypeError(f"code reward: 'tests' must be a string or a list of strings, got {type(value).__name__}")
 
 
-def run_tests_many(jobs: Sequence[tuple[str, Sequence[str]]], limits: Limits = Limits()) -> list[RunResult]:
-    """Each (program, tests) judged: the sandbox runs only rows whose tests parse; the others are
-    ``unverifiable`` with the reason."""
+def run_tests_many(jobs: Sequence[tuple[str, Sequence[str]]], limits: Limits = Limits(),
+                   max_workers: int | None = None) -> list[RunResult]:
+    """Each (program, tests) judged, in parallel up to ``max_workers`` (default: the CPU count): the
+    sandbox runs only rows whose tests parse; the others are ``unverifiable`` with the reason."""
     plans: list[Plan | str] = []
     for _, tests in jobs:
         try:
@@ -323,7 +324,7 @@ def run_tests_many(jobs: Sequence[tuple[str, Sequence[str]]], limits: Limits = L
         except UnverifiableTest as exc:
             plans.append(str(exc))
     runs = iter(run_many([(program, p.calls) for (program, _), p in zip(jobs, plans, strict=True)
-                          if isinstance(p, Plan)], limits))
+                          if isinstance(p, Plan)], limits, max_workers))
     return [judge(p, next(runs)) if isinstance(p, Plan) else RunResult("unverifiable", p, None, 0.0)
             for p in plans]
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import marshal
 import os
 import shutil
 import signal
@@ -93,7 +94,7 @@ class Returned:
 
 @dataclass(frozen=True)
 class RunResult:
-    status: str  # returned | timeout | error | violation | sandbox_error; code.py turns returned into pass | fail
+    status: str  # returned | timeout | error | violation | sandbox_error (code.py: returned -> pass | fail | error)
     reason: str
     returncode: int | None
     wall_s: float
@@ -220,8 +221,10 @@ def _records(text: str, n_calls: int) -> tuple[tuple[str, str] | None, list[Retu
 
 def _ended(rc: int | None) -> str:
     """How the sandbox's process ended, from ``sh``'s status (128 + N for signal N)."""
+    if rc is None or rc <= 128:
+        return f"exited with status {rc}"
     try:
-        return f"killed by {signal.Signals(rc - 128).name}" if rc is not None and rc > 128 else f"exited with status {rc}"
+        return f"killed by {signal.Signals(rc - 128).name}"
     except ValueError:  # a status over 128 that no signal gave (os._exit(200))
         return f"exited with status {rc}"
 
@@ -251,8 +254,8 @@ def _verdict(rc: int | None, timed_out: bool, wall_s: float, text: str, n_calls:
 def run_calls(program: str, calls: Sequence[Call], limits: Limits = Limits()) -> RunResult:
     """Run ``program`` then each ``Call`` in the sandbox; never raises for
     the program's doing. Arguments must be plain data (``_harness.encode``): TypeError otherwise."""
-    plan = json.dumps({"calls": [[c.name, [encode(a) for a in c.args], [[k, encode(v)] for k, v in c.kwargs.items()],
-                                  c.truth] for c in calls]})
+    plan = marshal.dumps([[c.name, [encode(a) for a in c.args], [[k, encode(v)] for k, v in c.kwargs.items()], c.truth]
+                          for c in calls])
     probe = sandbox_unavailable()
     if probe:
         return RunResult("sandbox_error", probe, None, 0.0)
@@ -265,13 +268,13 @@ def run_calls(program: str, calls: Sequence[Call], limits: Limits = Limits()) ->
         shutil.rmtree(outer, ignore_errors=False)
 
 
-def _run_in(outer: Path, program: str, plan: str, n_calls: int, limits: Limits) -> RunResult:
+def _run_in(outer: Path, program: str, plan: bytes, n_calls: int, limits: Limits) -> RunResult:
     uid = _next_uid()
     work = outer / "work"
     work.mkdir()
     (work / "solution.py").write_text(program, encoding="utf-8")
     os.chown(work, uid, uid)
-    (outer / "plan").write_text(plan, encoding="utf-8")  # outside the work dir: read through the fd only
+    (outer / "plan").write_bytes(plan)  # outside the work dir: read through the fd only
     t0 = time.monotonic()
     with open(outer / "plan", "rb") as plan_fh, open(outer / "out", "wb") as out, \
             open(outer / "err", "wb") as err, open(outer / "result", "wb") as res:
