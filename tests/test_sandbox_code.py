@@ -99,6 +99,10 @@ HOSTILE = {
                        "builtins.len = lambda x: 3\n"
                        "sys.exit = lambda *a: None\nos._exit = lambda *a: None\n"
                        "def f(x):\n    return []\n", {"fail"}, 4.0),
+    # Directories nested past Python's recursion limit in the work dir, which the parent removes (rm -rf
+    # of such a tree took 5-12 s on the shared box's disk, hence the longer limit).
+    "deep_directories": ("import os\nfor _ in range(1200):\n    os.mkdir('d')\n    os.chdir('d')\n" + WRONG,
+                         {"fail"}, 30.0),
     # A made-up sentinel on every fd, then a clean exit: on the result fd it is a line the harness never
     # writes (violation); elsewhere, no record of any call (error).
     "forged_sentinel": ("import os, sys\n"
