@@ -322,7 +322,7 @@ def test_judge_eval_cli_with_fake_engine_writes_report_metrics_and_png(run_cli, 
     assert m["n_pairs"] >= 15 and m["settings"]["rows"] == 20 and m["settings"]["offset"] == 0
     for key in ("agreement", "position_consistency", "first_position_win_rate", "calibration"):
         v = m[key]
-        assert v["value"] is None or v["lo"] <= v["value"] <= v["hi"], key
+        assert v["value"] is not None and v["lo"] <= v["value"] <= v["hi"], key  # 15+ pairs: each is defined
     for png in ("reliability.png", "per_principle.png"):
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
     assert "| metric | value | 95% interval |" in (out / "report.md").read_text()
