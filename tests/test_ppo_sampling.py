@@ -107,3 +107,14 @@ def test_ppo_reads_the_reward_model_where_training_did(reward_trainer):
     assert texts == REPLIES
     scored = reward_scores(rm, tok, PROMPTS, texts)
     assert scored.tolist() == pytest.approx(trained.tolist(), abs=1e-5)
+
+
+def test_the_sampler_refuses_rows_without_a_seed():
+    """One seed per row: a row without one would be scored with uninitialised noise (torch.empty)."""
+    from align.ppo.models import GumbelSampler
+
+    scores = torch.zeros(2, 5)
+    with pytest.raises(ValueError, match="1 seeds for 2 rows"):
+        GumbelSampler([7], prompt_len=3, temperature=1.0)(torch.zeros(2, 4, dtype=torch.long), scores)
+    assert GumbelSampler([7, 8], prompt_len=3, temperature=1.0)(torch.zeros(2, 4, dtype=torch.long), scores).shape \
+        == (2, 5)

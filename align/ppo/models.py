@@ -33,6 +33,8 @@ class GumbelSampler:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         t = input_ids.shape[1] - self.prompt_len
+        if len(self.seeds) != scores.shape[0]:  # a row without a seed would add uninitialised memory
+            raise ValueError(f"GumbelSampler has {len(self.seeds)} seeds for {scores.shape[0]} rows")
         noise = torch.empty(scores.shape, dtype=torch.float32)
         for row, seed in enumerate(self.seeds):
             g = torch.Generator().manual_seed((seed * 1_000_003 + t) % (2**63 - 1))
