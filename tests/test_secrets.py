@@ -273,8 +273,8 @@ class AuthOpenAI(BaseHTTPRequestHandler):
 
     def _answer(self, body: dict) -> None:
         auth = self.headers.get("Authorization")
-        AuthOpenAI.requests.append({"path": self.path, "auth": auth, "body": body,
-                                    "headers": {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"}})
+        others = {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"}
+        AuthOpenAI.requests.append({"path": self.path, "auth": auth, "body": body, "headers": others})
         if auth not in (self.basic, f"Bearer {KEY}"):
             return self._send(401, {"error": {"message": "unauthorized"}})
         if self.path == "/v1/models":

@@ -74,7 +74,8 @@ class OpenAIEngine(ClosingEngine):
     def __init__(self, model: str | None = None, *, base_urls: Sequence[str] | str | None = None,
                  max_concurrency: int = 16, deadline_s: float | None = None, retries: int | None = None,
                  connect_timeout_s: float = 5.0, backoff_s: float = 0.5, api_key: str | None = None,
-                 api_key_file: str | None = None, max_context: int | None = None, per_request_seed: bool = True, seed: int | None = None):
+                 api_key_file: str | None = None, max_context: int | None = None, per_request_seed: bool = True,
+                 seed: int | None = None):
         import httpx
 
         from generator.models import display_name

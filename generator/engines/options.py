@@ -71,7 +71,7 @@ def looks_like_token(name: str) -> bool:
     if _TOKEN_SHAPE.search(name):
         return True
     runs = re.findall(rf"[A-Za-z0-9]{{{RANDOM_RUN},}}", name)
-    return any(sum(c.isdigit() for c in r) >= 2 and sum(c.isupper() for c in r) >= 2 and sum(c.islower() for c in r) >= 2
+    return any(min(sum(c.isdigit() for c in r), sum(c.isupper() for c in r), sum(c.islower() for c in r)) >= 2
                for r in runs)
 
 
