@@ -1,11 +1,13 @@
 """PPO on the toy task of rlaif/bench_ppo.py (tiny SFT'd policy, tiny reward model that prefers one
 word family): the reward rises, a 10x KL coefficient keeps the policy closer, gradient accumulation
-and two processes give the update of one big batch, a failed run resumes from its checkpoint, and
+and two processes give the update of one big batch, a failed run resumes from its checkpoint, a reward
+function's None leaves its response out of the update (and a step without any verdict stops the run), and
 bad recipes fail before any model loads."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,78 @@ def test_reward_model_of_another_tokenizer_is_refused(toy, tmp_path):
     assert AutoTokenizer.from_pretrained(rm).get_vocab()[a] == AutoTokenizer.from_pretrained(toy["policy"]).get_vocab()[b]
     with pytest.raises(RecipeError, match="tokenizer is not the policy's"):
         _recipe(toy, tmp_path / "m", reward_model=str(rm)).check_data()
+
+
+# --- a reward function without a verdict (align/rewards/combine.py, align/ppo/rollout.py) -----------------
+
+SILENT_REWARDS = '''
+from align.rewards.base import RewardResult
+
+
+def _sandboxed(prompts, completions, **columns):
+    return [RewardResult(None, "sandbox_error", "cannot create a user namespace (needs root)") for _ in completions]
+
+
+def sandboxed(prompts, completions, **columns):
+    return [r.score for r in _sandboxed(prompts, completions, **columns)]
+
+
+sandboxed.results = _sandboxed
+
+
+def every_other(prompts, completions, **columns):
+    return [None if i % 2 else float(len(c[-1]["content"]) % 3) for i, c in enumerate(completions)]
+'''
+
+
+@pytest.fixture
+def silent_rewards(tmp_path, monkeypatch) -> Path:
+    """A module ``silent_rewards`` on sys.path (and PYTHONPATH for a subprocess) with two user rewards."""
+    folder = tmp_path / "rewards"
+    folder.mkdir()
+    (folder / "silent_rewards.py").write_text(SILENT_REWARDS)
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
+
+
+def test_a_reward_without_any_verdict_stops_ppo_in_one_line(toy, tmp_path, silent_rewards):
+    """Every response of the first step gets no verdict (the code reward's sandbox without its rights):
+    `rlaif align ppo` exits 2 with one line naming the reward and its reason, and writes nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import BASE_ENV
+
+    env = {**BASE_ENV, "PYTHONPATH": os.pathsep.join([str(silent_rewards), BASE_ENV.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-m", "rlaif", "align", "ppo", "--prompts", toy["prompts"], "--model",
+                          toy["policy"], "--reward", "silent_rewards:sandboxed", "--out", str(tmp_path / "m"),
+                          "--max-steps", "2", "--quiet", "--set", "per_device_train_batch_size=4",
+                          "--set", "max_new_tokens=4", "--set", "num_ppo_epochs=1"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert ("reward 'sandboxed' gave no verdict for any of the 4 completions of a PPO step (4 x sandbox_error: "
+            "cannot create a user namespace (needs root))") in lines[0]
+    assert not (tmp_path / "m").exists()
+
+
+def test_responses_without_a_verdict_are_left_out_of_the_update(toy, tmp_path, silent_rewards):
+    """Half the responses have no verdict: they get no tokens in the losses or the whitening, the logged
+    reward is the mean of the others, and the update still trains on the rest."""
+    import torch
+
+    from align.ppo.trainer import update
+
+    ctx = _context(toy, tmp_path, reward_model=None, reward_funcs=["silent_rewards:every_other"],
+                   per_device_train_batch_size=4, num_mini_batches=2, num_ppo_epochs=1)
+    batch, stats = _batch(ctx, toy, 8)
+    judged = torch.tensor([i % 2 == 0 for i in range(8)])
+    assert stats["no_verdict_fraction"] == 0.5 and stats["rewards/every_other/scored"] == 0.5
+    assert batch.mask[~judged].sum() == 0 and (batch.mask[judged].sum(1) > 0).all()
+    assert batch.advantages[~judged].abs().sum() == 0 and batch.values[~judged].abs().sum() == 0
+    assert stats["reward_mean"] == pytest.approx(stats["rewards/every_other/mean"], abs=1e-6)
+    before = [p.detach().clone() for p in ctx.model.parameters()]
+    out = update(ctx, batch, step=0)
+    assert math.isfinite(out["loss"]) and out["ppo_updates"] == 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, ctx.model.parameters(), strict=True))
