@@ -127,6 +127,8 @@ def test_data_mbpp_writes_prompts_and_tests(tmp_path):
     (("--reward", "judge", "--set", "judge.base_urls=[ftp://x]"), "judge: --base-url 'ftp://x' is not"),
     (("--reward", "judge", "--set", "judge.constitution=nope.yaml"), "judge.constitution"),
     (("--reward", "judge", "--set", "judge.principles_per_pair=0"), "judge.principles_per_pair"),
+    (("--reward", "gsm8k", "--set", "num_generations=4", "--set", "data.eval_ratio=0.25", "--set",
+      "trl.per_device_eval_batch_size=6"), "trl.per_device_eval_batch_size 6 is not a multiple of the evaluation"),
 ])
 def test_bad_grpo_recipes_fail_in_one_line_before_the_model(arithmetic, extra, expect):
     """RLAIF_NO_MODEL turns any model load into a traceback, so one error line means none happened."""
@@ -224,3 +226,111 @@ def test_grpo_on_two_processes(arithmetic, tiny_model_dir, tmp_path):
     step = next(h for h in metrics["log_history"] if "loss" in h)
     assert step["rewards/gsm8k/scored"] == 1.0 and 0.0 <= step["rewards/gsm8k/mean"] <= 1.0
     assert json.loads((out / "manifest.json").read_text())["stage"] == "align-grpo"
+
+
+# --- whole groups on every process (align/grpo.py: check_whole_groups) ------------------------------------
+
+@pytest.mark.parametrize(("world", "fields", "whole"), [
+    (1, {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}, True),
+    (2, {"per_device_train_batch_size": 8}, True),
+    (2, {"per_device_train_batch_size": 4}, False),  # 8 per generation, 4 on each process: half a group
+    (4, {"per_device_train_batch_size": 2, "generation_batch_size": 32}, True),  # 4 steps x 2 = 8 each
+    (4, {"per_device_train_batch_size": 2, "generation_batch_size": 16}, False),  # 2 steps x 2 = 4 each
+    (2, {"per_device_train_batch_size": 2, "steps_per_generation": 4}, True),
+    (2, {"per_device_train_batch_size": 2, "steps_per_generation": 2}, False),
+    (4, {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "steps_per_generation": 4}, True),
+    (6, {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 4, "steps_per_generation": 1}, False),
+    (3, {"per_device_train_batch_size": 8}, True),
+    (8, {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8}, True),
+])
+def test_every_process_holds_whole_groups(world, fields, whole, monkeypatch, tmp_path):
+    """8 completions per prompt; TRL 1.16 accepts every row (each generation batch of all processes holds
+    whole groups), and check_whole_groups refuses those where a process would hold part of a group."""
+    import transformers
+    import trl
+
+    from align.config import RecipeError
+    from align.grpo import check_whole_groups
+
+    monkeypatch.setattr(transformers.TrainingArguments, "world_size", property(lambda self: world))
+    args = trl.GRPOConfig(output_dir=str(tmp_path), num_generations=8, use_cpu=True, bf16=False, report_to="none",
+                          **fields)
+    assert args.generation_batch_size % 8 == 0  # TRL's own check passed
+    if whole:
+        check_whole_groups(args, evaluates=False)
+    else:
+        with pytest.raises(RecipeError, match="not a multiple of num_generations") as e:
+            check_whole_groups(args, evaluates=False)
+        assert "\n" not in str(e.value)
+    local = args.per_device_train_batch_size * args.steps_per_generation
+    assert (local % 8 == 0) == whole  # the table's arithmetic: completions each process scores at once
+
+
+@pytest.mark.parametrize(("eval_batch", "eval_group", "whole"), [(8, None, True), (6, None, False), (6, 3, True)])
+def test_the_final_evaluation_holds_whole_groups(eval_batch, eval_group, whole, tmp_path):
+    import trl
+
+    from align.config import RecipeError
+    from align.grpo import check_whole_groups
+
+    args = trl.GRPOConfig(output_dir=str(tmp_path), num_generations=4, num_generations_eval=eval_group,
+                          per_device_train_batch_size=4, per_device_eval_batch_size=eval_batch, use_cpu=True,
+                          bf16=False, report_to="none")
+    check_whole_groups(args, evaluates=False)  # no held-out prompts, no evaluation
+    if whole:
+        check_whole_groups(args, evaluates=True)
+    else:
+        with pytest.raises(RecipeError, match="per_device_eval_batch_size 6"):
+            check_whole_groups(args, evaluates=True)
+
+
+# --- a reward without a verdict (align/rewards/combine.py: require_a_verdict) ----------------------------
+
+def test_a_reward_without_any_verdict_stops_grpo(monkeypatch):
+    """No verdict for any completion of the call stops the run naming the reward and its reasons, on every
+    process alike (the counts are summed over processes first); a partial None goes to TRL as None."""
+    from align.grpo import Logged
+    from align.rewards import RewardResult, get_reward
+    from align.rewards.combine import NoVerdictError
+
+    prompts = [[{"role": "user", "content": "q"}]] * 4
+    partial = Logged("gsm8k", get_reward("gsm8k"))(prompts, ["#### 5", "x", "#### 4", "#### 5"],
+                                                    answer=["#### 5", "no gold", "no gold", "#### 5"])
+    assert partial == [1.0, None, None, 1.0]
+
+    def sandboxed(prompts, completions, **columns):
+        return [None] * len(completions)
+
+    sandboxed.results = lambda p, c, **k: [RewardResult(None, "sandbox_error", "cannot unshare (needs root)")] * len(c)
+    with pytest.raises(NoVerdictError) as e:
+        Logged("code", sandboxed)(prompts, ["a", "b", "c", "d"])
+    assert str(e.value).startswith("reward 'code' gave no verdict for any of the 4 completions of a GRPO step "
+                                   "(4 x sandbox_error: cannot unshare (needs root))")
+    import align.grpo
+
+    # two processes with the same call: the counts are summed before the rule is applied
+    monkeypatch.setattr(align.grpo, "_everyone", lambda local: (2 * local[0], 2 * local[1], local[2] + local[2]))
+    with pytest.raises(NoVerdictError, match="any of the 8 completions .* \\(8 x no_verdict\\)"):
+        Logged("mine", lambda p, c, **k: [None] * len(c))(prompts, ["a", "b", "c", "d"])
+
+
+def test_grpo_run_without_any_verdict_exits_2_in_one_line(arithmetic, tiny_model_dir, tmp_path):
+    """Through the CLI: gsm8k scores, the second reward (the code reward's sandbox without its rights,
+    mimicked) never does; the run stops at its first step with one line and no output."""
+    (tmp_path / "silent.py").write_text(
+        "from align.rewards.base import RewardResult\n\n\n"
+        "def _sandboxed(prompts, completions, **columns):\n"
+        "    return [RewardResult(None, 'sandbox_error', 'cannot unshare (needs root)') for _ in completions]\n\n\n"
+        "def sandboxed(prompts, completions, **columns):\n"
+        "    return [r.score for r in _sandboxed(prompts, completions, **columns)]\n\n\n"
+        "sandboxed.results = _sandboxed\n")
+    env = {**BASE_ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-m", "rlaif", "align", "grpo", "--data", str(arithmetic / "run"),
+                          "--model", tiny_model_dir, "--reward", "gsm8k", "--reward", "silent:sandboxed",
+                          "--out", str(tmp_path / "m"), "--max-steps", "2", "--quiet", "--set", "num_generations=4",
+                          "--set", "max_completion_length=8"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    line = _error_line(res)
+    assert ("reward 'sandboxed' gave no verdict for any of the 8 completions of a GRPO step (8 x sandbox_error: "
+            "cannot unshare (needs root))") in line
+    assert not (tmp_path / "m").exists()
