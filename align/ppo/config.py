@@ -57,7 +57,8 @@ class PPORecipe(_Recipe):
     ent_coef: float = Field(0.0, ge=0, description="Weight of the entropy bonus (0 = entropy only logged).")
     target_kl: float | None = Field(None, gt=0, description="Stop a step's remaining PPO updates once the "
                                     "approximate KL to the rollout policy exceeds this; None = never.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm (under DeepSpeed: its engine's "
+                                 "gradient_clipping, written into its config).")
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (resumed after a kill); 0 = never.")
     checkpoint_dir: str | None = Field(None, description="Where checkpoints go; None = `.<out name>.ppo-checkpoints` "
                                        "beside output_dir. Removed when training ends well.")

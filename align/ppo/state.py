@@ -2,17 +2,21 @@
 from, and at the end the policy, metrics.json, the curves and the model card (as the other align methods).
 
 Checkpoints live outside the temp folder the run writes into (``PPORecipe.checkpoints``, beside
-output_dir), because a killed run's temp folder is abandoned: ``step-N/`` (policy + value weights,
-optimizer, KL coefficient, reward moments, the metrics so far) is written as a whole folder
-(``plumbing.atomic.atomic_dir``), then the ``latest`` file names it (``plumbing.atomic.write_text``),
-then older ones are removed; a kill at any moment leaves a complete checkpoint or the previous one.
+output_dir), because a killed run's temp folder is abandoned: ``step-N/`` holds ``accelerate/`` (policy
++ value weights, optimizer states and random states, written by ``Accelerator.save_state`` on every
+rank, so that under DeepSpeed ZeRO each rank's optimizer shard is kept), ``state.pt`` (KL coefficient,
+reward moments) and the metrics so far. It is written as a whole folder (``plumbing.atomic.atomic_dir``),
+then the ``latest`` file names it (``plumbing.atomic.write_text``), then older ones are removed; a kill
+at any moment leaves a complete checkpoint or the previous one.
 A checkpoint made by another recipe (anything but max_steps, save_steps, quiet) is refused.
 Rollouts depend only on (seed, step, position) and the weights, so a resumed run continues exactly
-(tests/test_ppo_train.py::test_resume_continues_where_the_failed_run_stopped).
+(tests/test_ppo_train.py::test_resume_continues_where_the_failed_run_stopped; each process's optimizer
+state: tests/test_ppo_processes.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -27,6 +31,7 @@ from plumbing import atomic
 log = logging.getLogger(__name__)
 
 METRICS_JSONL = "metrics.jsonl"
+ACCELERATE_STATE = "accelerate"  # the folder of Accelerator.save_state inside a checkpoint
 RUNTIME_KEYS = ("max_steps", "save_steps", "quiet", "output_dir", "checkpoint_dir")
 
 
@@ -55,16 +60,26 @@ class MetricsWriter:
 
 
 def save(ctx, step: int, history: list[dict]) -> None:
-    """Checkpoint after ``step`` steps (rank 0 writes; every rank waits for it)."""
+    """Checkpoint after ``step`` steps. Every rank writes its part through ``Accelerator.save_state``
+    (under ZeRO each rank holds a shard of the optimizer state, and DeepSpeed's engine writes one
+    file per rank; under DDP rank 0 writes the weights and optimizer, each rank its random states)
+    into rank 0's temp folder, which rank 0 completes and renames into place."""
+    from accelerate.utils import broadcast_object_list
+
     acc = ctx.accelerator
     root = ctx.recipe.checkpoints
-    if acc.is_main_process:
+    main = acc.is_main_process
+    if main:
         root.mkdir(parents=True, exist_ok=True)
-        with atomic.atomic_dir(root / f"step-{step}") as tmp:
-            torch.save({"model": acc.unwrap_model(ctx.model).state_dict(), "optimizer": ctx.optimizer.state_dict(),
-                        "step": step, "kl_coef": ctx.kl.value, "moments": ctx.moments.state(),
+    with atomic.atomic_dir(root / f"step-{step}") if main else contextlib.nullcontext() as tmp:
+        tmp = Path(broadcast_object_list([str(tmp) if main else None])[0])
+        acc.save_state(str(tmp / ACCELERATE_STATE), safe_serialization=False)
+        acc.wait_for_everyone()
+        if main:
+            torch.save({"step": step, "kl_coef": ctx.kl.value, "moments": ctx.moments.state(),
                         "recipe_key": recipe_key(ctx.recipe)}, tmp / "state.pt")
             (tmp / METRICS_JSONL).write_text("".join(json.dumps(h) + "\n" for h in history))
+    if main:
         atomic.write_text(root / "latest", f"step-{step}\n")
         for old in root.glob("step-*"):
             if old.name != f"step-{step}":
@@ -83,7 +98,8 @@ def _latest(root: Path) -> Path | None:
 
 
 def resume(ctx) -> tuple[int, list[dict]]:
-    """Load the latest checkpoint into the (not yet prepared) models; (steps done, metrics so far)."""
+    """Read the latest checkpoint's step, KL coefficient, reward moments and metrics; (steps done,
+    metrics so far). The weights and optimizer states load after ``prepare`` (``load_weights``)."""
     folder = _latest(ctx.recipe.checkpoints)
     if folder is None:
         return 0, []
@@ -91,18 +107,21 @@ def resume(ctx) -> tuple[int, list[dict]]:
     if saved["recipe_key"] != recipe_key(ctx.recipe):
         raise RecipeError(f"{ctx.recipe.checkpoints}: a checkpoint of another PPO recipe; restore that recipe to "
                           f"resume, or delete the folder to start over")
-    ctx.model.load_state_dict(saved["model"])
+    if not (folder / ACCELERATE_STATE).is_dir():
+        raise RecipeError(f"{folder}: a checkpoint of an older rlaif (one file, rank 0's optimizer state only); "
+                          f"delete {ctx.recipe.checkpoints} to start over")
     ctx.kl.value = saved["kl_coef"]
     ctx.moments.load(saved["moments"])
-    ctx._optimizer_state = saved["optimizer"]
+    ctx._resume_from = folder
     history = [json.loads(line) for line in (folder / METRICS_JSONL).read_text().splitlines() if line.strip()]
     log.info("resuming from %s (step %d)", folder, saved["step"])
     return saved["step"], history
 
 
-def load_optimizer(ctx) -> None:
-    ctx.optimizer.load_state_dict(ctx._optimizer_state)
-    del ctx._optimizer_state
+def load_weights(ctx) -> None:
+    """Every rank loads its weights and optimizer state (its shard under ZeRO) from the checkpoint."""
+    ctx.accelerator.load_state(str(ctx._resume_from / ACCELERATE_STATE))
+    del ctx._resume_from
 
 
 def evaluate(ctx, rows: list[dict], step: int) -> dict[str, float]:

@@ -13,7 +13,11 @@ tests/test_ppo_integration.py::test_two_processes_match_one).
 After each optimizer step the approximate KL to the rollout policy is checked against ``target_kl``
 and the step's remaining updates are skipped above it (Spinning Up's early stopping).
 
-Runs under ``accelerate launch`` (DDP, DeepSpeed ZeRO-2): policy and value model are one module.
+Runs under ``accelerate launch`` (DDP, DeepSpeed ZeRO-2): policy and value model are one module. The
+micro-batches go through ``Accelerator.accumulate``, so DDP syncs gradients once per window and
+DeepSpeed's engine, which clips and steps inside ``backward``, steps once per window too, at the
+recipe's ``max_grad_norm`` (``make_accelerator``). Checkpoints keep every rank's optimizer state
+(align/ppo/state.py). ZeRO-2 on 2 CPU processes: tests/test_ppo_processes.py.
 """
 
 from __future__ import annotations
@@ -55,15 +59,13 @@ class Context:
 
 def setup(recipe: PPORecipe) -> Context:
     """Load tokenizer and models (the reward model checked against the policy's tokenizer first)."""
-    from accelerate import Accelerator
     from transformers import AutoTokenizer
 
     from align.card import resolve_model
-    from align.config import _has_accelerator
     from align.ppo.models import PolicyAndValue, load_models
     from align.rewards import get_reward
 
-    accelerator = Accelerator(mixed_precision="bf16" if recipe.bf16 else "no", cpu=not _has_accelerator())
+    accelerator = make_accelerator(recipe)
     policy_dir = resolve_model(recipe.model)
     check_reward_model(recipe, policy_dir)
     tokenizer = AutoTokenizer.from_pretrained(policy_dir)
@@ -90,6 +92,55 @@ def setup(recipe: PPORecipe) -> Context:
     return ctx
 
 
+def make_accelerator(recipe: PPORecipe):
+    """The Accelerator, counting ``gradient_accumulation_steps`` micro-batches per optimizer step, and
+    under DeepSpeed its config filled from the recipe.
+
+    ``accelerate launch`` exports ACCELERATE_GRADIENT_ACCUMULATION_STEPS when its config names it, which
+    wins over the constructor's argument, so the count is set again after. DeepSpeed's engine clips the
+    gradients and counts the accumulation itself, from its config; accelerate 1.16 fills an ``auto``
+    clipping norm with 1.0 and cannot fill the micro-batch size without a dataloader, so the recipe's
+    values are written in, and a value the user's DeepSpeed config sets otherwise is refused.
+    DeepSpeed on a CPU (DS_ACCELERATOR=cpu, tests) runs over gloo: accelerate picks no process group
+    backend for a CPU and would count one process per rank, so gloo is named."""
+    import os
+
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    from align.config import _has_accelerator
+
+    cpu = not _has_accelerator()
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if cpu and deepspeed else None
+    acc = Accelerator(mixed_precision="bf16" if recipe.bf16 else "no", cpu=cpu and not deepspeed,
+                      gradient_accumulation_steps=recipe.gradient_accumulation_steps, kwargs_handlers=handlers)
+    acc.gradient_accumulation_steps = recipe.gradient_accumulation_steps
+    if acc.state.deepspeed_plugin is not None:
+        deepspeed_settings(acc.state.deepspeed_plugin.deepspeed_config, recipe, acc.num_processes)
+    return acc
+
+
+def deepspeed_settings(config: dict, recipe: PPORecipe, world: int) -> None:
+    """Write the recipe's batch, accumulation and clipping into a DeepSpeed config (``auto`` or absent
+    keys); a key set to another value is a RecipeError naming it."""
+    from align.config import RecipeError
+
+    micro, accum = recipe.per_device_train_batch_size, recipe.gradient_accumulation_steps
+    wanted = {"train_micro_batch_size_per_gpu": ("per_device_train_batch_size", micro),
+              "gradient_accumulation_steps": ("gradient_accumulation_steps", accum),
+              "train_batch_size": ("per_device_train_batch_size x gradient_accumulation_steps x processes",
+                                   micro * accum * world),
+              "gradient_clipping": ("max_grad_norm", recipe.max_grad_norm)}
+    for key, (field_name, value) in wanted.items():
+        got = config.get(key, "auto")
+        if got not in ("auto", None) and float(got) != float(value):
+            raise RecipeError(f"the DeepSpeed config sets {key}: {got}, but the PPO recipe's {field_name} is "
+                              f"{value}; drop {key} from the DeepSpeed config (or set it to auto) so the recipe's "
+                              f"value is used")
+        config[key] = value
+
+
 def prepare(ctx: Context) -> None:
     ctx.model, ctx.optimizer = ctx.accelerator.prepare(ctx.model, ctx.optimizer)
 
@@ -113,8 +164,8 @@ def update(ctx: Context, batch: Batch, step: int) -> dict[str, float]:
                    ("loss", "policy_loss", "value_loss", "entropy", "clipfrac", "vf_clipfrac", "approx_kl")}
             for i in range(0, per_mb, r.per_device_train_batch_size):
                 micro = mb_rows.rows(torch.arange(i, min(i + r.per_device_train_batch_size, per_mb)))
-                last = i + r.per_device_train_batch_size >= per_mb
-                with acc.no_sync(ctx.model) if not last else _nothing():
+                # DDP: no gradient sync before the window's last micro-batch; DeepSpeed: its engine steps there
+                with acc.accumulate(ctx.model):
                     with acc.autocast():
                         logits, values = ctx.model(micro.input_ids, micro.attention_mask, n, r.temperature)
                     new_logp = torch.gather(torch.log_softmax(logits, -1), 2, micro.responses.unsqueeze(-1)).squeeze(-1)
@@ -122,13 +173,18 @@ def update(ctx: Context, batch: Batch, step: int) -> dict[str, float]:
                     vf, vf_stats = core.value_loss(values, micro.values, micro.returns, micro.mask, r.cliprange_value)
                     ent = (core.entropy_from_logits(logits) * micro.mask).sum()
                     loss = pg + r.vf_coef * vf - r.ent_coef * ent
-                    acc.backward(loss * scale)
+                    # accelerate (or DeepSpeed's engine) divides by the accumulation steps; ``scale`` already
+                    # normalises by the whole minibatch's tokens
+                    acc.backward(loss * scale * r.gradient_accumulation_steps)
                 for k, v in (("loss", loss), ("policy_loss", pg), ("value_loss", vf), ("entropy", ent),
                              *pg_stats.items(), *vf_stats.items()):
                     got[k] += v.detach()
-            acc.clip_grad_norm_(ctx.model.parameters(), r.max_grad_norm)
-            ctx.optimizer.step()
+            if not acc.sync_gradients:
+                raise RuntimeError("PPO: a minibatch ended inside an accumulation window")
+            norm = acc.clip_grad_norm_(ctx.model.parameters(), r.max_grad_norm)  # DeepSpeed: the engine clipped
+            ctx.optimizer.step()  # DeepSpeed: a no-op, its engine stepped in backward
             ctx.optimizer.zero_grad(set_to_none=True)
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + (float(norm) if norm is not None else math.nan)
             updates += 1
             means = {k: float(ctx.reduce_sum(v) / tokens.clamp(min=1)) for k, v in got.items()}
             for k, v in means.items():
@@ -141,14 +197,6 @@ def update(ctx: Context, batch: Batch, step: int) -> dict[str, float]:
     out = {k: v / max(updates, 1) for k, v in sums.items()}
     out.update(ppo_updates=updates, early_stopped=stopped)
     return out
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def step_rows(data: list[dict], step: int, global_batch: int, seed: int) -> list[tuple[int, dict]]:
@@ -183,10 +231,10 @@ def train(recipe: PPORecipe) -> dict[str, Any]:
 
     data = recipe.check_data()  # prompts, reward functions and reward model, before any model loads
     ctx = setup(recipe)
-    start, history = state.resume(ctx)  # loads weights, optimizer, KL coefficient, reward moments
+    start, history = state.resume(ctx)  # the KL coefficient, reward moments and metrics
     prepare(ctx)
     if start:
-        state.load_optimizer(ctx)
+        state.load_weights(ctx)  # weights and optimizer states, each rank its own
     acc = ctx.accelerator
     world, local = acc.num_processes, recipe.rollouts_per_device
     steps = total_steps(recipe, len(data.train), world)
