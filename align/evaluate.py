@@ -242,7 +242,8 @@ def evaluate(config: EvalConfig, engine: Engine | None = None, *, engines: dict[
 
 def _calibration_store(config: EvalConfig, inp: EvalInput, spec: dict, mode: str):
     """The run's calibration store with ``judge.calibrate="batch"`` (else None): judge/calibrated_run.py. Once
-    its prior is fixed the run is refused prompts it has not judged (those that failed are not pending)."""
+    its prior is fixed the run is refused prompts its prior does not cover, judged or not (those that failed are
+    not pending)."""
     from judge.calibrated_run import open_store
     from plumbing.runs import read_errors
 

@@ -7,7 +7,9 @@ Inputs (the kind is detected before any model is loaded; a wrong kind is a ``Jud
   (judge/pairing.py) and emits best vs worst (p_chosen = the fitted P(best beats worst));
 * a ``revise`` run: the initial response vs the final revision;
 * a file (jsonl/json/parquet/csv, optionally .gz) with ``prompt`` (text or messages),
-  ``response_a`` and ``response_b``.
+  ``response_a`` and ``response_b``, and optionally ``id`` (default: a hash of the three). An id that
+  repeats an earlier row's is numbered by its occurrence, like a repeated prompt in plumbing/inputs.py, so
+  every row is judged as its own pair (tests/test_calibration_review.py).
 
 Output rows follow ``judge.records.PREFERENCES``. In a row, a vote's ``order`` is relative to
 the CHOSEN response: "ab" means chosen was shown as option (A). With ``pairing="all"`` p_chosen is
@@ -30,6 +32,7 @@ votes were scored to estimate it (the labels are then the probabilities as read)
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +135,7 @@ def _read_file(path: Path, limit: int | None) -> JudgeInput:
 
     items: list[Item] = []
     bad: list[tuple[str, str]] = []
+    seen: Counter[str] = Counter()
     try:
         for index, row in enumerate(read_rows(path)):
             if limit is not None and index >= limit:
@@ -144,6 +148,9 @@ def _read_file(path: Path, limit: int | None) -> JudgeInput:
                                  f"{', '.join(map(str, row)) or 'none'}); {INPUT_HELP}")
             values = [row.get(c) for c in FILE_COLUMNS]
             rid = str(row.get("id") or item_id(*values))
+            seen[rid] += 1
+            if seen[rid] > 1:  # a repeated id, or a repeated row without one: numbered, so judged as its own pair
+                rid = item_id(rid, seen[rid])
             if any(v is None for v in values) or not all(isinstance(v, str) for v in values[1:]):
                 bad.append((rid, f"row {index}: prompt, response_a and response_b must all be given, "
                                  f"responses as text"))

@@ -115,3 +115,99 @@ def test_a_run_killed_while_writing_its_rows_labels_the_rest_with_the_same_prior
     again = FakeEngine()
     run_judge(_config(pairs, killed, batch_size=4), engine=again)
     assert again.calls["score"] == 0 and _rows(killed) == _rows(whole)
+
+
+def _calibrated_eval(tmp_path, out, limit, judge):
+    """``rlaif eval`` of 16 prompts, judged in batches of 4 with --calibrate batch, on hash-based fake engines."""
+    from align.evaluate import EvalConfig, evaluate
+    from generator.engines.options import EngineOptions
+
+    prompts = tmp_path / "prompts.jsonl"
+    if not prompts.exists():
+        prompts.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(16)))
+    config = EvalConfig(prompts=prompts, out=out, limit=limit, resamples=100,
+                        policy=EngineOptions(model="pol", engine="fake"), reference=EngineOptions(model="ref", engine="fake"),
+                        judge=JudgeConfig(model="judge", engine="fake", principles_per_pair=4, calibrate="batch",
+                                          batch_size=4))
+    return evaluate(config, engines={"policy": FakeEngine("pol"), "reference": FakeEngine("ref"), "judge": judge})
+
+
+def test_an_eval_resumed_with_a_smaller_then_larger_limit_refuses_prompts_outside_its_prior(tmp_path, monkeypatch):
+    """rlaif eval keeps its verdicts in the same store: --limit 16 killed in its fourth judge batch (12 prompts'
+    verdicts stored), resumed with --limit 8 (the prior is fixed over those 8 prompts), then asked for
+    --limit 12. Prompts 9-12 have stored verdicts, but the prior never saw them: refused with one error that
+    leaves the run as it was (the store counted only prompts without a verdict and labelled them)."""
+    import judge.scoring
+    from align.evaluate import EvalError
+
+    judge_pairs, calls = judge.scoring.judge_pairs, []
+
+    def dies_in_the_fourth_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("killed")
+        return judge_pairs(*args, **kwargs)
+
+    out = tmp_path / "eval"
+    monkeypatch.setattr(judge.scoring, "judge_pairs", dies_in_the_fourth_batch)
+    with pytest.raises(RuntimeError, match="killed"):
+        _calibrated_eval(tmp_path, out, 16, FakeEngine("judge"))
+    monkeypatch.setattr(judge.scoring, "judge_pairs", judge_pairs)
+    assert len(list((out / "calibration").glob("verdicts-*.jsonl"))) == 3
+    m = _calibrated_eval(tmp_path, out, 8, FakeEngine("judge"))
+    assert m["win_rate"]["n"] == 8 and m["calibration"]["applied"]
+    before = (out / "manifest.json").read_text()
+    with pytest.raises(EvalError, match="judging 4 more pairs would change the prior of rows already written"):
+        _calibrated_eval(tmp_path, out, 12, FakeEngine("judge"))
+    assert (out / "manifest.json").read_text() == before
+
+
+def test_a_run_whose_prior_was_not_applied_says_so_when_it_refuses_more_pairs(tmp_path):
+    """4 pairs x 3 principles x 2 orders: fewer votes than MIN_VOTES, so the prior is recorded but not applied
+    and the labels are as read. Asked for 4 more pairs, the refusal says that, not that the labels are
+    calibrated by the prior. The same run with a lower --limit is a subset of its prior's pairs: accepted."""
+    pairs = _pairs(tmp_path / "pairs.jsonl", 8)
+    out = tmp_path / "prefs"
+    run_judge(_config(pairs, out, limit=4), engine=FakeEngine())
+    assert not read_manifest(out)["calibration"]["applied"]
+    with pytest.raises(JudgeError) as e:
+        run_judge(_config(pairs, out, limit=8), engine=FakeEngine())
+    message = str(e.value)
+    assert "labels are the probabilities as read" in message and "was not applied" in message
+    assert "calibrated by the prior" not in message and "judging 4 more pairs would change the prior" in message
+    again = FakeEngine()
+    run_judge(_config(pairs, out, limit=2), engine=again)
+    assert again.calls["score"] == 0 and read_manifest(out)["status"] == "complete"
+
+
+def test_pair_file_rows_sharing_an_id_are_each_judged_in_both_modes(tmp_path):
+    """Two rows with one ``id`` and two identical rows without one: four pairs, four rows, calibrated or not
+    (the run writer keeps one row per id, so an uncalibrated run silently dropped the repeats)."""
+    rows = [{"id": "dup", "prompt": "q first", "response_a": "one", "response_b": "two"},
+            {"id": "dup", "prompt": "q second", "response_a": "three", "response_b": "four"},
+            {"prompt": "q same", "response_a": "five", "response_b": "six"},
+            {"prompt": "q same", "response_a": "five", "response_b": "six"}]
+    rows += [{"prompt": f"q{i}", "response_a": f"a{i}", "response_b": f"b{i}"} for i in range(8)]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for mode in ("none", "batch"):
+        out = tmp_path / mode
+        run_judge(JudgeConfig(input=str(pairs), out=str(out), principles_per_pair=2, calibrate=mode),
+                  engine=FakeEngine())
+        written = _rows(out)
+        assert len(written) == 12 and len({r["id"] for r in written}) == 12
+        prompts = [r["prompt"][-1]["content"] for r in written]
+        assert prompts.count("q same") == 2 and {"q first", "q second"} <= set(prompts)
+
+
+def test_the_store_refuses_a_key_list_with_a_repeat(tmp_path):
+    """Two pairs under one key would get one verdict (the store once labelled all three with two verdicts):
+    the store refuses to label such a list."""
+    from judge.calibrated_run import CalibrationStore, verdict_record
+    from judge.scoring import Vote, make_verdict
+
+    store = CalibrationStore(tmp_path, "0" * 64)
+    store.add([verdict_record(k, make_verdict([Vote("p", "ab", p, None), Vote("p", "ba", 0.5, None)], ["p"]))
+               for k, p in (("k", 0.7), ("j", 0.2))])
+    with pytest.raises(ValueError, match="pair key 'k' is given more than once"):
+        store.calibrated(["k", "j", "k"])
