@@ -18,7 +18,9 @@ pair's first response is better on average (eval's policy, judge-eval's human pi
 draft), the "ab" mean holds that advantage and the "ba" mean its opposite, and dividing by them cancels
 the real difference (tests/test_judge_layout.py::test_the_prior_keeps_a_real_difference_between_first_and_second).
 The per-order means are still recorded, as a diagnostic of the position bias. With ``orders="one"``
-there is one order and the prior is its mean.
+there is one order, so the prior would be its mean and cancel the real difference: ``JudgeConfig`` refuses
+``--orders one`` with ``--calibrate batch`` (a revise run's revision, better on every pair, was chosen
+at 0.5 over its draft: tests/test_calibration_review.py).
 
 Whole run, not per engine call: a label must not depend on the batch size or on where a resumed run
 restarted, so the stages keep the raw votes until every pair is judged and estimate the prior once

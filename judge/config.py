@@ -47,8 +47,9 @@ class JudgeConfig(BaseModel):
                           "'shared-prefix' (the question after the responses, so a (pair, order)'s principles "
                           f"share the prompt up to it); default: {DEFAULT_LAYOUT}, and cai with --cot.")
     calibrate: Literal["none", "batch"] = Field("none", description="'batch': divide each P(A) by the mean P(A) "
-                                                "over every scored vote of the run (both orders) and renormalise "
-                                                "before combining the orders (batch calibration, arXiv 2309.17249; "
+                                                "over every scored vote of the run (both orders; needs --orders both) "
+                                                "and renormalise before combining the orders (batch calibration, "
+                                                "arXiv 2309.17249; "
                                                 f"not applied, and recorded so, below {MIN_VOTES} scored votes).")
     pairing: Literal["all", "best-worst"] = Field("all", description="For runs with N responses per prompt: "
                                                   "'all' emits every pair; 'best-worst' ranks the responses "
@@ -76,6 +77,9 @@ class JudgeConfig(BaseModel):
         if self.cot and self.calibrate != "none":
             raise ValueError("--calibrate batch reads uncalibrated option probabilities, but --cot clamps them to "
                              "[0.4, 0.6]; drop one of them")
+        if self.orders == "one" and self.calibrate != "none":
+            raise ValueError("--calibrate batch needs --orders both: with one order its prior is that order's mean "
+                             "P(A), which holds the first response's real advantage and cancels it; drop one of them")
         return self
 
     @property

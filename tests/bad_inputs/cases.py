@@ -442,6 +442,8 @@ JUDGE_LAYOUT = [
     C("judge-layout-shared-with-cot", _judge("--layout", "shared-prefix", "--cot"),
       "--layout shared-prefix has no chain-of-thought template", PAIRS),
     C("judge-calibrate-batch-with-cot", _judge("--calibrate", "batch", "--cot"), "--calibrate batch", PAIRS),
+    C("judge-calibrate-batch-with-one-order", _judge("--calibrate", "batch", "--orders", "one"),
+      "--calibrate batch needs --orders both", PAIRS),
     C("judge-eval-layout-bogus", _judge_eval("--layout", "diagonal"), "layout", HH),
     C("bench-judge-scaling-sizes-bogus", ("bench", "judge", "--scaling-sizes", "32,lots"), "--scaling-sizes"),
     C("bench-judge-scaling-sizes-zero", ("bench", "judge", "--scaling-sizes", "0,64"), "--scaling-sizes"),
