@@ -5,8 +5,10 @@ the parent reads the child's result file."""
 
 from __future__ import annotations
 
+import builtins
 import collections
 import math
+import time
 
 import pytest
 
@@ -21,7 +23,9 @@ from align.rewards.sandbox import Call, Limits, Returned, RunResult, _verdict
     (["assert min_cost([[1, 2, 3], [4, 8, 2], [1, 5, 3]], 2, 2) == 8"],
      [Call("min_cost", ([[1, 2, 3], [4, 8, 2], [1, 5, 3]], 2, 2), {})]),
     (["assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))"],
-     [Call("similar_elements", ((3, 4, 5, 6), (5, 7, 4, 10)), {})]),
+     [Call("similar_elements", ((3, 4, 5, 6), (5, 7, 4, 10)), {}, wrap="set")]),
+    (["assert sorted(f([3, 1]), reverse=True) == [3, 1]", "assert len(g(2)) == 2"],
+     [Call("f", ([3, 1],), {}, wrap="sorted", wrap_kwargs=(("reverse", True),)), Call("g", (2,), {}, wrap="len")]),
     (["import math", "assert math.isclose(volume_sphere(10), 4188.790204786391, rel_tol=0.001)"],
      [Call("volume_sphere", (10,), {})]),
     (['assert check_str("annie")', 'assert not check_str("dawood")'],
@@ -91,9 +95,18 @@ def _python(source: str, value) -> str:
     return "pass"
 
 
+def _sent(call: Call, value) -> Returned:
+    """What the child sends for ``value`` (align/rewards/_harness.py ``finish``)."""
+    try:
+        return Returned("value", _harness.finish(value, call.wrap, dict(call.wrap_kwargs), call.truth,
+                                                 vars(builtins).__getitem__))
+    except Exception as exc:
+        return Returned("error", reason=f"{type(exc).__name__}: {exc}")
+
+
 def _judged(source: str, *values) -> RunResult:
     plan = parse_tests([source])
-    returned = tuple(Returned("value", bool(v) if c.truth else v) for c, v in zip(plan.calls, values, strict=True))
+    returned = tuple(_sent(c, v) for c, v in zip(plan.calls, values, strict=True))
     return judge(plan, RunResult("returned", "", 0, 0.1, calls=returned))
 
 
@@ -108,7 +121,8 @@ def test_hand_worked_verdicts_and_reasons():
     assert _judged("assert f(2) == [1, 2]", (1, 2)).reason == \
         "assertion failed: assert f(2) == [1, 2] (f(2) returned (1, 2))"
     assert _judged("assert f(1) == 0.3", 0.1 + 0.2).status == "fail"  # floats as Python compares them
-    assert _judged("assert set(f(1)) == {(1,)}", [[1]]).reason.startswith("assert set(f(1)) == {(1,)}: TypeError")
+    assert _judged("assert set(f(1)) == {(1,)}", [[1]]).reason == "set(f(1)) failed: TypeError: unhashable type: 'list'"
+    assert _judged("assert set(f(1)) == {(1,)}", [(1,)]).status == "pass"
     plan = parse_tests(["assert f(1) == 1", "assert f(2) == 2"])
     failed = judge(plan, RunResult("returned", "", 0, 0.1, calls=(
         Returned("value", 1), Returned("violation", reason="memory limit (MemoryError)"))))
@@ -182,6 +196,51 @@ def _loop():
 def test_codec_refuses_what_is_not_plain_data(value):
     with pytest.raises((TypeError, ValueError)):
         _harness.encode(value)
+
+
+def test_a_tuple_of_any_class_travels_as_the_tuple_it_holds():
+    """A namedtuple equals the plain tuple of its fields in Python; an override in its class is not asked."""
+    point = collections.namedtuple("Point", "x y")(3, 3)
+    assert _harness.encode(point) == _harness.encode((3, 3)) and type(_harness.decode(_harness.encode(point))) is tuple
+    liar = type("Liar", (tuple,), {"__eq__": lambda self, other: True, "__iter__": lambda self: iter((9,))})((1, 2))
+    assert _harness.decode(_harness.encode(liar)) == (1, 2)
+
+
+_M61 = (1 << 61) - 1  # ints hash modulo this prime: every k * _M61 hashes to 0
+
+
+@pytest.mark.parametrize("tag", ["l", "S", "t", "F"])
+def test_decode_refuses_many_values_of_one_hash_without_hashing_them_together(tag):
+    """25,000 distinct ints of one hash: a set of them took the parent 14 s to build, and a list of them
+    the same in an assert's set(f(x)). Refused in well under a second, before any set is built."""
+    tagged = [tag, [["i", format(k * _M61, "x")] for k in range(1, 25_000)]]
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="share the hash 0"):
+        _harness.decode(tagged)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_decode_bounds_keep_ordinary_values():
+    """Equal values share a hash without limit; 16 distinct ones of one hash are still plain data."""
+    assert _harness.decode(_harness.encode([0] * 50_000 + [(1, 2)] * 1000)) == [0] * 50_000 + [(1, 2)] * 1000
+    assert len(_harness.decode(_harness.encode({k * _M61 for k in range(16)}))) == 16
+    with pytest.raises(ValueError, match="share the hash"):  # dict keys, and values nested anywhere
+        _harness.decode(_harness.encode({k * _M61: 0 for k in range(17)}))
+    with pytest.raises(ValueError, match="share the hash"):
+        _harness.decode(_harness.encode([[(k * _M61,)] for k in range(17)]))
+    for side in (_harness.encode, _harness.decode):
+        with pytest.raises(ValueError, match="more than 250000 values"):
+            side(["l", [["N"]] * 250_000] if side is _harness.decode else [None] * 250_000)
+
+
+def test_a_len_the_child_sends_must_be_one_len_can_give():
+    """`len(f(x))` is applied in the child; what comes back must be an int >= 0 (a list of that
+    length would have given it), else the call is a violation."""
+    plan = parse_tests(["assert len(f(1)) == 3"])
+    for claimed, status in ((3, "pass"), (2, "fail"), ([1, 2, 3], "violation"), (-3, "violation"),
+                            (True, "violation"), (3.0, "violation")):
+        run = judge(plan, RunResult("returned", "", 0, 0.1, calls=(Returned("value", claimed),)))
+        assert run.status == status, (claimed, run)
 
 
 @pytest.mark.parametrize("tagged", [["S", [["l", []]]], ["x"], ["i", 5], ["i", "zz"], ["b", 1], ["N", 1],

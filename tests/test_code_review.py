@@ -133,3 +133,19 @@ def test_an_iterator_under_sorted_passes_as_in_python(body):
     res = get_reward("code").results(None, [program], tests=[["assert sorted(f(3)) == [0, 1, 2]"]],
                                      limits=LIMITS)[0]
     assert (res.score, res.status) == (1.0, "pass"), res
+
+
+@pytest.mark.parametrize(("body", "test"), [
+    ("return collections.namedtuple('P', 'a b')(n, n)", "assert f(3) == (3, 3)"),
+    ("return range(n)", "assert len(f(3)) == 3"),
+    ("return {i: 0 for i in range(n)}.keys()", "assert set(f(3)) == {0, 1, 2}"),
+    ("return (i for i in range(n))", "assert sorted(f(3), reverse=True) == [2, 1, 0]"),
+    ("return zip(range(n), 'abc')", "assert dict(f(3)) == {0: 'a', 1: 'b', 2: 'c'}"),
+])
+def test_values_python_compares_pass_as_in_python(body, test):
+    """A namedtuple is a tuple; a range has a len; a dict_keys, a generator, a zip go through set,
+    sorted and dict in Python. Each was 'not plain data' before."""
+    program = f"import collections\ndef f(n):\n    {body}\n"
+    exec(program + test + "\n", {})  # Python: holds
+    res = get_reward("code").results(None, [program], tests=[[test]], limits=LIMITS)[0]
+    assert (res.score, res.status) == (1.0, "pass"), res

@@ -5,9 +5,12 @@ the removed temp dir), and this test process is unharmed. Short limits keep the 
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import secrets
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +26,9 @@ pytestmark = pytest.mark.skipif(sandbox.sandbox_unavailable() is not None,
                                 reason=str(sandbox.sandbox_unavailable()))
 
 LIMITS = Limits(cpu_s=2, wall_s=3.0, memory_mb=256, nproc=16, file_mb=1, nofile=64)
+REPO = Path(__file__).resolve().parents[1]
+HOST_PATHS = [str(REPO), str(REPO / "runs"), "/home", "/work", "/root/.cache", tempfile.gettempdir() + "/pytest-of-root",
+              str(sandbox.UID_LOCKS)]
 TOK = secrets.token_hex(4)
 TESTS = ["assert f(2) == 4", "assert f(5) == 10"]
 CORRECT = "def f(x):\n    return 2 * x\n"
@@ -99,10 +105,21 @@ HOSTILE = {
                        "builtins.len = lambda x: 3\n"
                        "sys.exit = lambda *a: None\nos._exit = lambda *a: None\n"
                        "def f(x):\n    return []\n", {"fail"}, 4.0),
-    # Directories nested past Python's recursion limit in the work dir, which the parent removes (rm -rf
-    # of such a tree took 5-12 s on the shared box's disk, hence the longer limit).
+    # Directories nested past Python's recursion limit in the work dir: they live in the sandbox's
+    # tmpfs and go with it (removing such a tree from the host's disk took the parent 5-12 s).
     "deep_directories": ("import os\nfor _ in range(1200):\n    os.mkdir('d')\n    os.chdir('d')\n" + WRONG,
-                         {"fail"}, 30.0),
+                         {"fail"}, 4.0),
+    # Files of just under the 1 MB file cap until the disk is full: the tmpfs root holds 64 MB, so
+    # ENOSPC; 2.4 GB reached the host's disk in 3 s when the work dir was on it.
+    "fill_disk": ("i = 0\nwhile True:\n    open(f'/tmp/work/f{i}', 'wb').write(b'x' * 1000000)\n    i += 1\n"
+                  + CORRECT, {"violation"}, 4.0),
+    "many_files": ("i = 0\nwhile True:\n    open(f'/tmp/e{i}', 'wb').close()\n    i += 1\n" + CORRECT,
+                   {"violation"}, 4.0),
+    # f is right only if a path of the host is visible: the repository, its run directories, /home,
+    # /work, root's caches, the parent's temp dir, the uid locks.
+    "see_host_files": ("import os\n"
+                       f"seen = [p for p in {HOST_PATHS!r} if os.path.exists(p)]\nprint(seen)\n"
+                       "def f(x):\n    return 2 * x if seen else x + 1\n", {"fail"}, 4.0),
     # A made-up sentinel on every fd, then a clean exit: on the result fd it is a line the harness never
     # writes (violation); elsewhere, no record of any call (error).
     "forged_sentinel": ("import os, sys\n"
@@ -160,3 +177,44 @@ def test_unavailable_sandbox_gives_no_verdict(monkeypatch):
     monkeypatch.setattr(sandbox, "sandbox_unavailable", lambda: "code sandbox unavailable: test")
     res = run_program(CORRECT, TESTS, LIMITS)
     assert (res.status, res.reason) == ("sandbox_error", "code sandbox unavailable: test")
+
+
+def test_a_sandbox_that_cannot_be_set_up_gives_no_verdict(monkeypatch):
+    """A mount that fails on this host is the sandbox's failure, not the program's: no ready line,
+    so sandbox_error and a None reward, never 0.0 for every row."""
+    monkeypatch.setattr(sandbox, "_setup_script", lambda: 'echo "mount: permission denied" >&2; exit 32')
+    res = run_program(CORRECT, TESTS, LIMITS)
+    assert res.status == "sandbox_error" and "mount: permission denied" in res.reason, res
+
+
+def test_the_setup_refuses_to_pivot_outside_a_mount_namespace_of_its_own(tmp_path):
+    """The setup's first step: run in the mount namespace of the pid it is given as its parent, it
+    stops before any mount (a pivot_root there would swap every process's root). Both shells run
+    inside a throwaway ``unshare --mount``, so even a broken guard could pivot only that one."""
+    (tmp_path / "root").mkdir()
+    (tmp_path / "solution.py").write_text(CORRECT)
+    res = subprocess.run(["unshare", "--mount", "--propagation", "private", "--fork", "--", "sh", "-c",
+                          'sh -c "$0" sandbox-setup "$1" 1048576 64 $$ true', sandbox._setup_script(), str(tmp_path)],
+                         capture_output=True, text=True, timeout=30, env={})
+    assert (res.returncode, res.stderr.count("refusing to pivot the root")) == (1, 1), res
+
+
+def test_two_processes_never_share_a_sandbox_uid(monkeypatch):
+    """Each process started its uids at (pid % 64) * 64, so two whose pids differ by a multiple of 64
+    ran programs under one uid at once. A held lease is exclusive across processes."""
+    code = ("import itertools, sys\nfrom align.rewards import sandbox\n"
+            "sandbox._slot_counter = itertools.count(5)\nuid, _ = sandbox._lease_uid()\n"
+            "print(uid, flush=True)\nsys.stdin.read()\n")
+    other = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, cwd=REPO)
+    try:
+        theirs = int(other.stdout.readline())
+        monkeypatch.setattr(sandbox, "_slot_counter", itertools.count(5))  # the same start as the other process
+        first, lock = sandbox._lease_uid()
+        second, lock2 = sandbox._lease_uid()  # and within one process, while the first is held
+        os.close(lock)
+        os.close(lock2)
+        assert len({theirs, first, second}) == 3, (theirs, first, second)
+    finally:
+        other.stdin.close()
+        other.wait(timeout=30)

@@ -10,7 +10,10 @@ assert with ``ast``: the calls of the program's functions in it, with arguments 
 sandbox is told (align/rewards/sandbox.py ``run_calls``); the rest of the assert (the expected
 literal, ``==``/``!=``/``<``/``in``/``is None``, ``not``, ``set(...)``/``sorted(...)``,
 ``math.isclose(..., rel_tol=...)``, ``abs(a - b) < tol``) is evaluated here on the decoded return
-values, with Python's own operators on plain data, so the rules are Python's ``==``. The program's
+values, with Python's own operators on plain data, so the rules are Python's ``==``. A call handed
+straight to ``sorted``/``set``/``list``/``tuple``/``frozenset``/``dict``/``len`` gets that builtin
+applied in the child (``_harness.APPLIED``), so a generator or a ``dict_keys`` passes as it does in
+Python (tests/test_code_review.py); a namedtuple travels as its tuple. The program's
 process never holds an expected value, a nonce or anything else that could produce a pass: an
 object whose ``__eq__`` is always True is not plain data, and reading the harness's frames finds
 only the arguments (tests/test_code_forgery.py). A program that writes the right return values
@@ -32,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from align.rewards._harness import TYPES, encode
+from align.rewards._harness import APPLIED, TYPES, encode
 from align.rewards.base import RewardResult, column, completion_text, scores
 from align.rewards.sandbox import Call, Limits, Returned, RunResult, run_many
 
@@ -75,14 +78,28 @@ def _is_call_of_program(node: ast.AST) -> bool:
 
 
 class _Calls(ast.NodeTransformer):
-    """Replaces each call of a program function by ``call:i`` and records it with its literal arguments."""
+    """Replaces each call of a program function by ``call:i`` and records it with its literal arguments.
+    A call handed straight to a builtin of ``APPLIED`` (``sorted(f(x))``) is recorded with that
+    builtin, which the child applies to whatever ``f`` returns (a generator, a ``dict_keys``); the
+    assert keeps the builtin (idempotent on its result), except ``len``, whose result replaces it."""
 
     def __init__(self, calls: list[Call], reserved: set[str], truth: ast.AST | None):
         self.calls, self.reserved, self.truth = calls, reserved, truth
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
+        if _applies_to_a_call(node):
+            wrap = node.func.id
+            kwargs = tuple((k.arg, _argument(wrap, k.value)) for k in node.keywords)
+            placeholder = self._record(node.args[0], wrap, kwargs)
+            if wrap == "len":
+                return ast.copy_location(placeholder, node)
+            node.args[0] = placeholder
+            return node
         if not _is_call_of_program(node):
             return self.generic_visit(node)
+        return self._record(node)
+
+    def _record(self, node: ast.Call, wrap: str = "", wrap_kwargs: tuple = ()) -> ast.Name:
         name = node.func.id
         if name in self.reserved:
             raise UnverifiableTest(f"'{name}' is defined by the test's setup code, not by the program")
@@ -90,8 +107,16 @@ class _Calls(ast.NodeTransformer):
             raise UnverifiableTest(f"the call of {name} unpacks * or ** arguments")
         args = tuple(_argument(name, a) for a in node.args)
         kwargs = {k.arg: _argument(name, k.value) for k in node.keywords}
-        self.calls.append(Call(name, args, kwargs, truth=node is self.truth))
+        self.calls.append(Call(name, args, kwargs, truth=node is self.truth, wrap=wrap, wrap_kwargs=wrap_kwargs))
         return ast.copy_location(ast.Name(id=f"{_CALL}{len(self.calls) - 1}", ctx=ast.Load()), node)
+
+
+def _applies_to_a_call(node: ast.AST) -> bool:
+    """``sorted(f(x))``, ``len(f(x))`` ...: one of APPLIED with the program's call as its only
+    positional argument (keywords, ``reverse=True``, must be literals like any argument)."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in APPLIED
+            and len(node.args) == 1 and _is_call_of_program(node.args[0])
+            and all(k.arg is not None for k in node.keywords))
 
 
 def _argument(name: str, node: ast.expr) -> Any:
@@ -274,7 +299,18 @@ def _shown(value: Any) -> str:
 
 def _call_text(call: Call) -> str:
     shown = [*map(_shown, call.args), *(f"{k}={_shown(v)}" for k, v in call.kwargs.items())]
-    return f"{'bool of ' if call.truth else ''}{call.name}({', '.join(shown)})"
+    text = f"{'bool of ' if call.truth else ''}{call.name}({', '.join(shown)})"
+    if call.wrap:
+        text = f"{call.wrap}({', '.join([text, *(f'{k}={_shown(v)}' for k, v in call.wrap_kwargs)])})"
+    return text
+
+
+def _lengths_checked(plan: Plan, returned: Sequence[Returned]) -> tuple[Returned, ...]:
+    """A ``len`` the child applied must be what ``len`` gives, an int >= 0; the other builtins of
+    APPLIED the assert applies again here."""
+    return tuple(r if c.wrap != "len" or r.status != "value" or (type(r.value) is int and r.value >= 0)
+                 else Returned("violation", reason=f"len gave {_shown(r.value)}, which no len gives")
+                 for c, r in zip(plan.calls, returned, strict=True))
 
 
 def judge(plan: Plan, run: RunResult) -> RunResult:
@@ -282,6 +318,7 @@ def judge(plan: Plan, run: RunResult) -> RunResult:
     other run status (timeout, violation, sandbox_error ...) is kept as it came."""
     if run.status != "returned":
         return run
+    run = replace(run, calls=_lengths_checked(plan, run.calls))
     for source, expr in plan.checks:
         try:
             holds = bool(_eval(expr, run.calls))

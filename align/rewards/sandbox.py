@@ -2,21 +2,34 @@
 
 Each run is one ``unshare`` call (util-linux) as root, which gives the program:
 
-* new PID, mount, network, IPC and UTS namespaces (``unshare --fork --pid --mount-proc -n``):
-  a double-forked ``setsid`` daemon dies with the namespace's init, sockets reach nothing
-  (not even 127.0.0.1: the new loopback is down), ``/proc`` shows only the sandbox;
-* private tmpfs over ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock`` and ``/root`` (the
-  usual world-writable places and root's home with its token caches): what the program writes
-  there vanishes with the namespace; its working directory is a fresh temp dir bind-mounted at
-  ``/tmp/work`` and removed afterwards; the interpreter's prefix is re-mounted read-only;
+* new mount, PID, network, IPC and UTS namespaces (``unshare --mount --fork --pid -n``): a
+  double-forked ``setsid`` daemon dies with the namespace's init, sockets reach nothing (not
+  even 127.0.0.1: the new loopback is down), ``/proc`` shows only the sandbox;
+* a root of its own (``pivot_root``, as bubblewrap builds one): a tmpfs of ``Limits.disk_mb``
+  holding read-only bind mounts of ``/usr`` (and of ``/bin``, ``/lib*`` where they are not
+  merged-/usr links, which are copied) and of the interpreter's prefix; copies of
+  ``/etc/ld.so.cache`` and of ``/dev/null``, ``zero``, ``random``, ``urandom``; a fresh ``/proc``;
+  the writable ``/tmp`` (the work dir ``/tmp/work`` holds ``solution.py``), ``/var/tmp`` and
+  ``/dev/shm``. The host's root is unmounted inside, so the repository, the run directories with
+  their expected answers, ``/home``, ``/work`` and root's caches do not exist for the program
+  (tests/test_code_review.py, ``see_host_files`` in tests/test_sandbox_code.py). All it writes
+  is in that tmpfs, capped in bytes and files (ENOSPC: a violation), and vanishes with the
+  namespace. The setup refuses to run in its parent's mount namespace, where a pivot_root would
+  swap the root of every process on the machine;
 * an unprivileged uid (``setpriv --reuid --regid --clear-groups --no-new-privs``): root would
-  ignore RLIMIT_NPROC, raise its own limits and write anywhere. Each concurrent run gets its own
-  uid (``UID_BASE`` + slot), so one run's fork bomb does not use up another's process count;
+  ignore RLIMIT_NPROC, raise its own limits and write anywhere. Each concurrent run holds its own
+  uid (``UID_BASE`` + slot) under an exclusive ``flock`` on the slot's file in ``UID_LOCKS``, so
+  no two runs share one, in one process or many, and one run's fork bomb does not use up
+  another's process count;
 * rlimits (``prlimit``): CPU seconds, address space, processes, file size (which also caps
   stdout/stderr: they go to files, and a write past the cap is SIGXFSZ), open files;
 * an empty environment (no HF_TOKEN) and ``python -I -S``;
 * a wall-clock timeout that SIGKILLs the whole process group (``unshare --kill-child``
   takes the namespace's init, and with it every process inside).
+
+The setup writes one line to a file the program never holds (its stdin until the root is in
+place, then ``/dev/null``); a run without that line is ``sandbox_error`` (no verdict), so a host
+where a mount fails gives no 0.0 rewards.
 
 What comes back is data, never a verdict: the program runs, then the calls the parent asked
 for (``run_calls``: function names and plain-data arguments, nothing else); the child writes each
@@ -31,17 +44,19 @@ line as a violation (tests/test_code_forgery.py); every hostile case is in tests
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import itertools
 import json
 import marshal
 import os
+import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,15 +69,17 @@ from align.rewards._harness import decode, encode
 HARNESS = (Path(__file__).parent / "_harness.py").read_text(encoding="utf-8")
 UID_BASE = 3_000_000  # far above any login uid; uid = UID_BASE + slot
 _SLOTS = 4096
-_slot_counter = itertools.count((os.getpid() % 64) * 64)
-_slot_lock = threading.Lock()
-HIDDEN_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/root")
+UID_LOCKS = Path("/run/lock/rlaif-sandbox-uids")  # one lock file per slot; /run/lock is per boot
+_slot_counter = itertools.count((os.getpid() % 64) * 64)  # where this process starts looking
 KEEP_BYTES = 8192  # stdout/stderr kept in the result
+_READY = b"ready\n"  # what the setup writes once the program's root is in place
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-run limits. ``file_mb`` caps every file the program writes, stdout/stderr included."""
+    """Per-run limits. ``file_mb`` caps every file the program writes, stdout/stderr included;
+    ``disk_mb`` all it writes together (the sandbox's root is a tmpfs of that size, which the host
+    pays in RAM while the run lasts), ``disk_files`` the files and directories in it."""
 
     cpu_s: int = 2
     wall_s: float = 3.0
@@ -70,16 +87,22 @@ class Limits:
     nproc: int = 32
     file_mb: int = 1
     nofile: int = 64
+    disk_mb: int = 64
+    disk_files: int = 4096
 
 
 class Call(NamedTuple):
     """One call the sandbox makes: the program's function ``name`` with plain-data arguments;
-    ``truth``: the assert only tests the value for truth, so the child sends ``bool(value)``."""
+    ``truth``: the assert only tests the value for truth, so the child sends ``bool(value)``;
+    ``wrap``: the builtin of ``_harness.APPLIED`` the assert applies to the value (with the
+    plain-data ``wrap_kwargs``), which the child applies before sending it."""
 
     name: str
     args: tuple
     kwargs: dict
     truth: bool = False
+    wrap: str = ""
+    wrap_kwargs: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,55 +126,100 @@ class RunResult:
     calls: tuple[Returned, ...] = ()
 
 
-# The setup runs as root inside the new namespaces: stage the work dir and the interpreter's
-# prefix on a private /dev/shm, hide the world-writable dirs and /root behind tmpfs, put both
-# back, drop privileges. $1 work dir, $2 interpreter prefix, $3 uid, rest: the command.
+# The setup runs as root inside the new namespaces, its stdin the ready file (dash redirects fds 0-9
+# only). $1 the run's temp dir (its empty "root" becomes the program's root), $2 tmpfs bytes, $3 tmpfs
+# inodes, $4 the parent's pid, rest: the command. The guard comes first: a pivot_root in the parent's
+# mount namespace would swap the root of every process on the machine. The tmpfs may hold device
+# nodes (nodev is off) because only this root setup can make them: the uid has no CAP_MKNOD.
+# ``pivot_root . .`` stacks the old root on the new one, and ``umount -l .`` takes it away (pivot_root(2)).
 _SETUP = r"""
 set -e
-work="$1"; prefix="$2"; uid="$3"; shift 3
-mount -t tmpfs -o size=1m,mode=0700 tmpfs /dev/shm
-mkdir /dev/shm/w /dev/shm/p
-mount --bind "$work" /dev/shm/w
-mount --bind "$prefix" /dev/shm/p
-for d in /tmp /var/tmp /run/lock /root; do
-  if [ -d "$d" ]; then mount -t tmpfs -o size=16m,mode=1777,nosuid,nodev tmpfs "$d"; fi
-done
-chmod 0755 /root
-mkdir -p /tmp/work "$prefix"
-mount --bind /dev/shm/w /tmp/work
-mount --bind /dev/shm/p "$prefix"
-mount -o remount,bind,ro "$prefix"
-umount /dev/shm/w /dev/shm/p
-umount /dev/shm
-mount -t tmpfs -o size=16m,mode=1777,nosuid,nodev tmpfs /dev/shm
+outer="$1"; size="$2"; inodes="$3"; parent="$4"; shift 4
+[ -e "/proc/$parent/ns/mnt" ] && [ ! /proc/self/ns/mnt -ef "/proc/$parent/ns/mnt" ] || {
+  echo "sandbox setup: not in a mount namespace of its own; refusing to pivot the root" >&2; exit 1; }
+mount -t tmpfs -o "size=$size,nr_inodes=$inodes,mode=0755,nosuid" sandbox "$outer/root"
+cd "$outer/root"
+mkdir -p proc etc dev/shm tmp/work var/tmp @DIRS@
+cp -a --parents @COPIES@ .
+chmod 1777 tmp var/tmp dev/shm tmp/work
+@BINDS@
+mount -t proc -o nosuid,nodev,noexec proc proc
+cp "$outer/solution.py" tmp/work/solution.py
+pivot_root . .
+umount -l .
 cd /tmp/work
+echo ready >&0
+exec 0</dev/null
 set +e
-setpriv --reuid="$uid" --regid="$uid" --clear-groups --no-new-privs --inh-caps=-all -- "$@"
+"$@"
 exit $?
 """
 
 
 def _interpreter() -> tuple[str, str]:
-    """The base interpreter (not a venv's launcher) and its prefix, which the sandbox re-mounts."""
+    """The base interpreter (not a venv's launcher) and its prefix, which the sandbox mounts."""
     exe = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     return exe, os.path.realpath(sys.base_prefix)
 
 
-def _command(work: str, uid: int, limits: Limits) -> list[str]:
-    exe, prefix = _interpreter()
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+@functools.lru_cache(maxsize=1)
+def _setup_script() -> str:
+    """The setup for this host: /usr and the interpreter's prefix bound read-only; the top-level
+    /bin, /sbin, /lib* as they are here (merged-/usr links copied, directories bound read-only);
+    copies of /etc/ld.so.cache (the loader's index) and the four harmless devices."""
+    _, prefix = _interpreter()
+    binds, copies = ["/usr"], ["/etc/ld.so.cache"] if os.path.isfile("/etc/ld.so.cache") else []
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            copies.append(top)
+        elif os.path.isdir(top):
+            binds.append(top)
+    if not any(_under(prefix, b) for b in binds):
+        binds.append(prefix)
+    copies += [d for d in ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom") if os.path.exists(d)]
+    quoted = {path: shlex.quote("." + path) for path in binds}
+    return (_SETUP.replace("@DIRS@", " ".join(quoted.values()))
+            .replace("@COPIES@", " ".join(map(shlex.quote, copies)))
+            .replace("@BINDS@", "\n".join(f"mount --bind -o ro,nosuid,nodev {shlex.quote(p)} {q}"
+                                           for p, q in quoted.items())))
+
+
+def _command(outer: str, uid: int, limits: Limits) -> list[str]:
+    exe, _ = _interpreter()
     mb = 1024 * 1024
     return [
-        "unshare", "--fork", "--kill-child=SIGKILL", "--pid", "--mount-proc", "--net", "--ipc", "--uts",
-        "--", "sh", "-c", _SETUP, "sandbox-setup", work, prefix, str(uid),
+        "unshare", "--mount", "--propagation", "private", "--fork", "--kill-child=SIGKILL", "--pid", "--net",
+        "--ipc", "--uts", "--", "sh", "-c", _setup_script(), "sandbox-setup", outer,
+        str(limits.disk_mb * mb), str(limits.disk_files), str(os.getpid()),
+        "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--inh-caps=-all", "--",
         "prlimit", f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}", f"--as={limits.memory_mb * mb}", f"--nproc={limits.nproc}",
         f"--fsize={limits.file_mb * mb}", f"--nofile={limits.nofile}", "--core=0",
         "--", exe, "-I", "-S", "-c", HARNESS,
     ]
 
 
-def _next_uid() -> int:
-    with _slot_lock:
-        return UID_BASE + next(_slot_counter) % _SLOTS
+def _lease_uid() -> tuple[int, int]:
+    """A sandbox uid no other run holds, and the fd of its lock (closing it frees the uid). The
+    slot files are flock()ed, which excludes every other open of them, in this process or another."""
+    UID_LOCKS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(UID_LOCKS)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise RuntimeError(f"{UID_LOCKS} is not a directory of this user")
+    start = next(_slot_counter)
+    for k in range(_SLOTS):
+        slot = (start + k) % _SLOTS
+        fd = os.open(UID_LOCKS / str(slot), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return UID_BASE + slot, fd
+    raise RuntimeError(f"all {_SLOTS} sandbox uids are in use")
 
 
 def _uid_pids(uid: int) -> list[int]:
@@ -254,41 +322,36 @@ def _verdict(rc: int | None, timed_out: bool, wall_s: float, text: str, n_calls:
 def run_calls(program: str, calls: Sequence[Call], limits: Limits = Limits()) -> RunResult:
     """Run ``program`` then each ``Call`` in the sandbox; never raises for
     the program's doing. Arguments must be plain data (``_harness.encode``): TypeError otherwise."""
-    plan = marshal.dumps([[c.name, [encode(a) for a in c.args], [[k, encode(v)] for k, v in c.kwargs.items()], c.truth]
-                          for c in calls])
+    plan = marshal.dumps([[c.name, [encode(a) for a in c.args], [[k, encode(v)] for k, v in c.kwargs.items()], c.truth,
+                           c.wrap, [[k, encode(v)] for k, v in c.wrap_kwargs]] for c in calls])
     probe = sandbox_unavailable()
     if probe:
         return RunResult("sandbox_error", probe, None, 0.0)
     outer = Path(tempfile.mkdtemp(prefix="rlaif-sandbox-"))
     try:
-        return _run_in(outer, program, plan, len(calls), limits)
+        uid, lock = _lease_uid()
+        try:
+            return _run_in(outer, uid, program, plan, len(calls), limits)
+        finally:
+            os.close(lock)
     except (OSError, RuntimeError) as exc:
         return RunResult("sandbox_error", f"sandbox failed: {exc}", None, 0.0)
     finally:
-        _remove(outer)
+        shutil.rmtree(outer)  # flat files only: what the program writes lives in its own tmpfs
 
 
-def _remove(path: Path) -> None:
-    try:
-        shutil.rmtree(path)
-    except RecursionError:  # the program nested directories deeper than Python recurses; rm walks any depth
-        subprocess.run(["rm", "-rf", "--", str(path)], check=True, env={}, timeout=120, capture_output=True)
-
-
-def _run_in(outer: Path, program: str, plan: bytes, n_calls: int, limits: Limits) -> RunResult:
-    uid = _next_uid()
-    work = outer / "work"
-    work.mkdir()
-    (work / "solution.py").write_text(program, encoding="utf-8")
-    os.chown(work, uid, uid)
-    (outer / "plan").write_bytes(plan)  # outside the work dir: read through the fd only
+def _run_in(outer: Path, uid: int, program: str, plan: bytes, n_calls: int, limits: Limits) -> RunResult:
+    (outer / "root").mkdir()
+    (outer / "solution.py").write_text(program, encoding="utf-8")
+    (outer / "plan").write_bytes(plan)  # read through the fd only
     t0 = time.monotonic()
     with open(outer / "plan", "rb") as plan_fh, open(outer / "out", "wb") as out, \
-            open(outer / "err", "wb") as err, open(outer / "result", "wb") as res:
+            open(outer / "err", "wb") as err, open(outer / "result", "wb") as res, \
+            open(outer / "ready", "wb") as ready:
         fds = (plan_fh.fileno(), res.fileno())
         proc = subprocess.Popen(
-            [*_command(str(work), uid, limits), *map(str, fds)], stdin=subprocess.DEVNULL,
-            stdout=out, stderr=err, env={}, start_new_session=True, pass_fds=fds)
+            [*_command(str(outer), uid, limits), *map(str, fds)], stdin=ready, stdout=out, stderr=err, env={},
+            start_new_session=True, pass_fds=fds)
         timed_out = False
         try:
             rc = proc.wait(timeout=limits.wall_s)
@@ -298,23 +361,30 @@ def _run_in(outer: Path, program: str, plan: bytes, n_calls: int, limits: Limits
             rc = proc.wait()
             _wait_until_gone(uid, deadline=time.monotonic() + 10)
     wall = time.monotonic() - t0
+    stdout, stderr = _read_capped(outer / "out"), _read_capped(outer / "err")
+    if (outer / "ready").read_bytes() != _READY:
+        if timed_out:  # a setup slower than the wall limit says nothing of the program
+            return RunResult("sandbox_error", f"the sandbox's setup took more than {limits.wall_s} s", rc,
+                             round(wall, 3), stdout, stderr)
+        return RunResult("sandbox_error", f"sandbox setup failed ({_ended(rc)}): {stderr.strip()[-300:]}", rc,
+                         round(wall, 3), stdout, stderr)
     with open(outer / "result", "rb") as fh:  # the file size limit already caps it; this caps the read too
         text = fh.read(limits.file_mb * 1024 * 1024 + 1).decode("utf-8", "replace")
     status, reason, returned = _verdict(rc, timed_out, wall, text, n_calls, limits)
-    return RunResult(status, reason, rc, round(wall, 3), _read_capped(outer / "out"), _read_capped(outer / "err"),
-                     returned)
+    return RunResult(status, reason, rc, round(wall, 3), stdout, stderr, returned)
 
 
 @functools.lru_cache(maxsize=1)
 def sandbox_unavailable() -> str | None:
     """None when the sandbox works here, else ONE line saying why (checked once per process)."""
-    missing = [t for t in ("unshare", "setpriv", "prlimit", "mount", "sh") if shutil.which(t) is None]
+    missing = [t for t in ("unshare", "setpriv", "prlimit", "mount", "umount", "pivot_root", "sh")
+               if shutil.which(t) is None]
     if missing:
         return f"code sandbox unavailable: {', '.join(missing)} not found (install util-linux)"
     if os.geteuid() != 0:
         return "code sandbox unavailable: it needs root to create namespaces and drop to a sandbox uid"
     try:
-        res = subprocess.run(["unshare", "--fork", "--pid", "--mount-proc", "--net", "true"],
+        res = subprocess.run(["unshare", "--mount", "--fork", "--pid", "--net", "true"],
                              capture_output=True, text=True, timeout=30, env={})
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"code sandbox unavailable: unshare failed: {exc}"
