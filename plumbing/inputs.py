@@ -24,6 +24,9 @@ SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 _TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
 # Columns tried in order when --prompt-column is not given.
 PROMPT_COLUMNS = ("prompt", "messages", "question", "instruction", "chosen")
+# Python's json decoder recurses once per nesting level and stops at the interpreter's recursion limit
+# (about 1,000): deeper JSON is no data a prompt file holds, and is refused as such.
+_TOO_DEEP = "JSON nested too deeply (past Python's recursion limit of about 1,000 levels); is it the right file?"
 
 
 class InputError(ValueError):
@@ -111,6 +114,8 @@ def read_rows(path: str | Path) -> Iterator[dict | BadItem]:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); is it a binary file?") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:  # json's decoder recurses once per [ or {: a file nested 200,000 deep ends here
+        raise InputError(f"{path}: {_TOO_DEEP}") from None
     except (OSError, EOFError) as e:
         if isinstance(e, FileNotFoundError):
             raise
@@ -151,6 +156,9 @@ def _read_jsonl(path: Path) -> Iterator[dict | BadItem]:
             except json.JSONDecodeError as e:
                 yield BadItem(item_id("undecodable", path.name, lineno), f"line {lineno}: invalid JSON ({e.msg})",
                               lineno - 1)
+                continue
+            except RecursionError:
+                yield BadItem(item_id("undecodable", path.name, lineno), f"line {lineno}: {_TOO_DEEP}", lineno - 1)
                 continue
             yield row if isinstance(row, dict) else BadItem(
                 item_id("undecodable", path.name, lineno), f"line {lineno}: not a JSON object", lineno - 1)
