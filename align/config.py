@@ -283,13 +283,17 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     """``["a.b=1", "trl.bf16=true"]`` -> ``{"a": {"b": 1}, "trl": {"bf16": True}}``; values are YAML scalars."""
     import yaml
 
+    from plumbing import yamlfile
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise RecipeError(f"--set {item!r}: expected key=value, e.g. --set learning_rate=1e-5")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yamlfile.load(raw) if raw.strip() else None
+        except yamlfile.YAMLLimitError as e:
+            raise RecipeError(f"--set {key.strip()}: {e}") from None
         except yaml.YAMLError:
             value = raw
         node = out
@@ -318,15 +322,20 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A recipe file as a mapping; what its aliases expand to is bounded (plumbing/yamlfile.py)."""
     import yaml
+
+    from plumbing import yamlfile
 
     p = Path(path)
     if not p.is_file():  # named by its path alone: `rlaif align --config` and `rlaif run RECIPE` both read here
         raise RecipeError(f"{p}: no such recipe file")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        raw = yamlfile.load(p.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as e:
         raise RecipeError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); a recipe is a YAML text file") from None
+    except yamlfile.YAMLLimitError as e:
+        raise RecipeError(f"{p}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
