@@ -90,7 +90,7 @@ def test_ddp_resume_restores_each_ranks_optimizer(toy, tmp_path):
     assert json.loads((folder / "info-0.json").read_text())["engine"] is None
 
 
-@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed (not a dependency; `pip install deepspeed` runs this on the CPU)")
 def test_zero2_on_cpu_accumulates_clips_and_resumes_each_shard(toy, tmp_path):
     """The shipped ZeRO-2 config, on 2 CPU processes: DeepSpeed's engine takes the recipe's accumulation
     and clipping, and each rank gets its own optimizer shard back."""
