@@ -5,7 +5,8 @@ Each number below is the one named in align/ppo/core.py; what happens, in order:
 1. the prompts (chat template, generation prompt) are left-padded and sampled by the policy
    (align/ppo/models.py: ``sample``);
 2. the mask keeps each response up to and including its first EOS (detail "truncate after EOS");
-3. the score is the reward model's output at the last real token, normalised by its running mean
+3. the score is the reward model's output on prompt + response rendered with its own tokenizer's chat
+   template, read where its training read it (align/reward_scoring.py), normalised by its running mean
    and std (detail "reward normalization"), times ``reward_model_weight``, plus each reward
    function's weighted score, minus ``missing_eos_penalty`` for a response that hit the length limit
    without EOS (detail "EOS trick"). A reward function's ``None`` is no verdict, never 0: a response
@@ -123,7 +124,7 @@ def make_batch(ctx, rows: list[dict], seeds: list[int]) -> tuple[Batch, dict]:
     stats: dict[str, float] = {}
     if ctx.rm is not None:
         b = r.per_device_train_batch_size
-        rm_raw = torch.cat([reward_scores(ctx.rm, ctx.tokenizer, [x["prompt"] for x in rows[i:i + b]], texts[i:i + b])
+        rm_raw = torch.cat([reward_scores(ctx.rm, ctx.rm_tokenizer, [x["prompt"] for x in rows[i:i + b]], texts[i:i + b])
                             for i in range(0, len(rows), b)]).to(acc.device)
         everyone = acc.gather(rm_raw)
         ctx.moments.update(everyone.cpu())

@@ -47,6 +47,7 @@ class Context:
     ref: Any
     rm: Any
     eos_ids: list[int]
+    rm_tokenizer: Any = None  # the reward model's own tokenizer: the chat template its scores were trained on
     funcs: list[tuple[str, Any]] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     kl: core.AdaptiveKL = None
@@ -58,7 +59,7 @@ class Context:
 
 
 def setup(recipe: PPORecipe) -> Context:
-    """Load tokenizer and models (the reward model checked against the policy's tokenizer first)."""
+    """Load tokenizers and models (the reward model checked against the policy's tokenizer first)."""
     from transformers import AutoTokenizer
 
     from align.card import resolve_model
@@ -87,8 +88,12 @@ def setup(recipe: PPORecipe) -> Context:
     eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
     weights = recipe.reward_weights or [1.0] * len(recipe.reward_funcs)
     funcs = [(name.rpartition(":")[2], get_reward(name)) for name in recipe.reward_funcs]
+    # The reward model reads the conversation as RewardTrainer rendered it, with its own tokenizer's chat template
+    # (align/reward_scoring.py; TRL's GRPOTrainer reads a reward model through its own tokenizer too): the
+    # vocabulary check above does not make the policy's template the same text (tests/test_ppo_review.py).
+    rm_tokenizer = AutoTokenizer.from_pretrained(recipe.reward_model) if rm is not None else None
     ctx = Context(recipe, accelerator, tokenizer, model, optimizer, ref, rm, sorted(e for e in eos if e is not None),
-                  funcs, weights, core.AdaptiveKL(recipe.kl_coef, recipe.kl_target, recipe.kl_horizon))
+                  rm_tokenizer, funcs, weights, core.AdaptiveKL(recipe.kl_coef, recipe.kl_target, recipe.kl_horizon))
     return ctx
 
 
