@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from align.rewards.judge import JudgeReward
+from plumbing.ranges import Seed
 
 
 class RecipeError(ValueError):
@@ -42,7 +43,7 @@ class RecipeError(ValueError):
 class DataSource(BaseModel):
     """Where the training rows come from and how the held-out rows are chosen."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     path: str = Field(description="A run directory written by `rlaif revise`/`rlaif judge` (it has "
                                   "manifest.json), or a dataset file: .jsonl, .json or .parquet.")
@@ -56,7 +57,9 @@ class DataSource(BaseModel):
 class _Recipe(BaseModel):
     """Fields every method shares; TRL's own fields go under ``trl``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan: every float of every method (learning_rate, num_train_epochs, beta, reward_weights, PPO's
+    # coefficients) is finite; `num_train_epochs: .inf` would train until killed
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     method: ClassVar[str]
     trl_config: ClassVar[str]  # name of the TRL config class built from the recipe
     ours: ClassVar[tuple[str, ...]] = ("output_dir", "learning_rate", "num_train_epochs", "max_steps",
@@ -73,7 +76,8 @@ class _Recipe(BaseModel):
     per_device_train_batch_size: int = Field(4, gt=0, description="Rows (pairs for reward/DPO) per device per step.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches accumulated per optimizer step.")
     max_length: int | None = Field(1024, gt=0, description="Longest tokenized sequence (prompt + completion).")
-    seed: int = Field(42, description="Seed for initialisation, shuffling and the eval_ratio split.")
+    seed: Seed = Field(42, description="Seed for initialisation, shuffling and the eval_ratio split "
+                       "(0 .. 2**32 - 1: plumbing/ranges.py).")
     quiet: bool = Field(False, description="Silence progress bars (TRL's disable_tqdm); logs remain.")
     trl: dict[str, Any] = Field(default_factory=dict, description="Passed unchanged to TRL's config class "
                                 "(e.g. warmup_steps, bf16, gradient_checkpointing, save_steps).")

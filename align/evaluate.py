@@ -55,6 +55,7 @@ from generator.engines.options import EngineOptions
 from judge.calibration import Prior, calibration_spec
 from judge.config import JudgeConfig
 from plumbing.hashing import hash_fraction
+from plumbing.ranges import Seed
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ JUDGE_NOT_SPEC = {"input", "out", "constitution", "templates", "model", "engine"
 class EvalConfig(BaseModel):
     """One evaluation of a policy against a reference: what defines the result and how it is run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no inf/nan temperature
     prompts: Path = Field(description="Prompt file (jsonl/json/parquet/csv, .gz ok; an optional 'answer' column) "
                                       "or a run directory with 'prompt' (and 'answer') columns, e.g. rlaif data gsm8k.")
     out: Path = Field(description="Eval run directory: new, empty, or an earlier eval run (resumed; replaced only "
@@ -82,7 +83,7 @@ class EvalConfig(BaseModel):
     max_tokens: int = Field(256, ge=1, description="Most tokens generated per response.")
     temperature: float = Field(0.0, ge=0.0, description="Sampling temperature of both models (0 = greedy).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold of both models.")
-    seed: int = Field(0, description="Sampling seed of both models and seed of the bootstrap.")
+    seed: Seed = Field(0, description="Sampling seed of both models and seed of the bootstrap.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N rows of the prompts.")
     prompt_column: str | None = Field(None, description="Column holding the prompt (default: auto-detect).")
     reward: Literal["auto", "gsm8k", "math", "none"] = Field(

@@ -41,6 +41,8 @@ def writes_for_parent() -> bool:
 
 
 def should_launch(num_processes: int | None, accelerate_config: str | None) -> bool:
+    if num_processes is not None and num_processes < 1:  # 0 used to mean one process, silently
+        raise RecipeError(f"--num-processes {num_processes}: train in at least 1 process")
     if in_child():
         return False
     return bool(accelerate_config) or (num_processes or 1) > 1

@@ -14,6 +14,7 @@ from generator.records import RESPONSES
 from plumbing.batching import iter_batches
 from plumbing.hashing import canonical_json, file_sha256
 from plumbing.inputs import BadItem, PromptItem, read_prompts, require_usable
+from plumbing.ranges import Seed
 from plumbing.runs import RunWriter
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 class GenerateConfig(BaseModel):
     """One responses run: what defines the data (the spec) and how it is run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a temperature of inf or nan samples nothing
     prompts: Path = Field(description="Prompt file: jsonl/json/parquet/csv (.gz ok), text, messages or HH-RLHF.")
     out: Path = Field(description="Run directory to write (resumed if it exists).")
     engine: EngineOptions = Field(default_factory=EngineOptions)
@@ -30,7 +31,7 @@ class GenerateConfig(BaseModel):
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     max_tokens: int = Field(256, ge=1, description="Most tokens generated per response.")
-    seed: int = Field(0, description="Sampling seed.")
+    seed: Seed = Field(0, description="Sampling seed (0 .. 2**32 - 1: plumbing/ranges.py).")
     limit: int | None = Field(None, ge=1, description="Use only the first N rows of the prompt file.")
     prompt_column: str | None = Field(None, description="Column holding the prompt (default: auto-detect).")
     overwrite: bool = Field(False, description="Start over when the directory holds a different spec.")

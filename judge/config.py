@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generator.engines.options import ModelName, ServerURL
 from judge.calibration import MIN_VOTES
+from plumbing.ranges import Seed
 
 LAYOUTS = ("cai", "shared-prefix")
 # The layout of direct (option-letter) judging when none is named; CoT has only the CAI layout.
@@ -21,7 +22,7 @@ DEFAULT_LAYOUT = "cai"
 
 
 class JudgeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no inf/nan temperature
 
     input: str | None = Field(None, description="A generate run, a revise run, or a pair file "
                                                 "(jsonl/json/parquet/csv with prompt, response_a, response_b).")
@@ -57,7 +58,7 @@ class JudgeConfig(BaseModel):
     min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="Rows with p_chosen below this go to the "
                                                                    "'filtered' split instead of 'train'.")
     templates: str | None = Field(None, description="Folder whose .jinja files shadow the built-in prompts.")
-    seed: int = Field(0, description="Seed of principle sampling and CoT rationale sampling.")
+    seed: Seed = Field(0, description="Seed of principle sampling, CoT rationale sampling and the engine.")
     top_k: int = Field(20, ge=2, le=20, description="Top logprobs read at the option position.")
     batch_size: int = Field(64, ge=1, description="Prompt items judged per engine call and per shard (runtime).")
     limit: int | None = Field(None, ge=1, description="Judge only the first N input items (runtime).")

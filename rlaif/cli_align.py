@@ -66,8 +66,10 @@ def _make(method: str):
         data: str = typer.Option(None, "--data", help="Run directory or dataset file (quick form)."),
         model: str = typer.Option(None, "--model", help="Base model: smollm2-135m, a folder or a Hub id."),
         out: str = typer.Option(None, "--out", help="Output folder for the trained model."),
-        max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
-        num_processes: int = typer.Option(1, "--num-processes", help="Train in this many processes "
+        # min=1: a recipe's max_steps -1 (train num_train_epochs) is no flag value; 0 processes is none
+        max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps "
+                                      "(default: the recipe's, else num_train_epochs)."),
+        num_processes: int = typer.Option(1, "--num-processes", min=1, help="Train in this many processes "
                                           "(accelerate launch; DDP over gloo on CPU)."),
         accelerate_config: str = typer.Option(None, "--accelerate-config",
                                               help="accelerate config file, e.g. recipes/accelerate/zero3.yaml."),
