@@ -18,6 +18,7 @@ ever handed to ``HfApi``: never logged, printed or written
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
 import tempfile
@@ -127,10 +128,28 @@ def _hub_token() -> str:
     return token
 
 
+def _unreachable() -> tuple[type[BaseException], ...]:
+    """Exceptions meaning no answer came from the Hub (refused connection, DNS failure, timeout, TLS, proxy):
+    socket-level OSErrors (and requests' errors, which are OSErrors, for a huggingface_hub that uses
+    requests), and the TransportError of httpx and of httpx2, the fork huggingface_hub 1.x+ may talk through."""
+    errors: list[type[BaseException]] = [OSError]
+    for name in ("httpx", "httpx2"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+def _first_line(e: BaseException) -> str:
+    return " ".join((str(e).strip().splitlines() or [type(e).__name__])[0].split())
+
+
 def upload(config: PublishConfig, folder: Path, parts: list[Part], token: str) -> str:
-    """create_repo + one upload_folder commit; earlier data shards of these configs are deleted."""
-    import httpx
-    from huggingface_hub import HfApi
+    """create_repo + one upload_folder commit; earlier data shards of these configs are deleted. A Hub that
+    answers with an error and a Hub that cannot be reached are each one line (tests/bad_inputs/cases.py:
+    publish-hub-unreachable, a closed port as HF_ENDPOINT)."""
+    from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     api = HfApi(token=token)
@@ -142,9 +161,11 @@ def upload(config: PublishConfig, folder: Path, parts: list[Part], token: str) -
                           delete_patterns=stale)
     except OfflineModeIsEnabled:
         raise JudgeError("the Hub is unreachable in offline mode (HF_HUB_OFFLINE=1); unset it to publish") from None
-    except (HfHubHTTPError, httpx.HTTPError) as e:
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise JudgeError(f"Hub upload to {config.repo_id} failed: {first_line}") from None
+    except HfHubHTTPError as e:  # the Hub answered: 401, 403, 404, 5xx (an OSError too, so caught first)
+        raise JudgeError(f"Hub upload to {config.repo_id} failed: {_first_line(e)}") from None
+    except _unreachable() as e:
+        raise JudgeError(f"could not reach the Hub at {constants.ENDPOINT}: {_first_line(e)}; check the network, "
+                         f"or HF_ENDPOINT if it is set") from None
     return str(url)
 
 
