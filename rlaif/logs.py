@@ -33,12 +33,14 @@ Outside ``rlaif.cli.main`` (``CliRunner`` tests, notebooks) nothing is redirecte
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import io
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -173,10 +175,11 @@ class Capture:
             sink.flush()
             self._sink, self.path = sink, path
 
-    def close(self, keep: bool) -> Path | None:
-        """Stop: point 1 and 2 at /dev/null, wait for the children's last lines, close the log. Returns
-        the log: the run's, else with ``keep`` a temp file holding what was captured (when the
-        libraries said anything: a log of our own notes only would repeat the traceback), else None."""
+    def close(self, keep: bool, stop: threading.Event | None = None) -> Path | None:
+        """Stop: point 1 and 2 at /dev/null, wait for the children's last lines (at most ``DRAIN_SECONDS``,
+        and no longer once ``stop`` is set), close the log. Returns the log: the run's, else with ``keep`` a
+        temp file holding what was captured (when the libraries said anything: a log of our own notes
+        only would repeat the traceback), else None."""
         for handler in logging.getLogger().handlers:
             handler.flush()
         for stream in (sys.__stdout__, sys.__stderr__):
@@ -185,7 +188,9 @@ class Capture:
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         os.close(devnull)
-        self._pump.join(timeout=DRAIN_SECONDS)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while self._pump.is_alive() and not (stop and stop.is_set()) and time.monotonic() < deadline:
+            self._pump.join(timeout=0.05)
         with self._lock:
             self._closed = True
             if self.path is None and keep and self._captured:
@@ -280,9 +285,26 @@ def finish(keep: bool) -> Path | None:
         return None
     set_log_sink(None)
     try:
-        return _capture.close(keep)
+        with _ctrl_c_stops_waiting() as stop:
+            return _capture.close(keep, stop)
     finally:
         _capture = None
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops_waiting():
+    """While the console is restored, Ctrl-C (a second one, when the first ended the command) stops the
+    wait for child processes' last lines instead of raising ``KeyboardInterrupt`` inside the restore,
+    which printed a traceback after the one-line message (tests/test_ctrl_c.py)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread handles signals
+        yield stop
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def log_into(param: str, command: Callable) -> Callable:
