@@ -28,7 +28,11 @@ def test_registry_names_and_unknown_name_lists_known():
 
 
 def test_user_reward_by_module_function():
-    assert get_reward("align.rewards.combine:combine") is combine
+    from align.rewards.code import code_reward
+
+    assert get_reward("align.rewards.code:code_reward") is code_reward
+    with pytest.raises(TypeError, match="not a reward's"):  # combine(reward_funcs, weights) builds one
+        get_reward("align.rewards.combine:combine")
     with pytest.raises(TypeError, match="not callable"):
         get_reward("align.rewards.sandbox:UID_BASE")
     with pytest.raises(KeyError, match="has no attribute"):
