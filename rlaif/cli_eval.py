@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
+
+log = logging.getLogger(__name__)
 
 
 def eval_(
@@ -65,8 +70,35 @@ def eval_(
                         max_tokens=max_tokens, temperature=temperature, seed=seed, limit=limit,
                         prompt_column=prompt_column, reward=reward, overwrite=overwrite)
     with StageProgress("eval", unit="steps", quiet=quiet) as progress:
-        result = evaluate(config, progress=progress)
+        result = evaluate(config, progress=_warn_if_self(config, progress))
     typer.echo(summary_line(out, result))
+
+
+def _identity(model: str) -> str:
+    from generator.models import display_name
+
+    shown = display_name(model)
+    return os.path.realpath(shown) if os.path.isdir(shown) else shown
+
+
+def _warn_if_self(config, progress: Callable[[int, int], None]) -> Callable[[int, int], None]:
+    """``progress``, which first warns (one line) when the policy and the reference are one model on the same
+    servers: the win-rate then measures nothing but the judge's noise. Said at the first report, which
+    comes after the input is checked, so a refused command still prints its one error line only."""
+    p, r = config.policy, config.reference
+    if _identity(p.model) != _identity(r.model) or list(p.base_urls) != list(r.base_urls):
+        return progress
+    said = []
+
+    def report(done: int, total: int) -> None:
+        if not said:
+            said.append(True)
+            log.warning("--policy and --reference are the same model (%s): it is compared with itself, so the "
+                        "win-rate is about 0.5 whatever the model; give the trained model as --policy",
+                        _identity(p.model))
+        progress(done, total)
+
+    return report
 
 
 def _check_model(flag: str, name: str) -> None:
