@@ -64,8 +64,8 @@ def file_sha256(path: str | Path) -> str:
 # file, changes its ctime or inode, so a changed file is hashed again; a copied or moved one is hashed once more
 # under its new name and gets the same sha256 (tests/test_pipeline.py::test_big_files_are_hashed_once_per_stamp).
 BIG_FILE = 64 << 20
-# A file changed less than this long ago is not remembered: a write in the same timestamp tick as the hash
-# would leave its stamp unchanged (git's "racy clean" case).
+# A file changed less than this long before its hash began is not remembered: a write in the same timestamp tick
+# as the stamp would leave the stamp unchanged (git's "racy clean" case; whole seconds on ext3 and HFS+, 2 s on FAT).
 SETTLE_NS = 2_000_000_000
 
 
@@ -86,9 +86,12 @@ def content_sha256(path: str | Path) -> str:
     kept = _read_cache().get(str(path))
     if kept is not None and kept[:4] == stamp:
         return kept[4]
+    # settled before the read: a same-tick write during a long read leaves the stamp as it was, so time measured
+    # after the read would keep the sha256 of bytes the file no longer holds
+    # (tests/test_pipeline_review.py::test_a_big_file_written_again_while_it_is_hashed_is_not_remembered)
+    settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > SETTLE_NS
     sha = file_sha256(path)
     after = path.stat()
-    settled = time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) > SETTLE_NS
     if settled and [after.st_size, after.st_mtime_ns, after.st_ctime_ns, after.st_ino] == stamp:
         _remember(str(path), [*stamp, sha])
     return sha
@@ -123,14 +126,58 @@ def _remember(key: str, entry: list) -> None:
         log.warning("could not keep the sha256 of %s in %s (%s); it is hashed again next time", key, path, e)
 
 
+# What makes a folder a model, whatever else it holds (an `rlaif align` output also has a manifest.json): the
+# files ``from_pretrained`` starts from, a PEFT adapter's included.
+MODEL_FILES = ("config.json", "adapter_config.json", "model.safetensors", "model.safetensors.index.json",
+               "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def is_model_folder(folder: str | Path) -> bool:
+    return any((Path(folder) / name).is_file() for name in MODEL_FILES)
+
+
+def source_sha256(target: str) -> str | None:
+    """sha256 of the file of the module a ``module:attr`` name points into (user code a stage runs: a reward
+    function, an engine class), located with ``importlib.util.find_spec`` as ``import`` would locate it, without
+    running it (a dotted name's parent packages are imported); None when it has no file (built in, frozen) or
+    cannot be found. That file counts, not the modules it imports."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(target.partition(":")[0])
+    except (ImportError, ValueError):  # a missing parent package, or a module without a spec
+        return None
+    origin = spec.origin if spec is not None and spec.has_location else None
+    return content_sha256(origin) if origin and os.path.isfile(origin) else None
+
+
 def folder_sha256(folder: str | Path, recursive: bool = True) -> str:
     """sha256 of a folder's files, each by its path inside the folder and its content (``content_sha256``):
     the folder's own name and place are not part of it. Hidden names (``.git``, ``.lock``, ``.cache``,
-    editor files) are left out, as are subfolders when ``recursive`` is false."""
+    editor files) are left out, as are subfolders when ``recursive`` is false. A symlinked subfolder is read
+    through, as Jinja's loader and ``from_pretrained`` read it (tests/test_pipeline_review.py); one that leads
+    back into a folder it lies in is read once."""
     folder = Path(folder)
     entries = []
-    for p in sorted(folder.rglob("*") if recursive else folder.iterdir()):
-        rel = p.relative_to(folder)
-        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
-            entries.append([rel.as_posix(), content_sha256(p)])
+    for rel in sorted(_files(folder, recursive), key=lambda rel: rel.parts):  # rglob's order: hashes are kept
+        entries.append([rel.as_posix(), content_sha256(folder / rel)])
     return sha256_of(entries)
+
+
+def _files(folder: Path, recursive: bool) -> list[Path]:
+    """The non-hidden regular files under ``folder``, symlinks followed, relative to it (``os.walk`` with
+    ``followlinks``). A subfolder whose real path is one of its ancestors' (a symlink loop) is not entered; an
+    unreadable one raises (its content cannot count)."""
+    out, above = [], {}  # each subfolder to walk -> the real paths of the folders above it
+
+    def fail(e: OSError) -> None:
+        raise e
+
+    for top, dirs, files in os.walk(folder, followlinks=True, onerror=fail):
+        chain = (*above.get(top, ()), os.path.realpath(top))
+        dirs[:] = [d for d in dirs if recursive and not d.startswith(".")
+                   and os.path.realpath(os.path.join(top, d)) not in chain]
+        above.update((os.path.join(top, d), chain) for d in dirs)
+        rel = Path(top).relative_to(folder)
+        out += [rel / f for f in files if not f.startswith(".") and os.path.isfile(os.path.join(top, f))]
+    return out

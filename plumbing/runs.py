@@ -96,11 +96,13 @@ def _cut_torn_tail(path: Path) -> None:
 
 
 def shard_files(run_dir: str | Path, split: str | None = None) -> list[Path]:
+    """The run's shards in load order: regular files only (a FIFO or a folder named like a shard would block or
+    fail every reader, the plan's fingerprint included: tests/test_pipeline_fingerprints.py)."""
     data = Path(run_dir) / DATA
     if not data.is_dir():
         return []
     pattern = f"{split}-*.parquet" if split else "*.parquet"
-    return sorted(p for p in data.glob(pattern) if not p.name.startswith("."))
+    return sorted(p for p in data.glob(pattern) if not p.name.startswith(".") and p.is_file())
 
 
 def splits(run_dir: str | Path) -> list[str]:

@@ -105,6 +105,12 @@ def check_base_urls(urls: list[str], engine: str) -> None:
                          f"pass --engine openai (or leave --engine auto)")
 
 
+# How a model is reached and batched, never what it computes: the fields of EngineOptions (and of every config
+# that carries them: JudgeConfig, a GRPO judge reward) that a run's spec leaves out (generator/generate.py
+# base_spec, judge/config.py JudgeConfig.runtime) and `rlaif run`'s fingerprints too (rlaif/pipeline.py).
+RUNTIME_FIELDS = ("base_urls", "batch_size")
+
+
 class EngineOptions(BaseModel):
     """How to reach a model; shared by every stage that runs one. Batch size and server URLs are
     runtime knobs; the engine kind and the model are part of every run's spec."""
