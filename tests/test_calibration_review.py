@@ -5,31 +5,18 @@ file whose rows share an id, and a resumed run whose --limit went down and then 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
+from test_eval import (  # no position bias: 0.9 for the response holding GOOD, wherever it is shown
+    GOOD,
+    oracle,
+)
 
 from generator.engines.fake import FakeEngine
 from judge.build import run_judge
 from judge.config import JudgeConfig
 from judge.errors import JudgeError
 from plumbing.runs import load_all, read_manifest
-
-GOOD = "zqxgood"
-
-
-def _options(prompt: str) -> tuple[str, str]:
-    """The texts shown as (A) and (B) in the last comparison of a judge prompt (prompts/judge/pairwise.jinja)."""
-    a = prompt.rsplit("(A) <response>", 1)[1].split("</response>", 1)[0]
-    b = prompt.rsplit("(B) <response>", 1)[1].split("</response>", 1)[0]
-    return a, b
-
-
-def oracle(prompt: str, options) -> dict:
-    """No position bias: 0.9 for the response holding GOOD, in whichever position it is shown."""
-    a, b = _options(prompt)
-    p = 0.9 if GOOD in a else 0.1 if GOOD in b else 0.5
-    return {"A": math.log(p), "B": math.log(1 - p)}
 
 
 def _write(path, rows: list[dict]):
