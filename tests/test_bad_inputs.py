@@ -54,10 +54,12 @@ class Outcome:
     created: list[str]  # files or folders in the working directory that were not there before
 
 
-def _env(home: Path) -> dict:
+def _env(home: Path, extra: dict[str, str] | None = None) -> dict:
+    """The case's environment: offline, no model, HOME in the case folder; a case's own ``env`` comes last."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RLAIF_", "HF_", "XDG_", "TRANSFORMERS_"))}
     env.update(HOME=str(home), RLAIF_NO_MODEL="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", NO_COLOR="1", COLUMNS="200")
+    env.update(extra or {})
     return env
 
 
@@ -83,13 +85,14 @@ def _create(case: Case, folder: Path, templates: Templates) -> None:
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
 
 
-def _run(argv: tuple[str, ...], cwd: Path, home: Path) -> tuple[int, str, str, float, float]:
+def _run(argv: tuple[str, ...], cwd: Path, home: Path, extra_env: dict[str, str] | None = None,
+         ) -> tuple[int, str, str, float, float]:
     """(exit code, stdout, stderr, wall seconds, CPU seconds of the command and the processes it waited for).
 
     The CPU time comes from ``wait4`` on this one child (``getrusage`` would mix the threads' children)."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "rlaif", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, cwd=cwd, env=_env(home),
+                            stdin=subprocess.DEVNULL, cwd=cwd, env=_env(home, extra_env),
                             start_new_session=True)  # its own process group: a timeout ends its workers too
     streams: dict[str, bytes] = {}
     readers = [threading.Thread(target=lambda k=k, f=f: streams.__setitem__(k, f.read()))
@@ -118,7 +121,7 @@ def run_case(case: Case, folder: Path, templates: Templates) -> Outcome:
     _create(case, folder, templates)
     cwd, home = folder / "cwd", folder / "home"
     before, entries = _hashes(folder), _entries(cwd)
-    code, out, err, wall, cpu = _run(case.argv, cwd, home)
+    code, out, err, wall, cpu = _run(case.argv, cwd, home, case.env)
     stretch = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
     after = _hashes(folder)
     changed = sorted(k for k, v in before.items() if after.get(k) != v)

@@ -7,7 +7,8 @@ held to the same contract by tests/test_bad_inputs.py: exit code 2, exactly one 
 no traceback, no engine or model built, nothing created and every file byte-identical afterwards.
 
 ``xfail`` marks a case whose code belongs to another area and is not fixed yet: the reason says
-what goes wrong (the test is strict, so a fix makes it fail until the mark is removed).
+what goes wrong (the test is strict, so a fix makes it fail until the mark is removed). ``env`` adds
+to (or replaces) the offline environment every case runs in, e.g. a Hub endpoint on a closed port.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Case:
     files: dict = field(default_factory=dict)  # relative path -> str | bytes | Make
     max_s: float = 20.0
     xfail: str | None = None
+    env: dict = field(default_factory=dict)  # environment variables set on top of the offline defaults
 
 
 PROMPTS = {"p.jsonl": '{"prompt": "How do I keep basil alive?"}\n{"prompt": "Name a prime."}\n'}
@@ -267,7 +269,7 @@ ALIGN = [
     C("align-sft-data-judge-run", ("align", "sft", "--data", "prefs", "--out", "m"), "prefs", {"prefs": JUDGE_RUN}),
     C("align-dpo-data-generate-run", ("align", "dpo", "--data", "gen", "--out", "m"), "gen", {"gen": GEN_RUN}),
     C("align-dpo-max-steps-zero", ("align", "dpo", "--data", "prefs", "--out", "m", "--max-steps", "0"),
-      "max_steps", {"prefs": JUDGE_RUN}),
+      "'--max-steps'", {"prefs": JUDGE_RUN}),  # the flag is refused as given, before the recipe is built
     C("align-dpo-out-user-folder", ("align", "dpo", "--data", "prefs", "--out", "m"), "m",
       {"prefs": JUDGE_RUN, "m/notes.txt": "mine"}),
     C("align-dpo-out-empty-string", ("align", "dpo", "--data", "prefs", "--out", "", "--overwrite"), "--out",
@@ -526,5 +528,100 @@ SECRETS = [
     C("engine-serve-extra-unclosed-quote", _serve("--extra", "--max-num-seqs '64"), "--extra: cannot split it"),
 ]
 
+# Issue "Reliability II". No traceback, ever: JSON nested 200,000 deep (Python's json recurses per level),
+# YAML aliases that expand to billions of values (refused as measured, before anything walks them), an
+# unreachable Hub. Numbers that mean nothing. No side effects before a refusal: a reward module is not
+# imported (its top-level code not run) to refuse a name it does not define, nor called to refuse a function.
+DEEP = 200_000
+DEEP_JSON = "[" * DEEP + "]" * DEEP
+DEEP_LINE = '{"prompt": ' + DEEP_JSON + "}\n"
+
+
+def alias_bomb(indent: str = "    ") -> str:
+    """Nine lines of YAML naming 9**9 (387 million) strings through aliases: the "billion laughs"."""
+    lines = [f'{indent}l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"{indent}l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    return "\n".join(lines) + "\n"
+
+
+BOMB_RECIPE = "method: dpo\ndata: prefs\noutput_dir: m\ntrl:\n  fsdp_config:\n" + alias_bomb()
+# One --set value, a flow sequence of six levels of ten aliases: 10**6 values.
+SET_BOMB = "trl.fsdp_config=[&a [1,1,1,1,1,1,1,1,1,1], " + ", ".join(
+    f"&{b} [{', '.join([f'*{a}'] * 10)}]" for a, b in zip("abcde", "bcdef", strict=True)) + "]"
+# A user's reward module that says so, and leaves a file, when it is imported.
+LOUD_PY = ('print("loud: imported")\nfrom pathlib import Path\n\nPath("loud-was-imported").write_text("ran")\n\n\n'
+           "def score(text):\n    return [0.0]\n")
+LOUD = {"loud.py": LOUD_PY}
+HUB_DOWN = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_" + "x" * 34}
+
+RELIABILITY = [
+    C("data-gsm8k-json-nested-200000-deep", ("data", "gsm8k", "g.json", "--out", "run"), "g.json: JSON nested too deeply",
+      {"g.json": DEEP_JSON}),
+    C("eval-prompts-json-nested-200000-deep", ("eval", "--policy", "smollm2-135m", "--reference", "smollm2-135m",
+                                                "--prompts", "p.json", "--out", "ev"), "p.json: JSON nested too deeply",
+      {"p.json": DEEP_JSON}),
+    C("generate-prompts-jsonl-line-nested-200000-deep", _generate(), "line 1: JSON nested too deeply",
+      {"p.jsonl": DEEP_LINE}),
+    C("run-recipe-prompts-json-nested-200000-deep", ("run", "p.yaml"), "deep.json: JSON nested too deeply",
+      {"p.yaml": "name: t\nroot: r\nprompts: deep.json\nstages: [generate]\n", "deep.json": DEEP_JSON}),
+    C("align-config-alias-bomb-in-trl-mapping", ("align", "dpo", "--config", "r.yaml"), "r.yaml: its aliases expand to",
+      {"r.yaml": BOMB_RECIPE, "prefs": JUDGE_RUN}, max_s=BAD_URL_S),
+    C("run-recipe-alias-bomb", ("run", "p.yaml"), "p.yaml: its aliases expand to",
+      {"p.yaml": "name: t\nroot: r\nstages: [generate, judge, dpo]\ndpo:\n  trl:\n    fsdp_config:\n"
+                 + alias_bomb("      ")}, max_s=BAD_URL_S),
+    C("align-set-alias-bomb", ("align", "dpo", "--data", "prefs", "--out", "m", "--set", SET_BOMB),
+      "--set trl.fsdp_config: its aliases expand to", {"prefs": JUDGE_RUN}, max_s=BAD_URL_S),
+    C("align-config-alias-contains-itself", ("align", "dpo", "--config", "r.yaml"), "expands without end",
+      {"r.yaml": "method: dpo\ndata: prefs\noutput_dir: m\ntrl:\n  fsdp_config: &a [*a]\n", "prefs": JUDGE_RUN}),
+    C("align-config-yaml-nested-5000-deep", ("align", "dpo", "--config", "r.yaml"), "r.yaml: nested too deeply",
+      {"r.yaml": "method: dpo\ndata: prefs\noutput_dir: m\ntrl: " + "[" * 5000 + "]" * 5000 + "\n",
+       "prefs": JUDGE_RUN}),
+    C("publish-hub-unreachable", ("publish", "prefs", "--repo-id", "me/data"),
+      "could not reach the Hub at http://127.0.0.1:9: [Errno 111] Connection refused", {"prefs": JUDGE_RUN},
+      env=HUB_DOWN),
+    # numbers that mean nothing
+    C("align-dpo-max-steps-minus-one", ("align", "dpo", "--data", "prefs", "--out", "m", "--max-steps", "-1"),
+      "'--max-steps'", {"prefs": JUDGE_RUN}),
+    C("align-dpo-num-processes-zero", ("align", "dpo", "--data", "prefs", "--out", "m", "--num-processes", "0"),
+      "'--num-processes'", {"prefs": JUDGE_RUN}),
+    C("align-grpo-num-processes-negative", _grpo("--reward", "gsm8k", "--num-processes", "-2"), "'--num-processes'",
+      GRPO_DATA),
+    C("align-config-epochs-infinite", ("align", "dpo", "--config", "r.yaml"), "num_train_epochs: Input should be a "
+      "finite number", {"r.yaml": "method: dpo\ndata: prefs\noutput_dir: m\nnum_train_epochs: .inf\n",
+                        "prefs": JUDGE_RUN}),
+    C("align-dpo-learning-rate-infinite", ("align", "dpo", "--data", "prefs", "--out", "m", "--set",
+                                           "learning_rate=.inf"), "learning_rate: Input should be a finite number",
+      {"prefs": JUDGE_RUN}),
+    C("align-dpo-seed-negative", ("align", "dpo", "--data", "prefs", "--out", "m", "--set", "seed=-1"),
+      "seed: Input should be greater than or equal to 0", {"prefs": JUDGE_RUN}),
+    C("generate-temperature-infinite", _generate("--temperature", "inf"), "--temperature: Input should be a finite",
+      PROMPTS),
+    C("generate-seed-negative", _generate("--seed", "-1"), "--seed: Input should be greater than or equal to 0",
+      PROMPTS),
+    C("revise-seed-too-large", _revise("--seed", str(2**32)), "--seed: Input should be less than or equal to 4294967295",
+      {**PROMPTS, **OK_CONST}),
+    C("judge-seed-negative", _judge("--seed", "-1"), "--seed: Input should be greater than or equal to 0", PAIRS),
+    C("judge-eval-seed-negative", _judge_eval("--seed", "-1"), "--seed: Input should be greater than or equal to 0",
+      HH),
+    C("eval-temperature-infinite", _eval("--temperature", "inf"), "--temperature: Input should be a finite",
+      PROMPTS),
+    C("eval-seed-negative", _eval("--seed", "-1"), "--seed: Input should be greater than or equal to 0", PROMPTS),
+    C("run-recipe-generate-seed-negative", ("run", "p.yaml"), "seed: Input should be greater than or equal to 0",
+      {"p.yaml": "name: t\nroot: r\nstages: [generate]\ngenerate: {seed: -1}\n"}),
+    # no side effects before a refusal
+    C("align-grpo-reward-os-system", _grpo("--reward", "os:system"), "reward 'os:system' takes (command), not a "
+      "reward's (prompts, completions, **columns)", GRPO_DATA),
+    C("align-grpo-reward-subprocess-popen", _grpo("--reward", "subprocess:Popen"), "is a class, not a function",
+      GRPO_DATA),
+    C("align-grpo-reward-name-the-module-lacks", _grpo("--reward", "loud:nope"), "module 'loud' has no attribute 'nope'",
+      {**GRPO_DATA, **LOUD}),
+    C("align-grpo-reward-def-without-reward-signature", _grpo("--reward", "loud:score"),
+      "reward 'loud:score' takes (text), not a reward's", {**GRPO_DATA, **LOUD}),
+    C("align-grpo-reward-module-missing", _grpo("--reward", "no_such_module_xyz:f"), "no such module on the Python path",
+      GRPO_DATA),
+    C("align-ppo-reward-os-system", _ppo("--reward-model", "rm", "--reward", "os:system"),
+      "reward 'os:system' takes (command)", {**PROMPTS, **PPO_POLICY, **PPO_RM}),
+]
+
 CASES: list[Case] = [*GENERATE, *REVISE, *JUDGE, *JUDGE_EVAL, *PUBLISH, *ALIGN, *DATA, *ALIGN_GRPO, *ENGINE_SERVE,
-                     *CONSTITUTION, *OTHER, *EVAL, *JUDGE_LAYOUT, *ALIGN_PPO, *SECRETS]
+                     *CONSTITUTION, *OTHER, *EVAL, *JUDGE_LAYOUT, *ALIGN_PPO, *SECRETS, *RELIABILITY]
