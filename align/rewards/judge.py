@@ -28,6 +28,7 @@ from generator.engines.options import ServerURL
 from judge.config import JudgeConfig
 from judge.scoring import Pair, judge_pairs
 from plumbing.hashing import item_id
+from plumbing.ranges import Seed
 
 
 def _conversation(prompt) -> list[dict]:
@@ -90,7 +91,7 @@ class JudgeReward(BaseModel):
                         "transformers) | vllm | openai | transformers.")
     base_urls: list[ServerURL] = Field(default_factory=list, description="`rlaif engine serve` URLs (openai engine).")
     principles_per_pair: int = Field(2, ge=1, description="Principles sampled per judged pair.")
-    seed: int = Field(0, description="Seed of the principle draw.")
+    seed: Seed = Field(0, description="Seed of the principle draw and of the judge's engine (0 .. 2**32 - 1).")
 
     @model_validator(mode="after")
     def _checked(self) -> JudgeReward:

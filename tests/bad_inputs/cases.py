@@ -608,6 +608,8 @@ RELIABILITY = [
     C("eval-seed-negative", _eval("--seed", "-1"), "--seed: Input should be greater than or equal to 0", PROMPTS),
     C("run-recipe-generate-seed-negative", ("run", "p.yaml"), "seed: Input should be greater than or equal to 0",
       {"p.yaml": "name: t\nroot: r\nstages: [generate]\ngenerate: {seed: -1}\n"}),
+    C("align-grpo-judge-seed-negative", _grpo("--reward", "judge", "--set", "judge.seed=-1"),
+      "judge.seed: Input should be greater than or equal to 0", GRPO_DATA),
     # no side effects before a refusal
     C("align-grpo-reward-os-system", _grpo("--reward", "os:system"), "reward 'os:system' takes (command), not a "
       "reward's (prompts, completions, **columns)", GRPO_DATA),
