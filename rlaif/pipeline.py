@@ -22,12 +22,14 @@ is unchanged and it finished; a stage that started and did not finish resumes (i
 shards); a changed fingerprint re-runs the stage, replacing its own run directory, and so changes every
 fingerprint downstream (tests/test_pipeline.py). Every run ends with ``<root>/report.md``
 (rlaif/pipeline_report.py).
+
+The loop writes only into a new or empty folder or a root it made (``pipeline.json`` with the
+``rlaif-pipeline`` format marker), and replaces only files it wrote there: rlaif/pipeline_root.py.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import time
 from collections.abc import Callable
@@ -38,10 +40,22 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from generator.engines.options import RUNTIME_FIELDS
-from plumbing.atomic import write_text
 from plumbing.hashing import file_sha256, sha256_of
+from rlaif.pipeline_root import (
+    CLEARED,
+    LOCK,
+    STAGES,
+    PipelineError,
+    check_root,
+    check_stage_folder,
+    clear_stage_folder,
+    listing,
+    read_state,
+    replaces,
+    save_state,
+    write_root_files,
+)
 
-STAGES = ("generate", "revise", "sft", "judge", "reward", "dpo", "ppo", "grpo", "eval", "publish")
 TRAINED = ("dpo", "ppo", "grpo")
 # The stages a stage reads (when the recipe lists them).
 UPSTREAM: dict[str, tuple[str, ...]] = {
@@ -53,12 +67,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 NEEDS: dict[str, tuple[str, ...]] = {"sft": ("revise",), "judge": ("generate",), "reward": ("judge",),
                                      "dpo": ("judge",), "ppo": ("reward",), "eval": ("sft", *TRAINED),
                                      "publish": ("judge",)}
-STATE, LOCK = "pipeline.json", ".pipeline.lock"
 BUNDLED_PROMPTS = Path(__file__).resolve().parent / "data" / "demo_prompts.jsonl"
-
-
-class PipelineError(ValueError):
-    """A pipeline recipe or root that cannot be used; the message names the key or folder and the fix."""
 
 
 class Engines(BaseModel):
@@ -243,6 +252,8 @@ class _Reads:
             return {"sha256": self._memo(real, input_sha256, path)}
         except OSError as e:
             raise PipelineError(f"stage {stage}: {key} {value}: cannot be read ({e.strerror or e})") from None
+        except ValueError as e:  # a constitution that does not load: its own line names the file and the fix
+            raise PipelineError(f"stage {stage}: {' '.join(str(e).split())}") from None
 
     def _memo(self, key: Any, fn: Callable, path: Path | str) -> Any:
         if key not in self.memo:  # a model or a prompt file read by several stages is hashed once per plan
@@ -325,24 +336,6 @@ class Step:
         return f"  {self.stage:<9} {self.action:<7} {self.why}"
 
 
-def read_state(root: Path) -> dict[str, Any]:
-    path = root / STATE
-    if not path.is_file():
-        return {"stages": {}}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise PipelineError(f"{path}: not valid JSON; remove it to start the pipeline over") from None
-
-
-def check_root(root: Path) -> None:
-    """The root is new, empty, or a pipeline root (it has pipeline.json); nothing else is written into."""
-    if root.exists() and not root.is_dir():
-        raise PipelineError(f"root {root} is a file; give a folder")
-    if root.exists() and any(p.name != LOCK for p in root.iterdir()) and not (root / STATE).is_file():
-        raise PipelineError(f"root {root} is not empty and holds no {STATE}; choose an empty or new folder")
-
-
 def plan(recipe: PipelineRecipe, fps: dict[str, str], state: dict, start: str | None = None,
          until: str | None = None) -> list[Step]:
     """What runs, what is reused and why; ``start`` forces a re-run from that stage, ``until`` stops after one."""
@@ -385,27 +378,32 @@ def plan(recipe: PipelineRecipe, fps: dict[str, str], state: dict, start: str | 
 
 # --- running --------------------------------------------------------------------------------------------------
 
-def save_state(root: Path, state: dict) -> None:
-    write_text(root / STATE, json.dumps(state, indent=2, sort_keys=True) + "\n")
-
-
 def run_pipeline(recipe: PipelineRecipe, start: str | None = None, until: str | None = None, dry_run: bool = False,
                  say: Callable[[str], None] = print) -> list[Step]:
-    """Run (or with ``dry_run`` only show) the plan; returns it. The report is rewritten at the end."""
-    from rlaif.pipeline_stages import build_all
+    """Run (or with ``dry_run`` only show) the plan; returns it. The report is rewritten at the end.
+
+    Everything is checked before anything is created: the root is ours or new (rlaif/pipeline_root.py), the
+    stages that run can read their inputs, and (not in a dry run, which contacts nothing) a publish stage that
+    uploads has a token and a Hub that answers (rlaif/pipeline_stages.py ``check_inputs``, ``check_hub``)."""
+    from rlaif.pipeline_stages import build_all, check_hub, check_inputs
 
     root = Path(recipe.root)
-    check_root(root)
-    fps = fingerprints(recipe, build_all(recipe))
     state = read_state(root)
-    steps = plan(recipe, fps, state, start, until)
+    check_root(root, state)
+    steps = plan(recipe, fingerprints(recipe, build_all(recipe)), state, start, until)
+    for step in steps:
+        if replaces(step.stage, step.action):
+            check_stage_folder(root, state, step.stage)
+    running = [s.stage for s in steps if s.action in ("run", "resume")]
+    check_inputs(recipe, running)
+    if not dry_run and "publish" in running:
+        check_hub(recipe)
     say(f"pipeline {recipe.name} -> {root}")
     for step in steps:
         say(step.line())
     if dry_run:
         return steps
     from filelock import FileLock, Timeout
-
 
     root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(root / LOCK))
@@ -414,41 +412,45 @@ def run_pipeline(recipe: PipelineRecipe, start: str | None = None, until: str | 
     except Timeout:
         raise PipelineError(f"root {root}: another `rlaif run` is using it (lock {root / LOCK})") from None
     try:
-        return _run_locked(recipe, root, steps, state, say)
+        return _run_locked(recipe, root, steps, say)
     finally:
         lock.release()
 
 
-def _run_locked(recipe: PipelineRecipe, root: Path, steps: list[Step], state: dict,
-                say: Callable[[str], None]) -> list[Step]:
+def _run_locked(recipe: PipelineRecipe, root: Path, steps: list[Step], say: Callable[[str], None]) -> list[Step]:
     from plumbing.logs import attach_run_log
-    from rlaif.pipeline_report import write_report
+    from rlaif.pipeline_report import REPORT, report_files
     from rlaif.pipeline_stages import EnginePool, run_stage
 
     state = read_state(root)  # as it is now that this run holds the lock
-    state.setdefault("stages", {})
+    check_root(root, state)
     state["recipe"] = recipe.model_dump(mode="json")
-    save_state(root, state)  # first: a root with pipeline.json is ours (check_root)
+    save_state(root, state)  # first: the root is ours from now on (rlaif/pipeline_root.py)
     attach_run_log(root)  # the libraries' output (vLLM, TRL) goes to <root>/logs/rlaif.log, not the console
     pool = EnginePool()
     try:
         for step in steps:
             if step.action in ("reuse", "skip"):
                 continue
+            if replaces(step.stage, step.action):  # nothing of anyone else's appeared there meanwhile
+                (clear_stage_folder if step.stage in CLEARED else check_stage_folder)(root, state, step.stage)
             replace = step.action == "run" and step.why != "not run yet"  # a resume keeps its whole shards
-            state["stages"][step.stage] = {"fingerprint": step.fingerprint, "started": _now()}
+            files = (state["stages"].get(step.stage) or {}).get("files")  # ours until the stage lists its own
+            state["stages"][step.stage] = {"fingerprint": step.fingerprint, "started": _now(),
+                                           **({"files": files} if files else {})}
             save_state(root, state)
             say(f"[{step.stage}] {step.why} ...")
             t0 = time.perf_counter()
             line = run_stage(step.stage, recipe, pool, overwrite=replace)
             seconds = round(time.perf_counter() - t0, 1)
-            state["stages"][step.stage].update(finished=_now(), seconds=seconds)
+            state["stages"][step.stage].update(finished=_now(), seconds=seconds,
+                                               files=listing(recipe.path(step.stage)))
             save_state(root, state)
             say(f"[{step.stage}] {line} ({seconds} s)")
     finally:
         pool.close()
-    report = write_report(recipe)
-    say(f"report: {report}")
+    write_root_files(root, state, report_files(recipe))  # each recorded as ours (rlaif/pipeline_root.py)
+    say(f"report: {root / REPORT}")
     return steps
 
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from plumbing.atomic import write_text
+from plumbing.atomic import write_bytes
 
 REPORT, LABELS_PNG = "report.md", "judge_labels.png"
 
@@ -60,7 +60,7 @@ def _counts_table(m: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _judge_section(j: dict, root: Path) -> list[str]:
+def _judge_section(j: dict, figures: dict[str, bytes]) -> list[str]:
     hist = j["p_chosen_histogram"]
     lines = ["## The judge's labels", "",
              f"p_chosen mean {fmt(j.get('p_chosen_mean'))}; position-consistent rows "
@@ -69,7 +69,9 @@ def _judge_section(j: dict, root: Path) -> list[str]:
              "| p_chosen from | to | rows |", "| --- | --- | --- |"]
     bins = hist["bins"]
     lines += [f"| {fmt(bins[i])} | {fmt(bins[i + 1])} | {fmt(c)} |" for i, c in enumerate(hist["counts"])]
-    if _plot_labels(hist, root / LABELS_PNG):
+    png = _plot_labels(hist)
+    if png is not None:
+        figures[LABELS_PNG] = png
         lines += ["", f"![label distribution]({LABELS_PNG})"]
     used = j.get("principles_used") or {}
     if used:
@@ -118,7 +120,8 @@ def _eval_section(e: dict, root: Path) -> list[str]:
     return lines
 
 
-def render(recipe, m: dict[str, dict]) -> str:
+def render(recipe, m: dict[str, dict], figures: dict[str, bytes]) -> str:
+    """The report's text; the figures it links are added to ``figures`` (name -> PNG bytes)."""
     root = Path(recipe.root)
     lines = [f"# {recipe.name}", ""]
     const = (m.get("judge") or {}).get("constitution") or {}
@@ -127,7 +130,7 @@ def render(recipe, m: dict[str, dict]) -> str:
     lines += [f"Start model `{recipe.model}`; stages: {', '.join(recipe.stages)}.", "", "## Data per stage", "",
               *_counts_table(m), ""]
     if "judge" in m:
-        lines += [*_judge_section(m["judge"], root), ""]
+        lines += [*_judge_section(m["judge"], figures), ""]
     if any("global_step" in x for x in m.values()):
         lines += [*_training(m, root), ""]
     if "eval" in m:
@@ -137,21 +140,30 @@ def render(recipe, m: dict[str, dict]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def report_files(recipe) -> dict[str, bytes]:
+    """The files the report writes into the root: report.md and, when the judge labelled pairs, its figure."""
+    figures: dict[str, bytes] = {}
+    text = render(recipe, read_metrics(recipe), figures)
+    return {REPORT: text.encode("utf-8"), **figures}
+
+
 def write_report(recipe) -> Path:
     root = Path(recipe.root)
-    path = root / REPORT
-    write_text(path, render(recipe, read_metrics(recipe)))
-    return path
+    for name, data in report_files(recipe).items():
+        write_bytes(root / name, data)
+    return root / REPORT
 
 
-def _plot_labels(hist: dict, path: Path) -> bool:
+def _plot_labels(hist: dict) -> bytes | None:
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     if not sum(hist["counts"]):
-        return False
+        return None
     bins = hist["bins"]
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.bar([(a + b) / 2 for a, b in zip(bins, bins[1:], strict=False)], hist["counts"], width=0.09)
@@ -159,8 +171,7 @@ def _plot_labels(hist: dict, path: Path) -> bool:
     ax.set_ylabel("rows")
     ax.set_xlim(0, 1)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=100)
     plt.close(fig)
-    tmp.replace(path)
-    return True
+    return out.getvalue()

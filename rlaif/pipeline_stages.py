@@ -151,6 +151,116 @@ def build_all(recipe) -> dict[str, dict]:
     return out
 
 
+# --- reading the inputs before anything is written -----------------------------------------------------------
+
+TRAINING = ("sft", "reward", "dpo", "ppo", "grpo")
+HUB_TIMEOUT_S = 10.0  # one whoami request; a Hub that has not answered by then is not one to train for
+
+
+def check_inputs(recipe, stages: list[str]) -> None:
+    """Read every input of ``stages`` that the loop does not make itself, the way the stage will read it, so a
+    bad one is refused (one line) before the root or any stage folder exists: prompt files, a training stage's
+    own data, the constitution and template folders. What comes from the root's stage folders is checked by the
+    stage reading it."""
+    from rlaif.pipeline import PipelineError
+
+    for stage in stages:
+        try:
+            _read_inputs(recipe, stage)
+        except (ValueError, OSError) as e:
+            line = " ".join(str(e).split())
+            raise PipelineError(line if line.startswith(f"stage {stage}") else f"stage {stage}: {line}") from None
+
+
+def _read_inputs(recipe, stage: str) -> None:
+    from constitution import DEFAULT_PATH, load_constitution
+
+    config = build(recipe, stage, checking=True)
+    if stage in ("generate", "revise"):
+        from generator.generate import read_items
+
+        read_items(config)
+    if stage == "revise":
+        from generator.revise import TEMPLATES
+
+        load_constitution(config.constitution)
+        _read_templates(TEMPLATES, config.templates)
+    if stage in ("judge", "eval"):
+        from judge.scoring import templates_used
+
+        judge = config if stage == "judge" else config.judge
+        load_constitution(judge.constitution or DEFAULT_PATH)
+        _read_templates(templates_used(judge), judge.templates)
+    if stage == "eval":
+        from align.evaluate_input import read_input
+
+        read_input(config)
+    if stage == "publish":
+        load_constitution(config.constitution or DEFAULT_PATH)
+    root = Path(recipe.root).resolve()
+    if stage in TRAINING and not Path(config.data.path).resolve().is_relative_to(root):
+        if stage == "ppo":  # its reward model is the loop's reward stage: checked when PPO starts
+            from align.ppo.data import load_prompts
+
+            load_prompts(config)
+        else:
+            config.check_data()
+
+
+def _read_templates(names, folder) -> None:
+    """Each template as the stage will read it (a user's folder shadows the built-ins), named when it is not text."""
+    from prompts import template_source
+
+    for name in names:
+        try:
+            template_source(name, folder)
+        except UnicodeDecodeError:
+            raise ValueError(f"templates {folder}: {name} is not UTF-8 text; save it as UTF-8") from None
+
+
+def check_hub(recipe) -> None:
+    """A publish stage that uploads (``publish.dry_run: false``) needs a token and a Hub that answers; both are
+    checked with one whoami request (``HUB_TIMEOUT_S``) before the loop runs, so neither fails only after the
+    training. The token goes only into that request's Authorization header."""
+    from huggingface_hub import constants, get_token
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    from judge.publish import _first_line, _unreachable  # the upload's own reading of a Hub error
+    from rlaif.pipeline import PipelineError
+
+    if build(recipe, "publish").dry_run is not None:
+        return
+    where, fallback = f"the Hub at {constants.ENDPOINT}", "or set publish.dry_run: true to write the files only"
+    token = get_token()
+    if not token:
+        raise PipelineError(f"stage publish: no Hugging Face token: set HF_TOKEN or run `hf auth login`, {fallback}")
+    try:
+        reply = get_session().get(f"{constants.ENDPOINT}/api/whoami-v2", headers=build_hf_headers(token=token),
+                                  timeout=HUB_TIMEOUT_S)
+        hf_raise_for_status(reply)
+    except OfflineModeIsEnabled:
+        raise PipelineError(f"stage publish: {where} is unreachable in offline mode (HF_HUB_OFFLINE=1); unset it, "
+                            f"{fallback}") from None
+    except HfHubHTTPError as e:  # the Hub answered (an OSError too, so caught before the network errors)
+        status = e.response.status_code if e.response is not None else None
+        if status == 429:  # whoami's strict rate limit: the Hub is there, and the upload will check the token
+            return
+        why = "refused the token (401): set a valid HF_TOKEN or run `hf auth login --force`" if status == 401 \
+            else f"answered {status}: {_first_line(e)}"
+        raise PipelineError(f"stage publish: {where} {why}") from None
+    except _unreachable() as e:
+        raise PipelineError(f"stage publish: could not reach {where} ({_first_line(e)}); check the network, or "
+                            f"HF_ENDPOINT if it is set, {fallback}") from None
+    try:
+        role = ((reply.json().get("auth") or {}).get("accessToken") or {}).get("role")
+    except (ValueError, AttributeError):  # not the Hub's JSON: nothing more to learn from it
+        role = None
+    if role == "read":
+        raise PipelineError("stage publish: the Hugging Face token is read-only; publishing needs a token with "
+                            "write access (or a fine-grained one that may write the repository)")
+
+
 # --- running one stage ---------------------------------------------------------------------------------------
 
 def run_stage(stage: str, recipe, pool: EnginePool, overwrite: bool) -> str:
@@ -189,13 +299,9 @@ def run_stage(stage: str, recipe, pool: EnginePool, overwrite: bool) -> str:
         result = evaluate(config)
         value = (result.get("win_rate") or {}).get("value")
         return f"win-rate {'n/a' if value is None else f'{value:.3f}'} -> {config.out}"
-    if stage == "publish":
-        import shutil
-
+    if stage == "publish":  # its dry run's folder was emptied by the loop (rlaif/pipeline_root.py CLEARED)
         from judge.publish import run_publish
 
-        if config.dry_run is not None and config.dry_run.exists():
-            shutil.rmtree(config.dry_run)  # <root>/publish: this pipeline's own earlier preview (the root is ours)
         return f"published: {run_publish(config)}"
     raise KeyError(stage)
 

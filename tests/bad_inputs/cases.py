@@ -13,6 +13,7 @@ to (or replaces) the offline environment every case runs in, e.g. a Hub endpoint
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 
@@ -625,5 +626,70 @@ RELIABILITY = [
       "reward 'os:system' takes (command)", {**PROMPTS, **PPO_POLICY, **PPO_RM}),
 ]
 
+# Issue "Reliability II", points 1 and 3: `rlaif run` and `rlaif demo` write only into a root whose pipeline.json
+# is their own state (the format marker) and replace only the files it lists; every input is read, and a publish
+# that uploads has a token and a Hub that answers, before anything is created (rlaif/pipeline_root.py). The Hub
+# endpoint is a closed port: nothing else may be contacted.
+FOREIGN_STATE = '{"tool": "another-pipeline", "stages": ["fetch", "train"]}\n'
+DONE = {"fingerprint": "0" * 64, "started": "2025-01-01T00:00:00Z", "finished": "2025-01-01T00:00:01Z"}
+OLD_STATE = json.dumps({"recipe": {"name": "t", "root": "r"}, "stages": {"generate": DONE}})  # no format marker
+
+
+def our_state(**files: list[str]) -> str:
+    """rlaif run's state of a root whose named stages finished (with a fingerprint no recipe has) listing ``files``."""
+    stages = {stage: {**DONE, "files": names} for stage, names in files.items()}
+    return json.dumps({"format": "rlaif-pipeline", "version": 1, "stages": stages, "written": {}})
+
+
+def _loop(extra: str = "", stages: str = "generate") -> dict:
+    return {"p.yaml": f"name: t\nroot: r\nprompts: p.jsonl\nstages: [{stages}]\n{extra}", **PROMPTS}
+
+
+RUN_PUBLISH = _loop("publish: {repo_id: me/data}\n", "generate, judge, publish")
+UPLOAD = _loop("publish: {repo_id: me/data, dry_run: false}\n", "generate, judge, publish")
+NO_HUB = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}
+FAKE_TOKEN = {"HF_TOKEN": "hf_" + "y" * 34}
+NOT_OURS = "r: its pipeline.json is not a state of rlaif run"
+
+USER_FILES = [
+    C("run-root-pipeline-json-of-another-tool", ("run", "p.yaml"), NOT_OURS,
+      {**_loop(), "r/pipeline.json": FOREIGN_STATE, "r/report.md": "# my report\n"}),
+    C("run-dry-run-root-pipeline-json-of-another-tool", ("run", "p.yaml", "--dry-run"), NOT_OURS,
+      {**_loop(), "r/pipeline.json": FOREIGN_STATE}),
+    C("run-root-pipeline-json-not-json", ("run", "p.yaml"), NOT_OURS, {**_loop(), "r/pipeline.json": "not json\n"}),
+    C("run-root-from-before-the-state-marker", ("run", "p.yaml"), NOT_OURS,
+      {**_loop(), "r/pipeline.json": OLD_STATE, "r/generate/notes.txt": "mine\n"}),
+    C("demo-out-root-of-another-tool", ("demo", "--out", "r"), NOT_OURS, {"r/pipeline.json": FOREIGN_STATE}),
+    C("run-root-users-report-md", ("run", "p.yaml"), "r: report.md is not the one rlaif run wrote",
+      {**_loop(), "r/pipeline.json": our_state(), "r/report.md": "# my report\n"}),
+    C("run-root-user-file-beside-the-stages", ("run", "p.yaml"), "r: todo.txt was not written by rlaif run; move it out",
+      {**_loop(), "r/pipeline.json": our_state(), "r/todo.txt": "mine\n"}),
+    C("run-finished-root-user-license-in-publish", ("run", "p.yaml"),
+      "publish/LICENSE was not written by rlaif run, and the publish stage is about to replace its folder",
+      {**RUN_PUBLISH, "r/pipeline.json": our_state(generate=[], judge=[], publish=["README.md"]),
+       "r/publish/README.md": "# card\n", "r/publish/LICENSE": "my licence\n"}),
+    C("run-finished-root-user-file-in-run-directory", ("run", "p.yaml"), "generate/notes.txt was not written by rlaif",
+      {**_loop(), "r/pipeline.json": our_state(generate=["manifest.json"]), "r/generate/manifest.json": "{}\n",
+       "r/generate/notes.txt": "mine\n"}),
+    # every input read before the root (state, lock, log) is created
+    C("run-prompts-etc-shadow", ("run", "p.yaml"), "stage generate: /etc/shadow",
+      {"p.yaml": "name: t\nroot: r\nprompts: /etc/shadow\nstages: [generate]\n"}),
+    C("run-prompts-binary", ("run", "p.yaml"), "stage generate: ",
+      {"p.yaml": "name: t\nroot: r\nprompts: b.jsonl\nstages: [generate]\n", "b.jsonl": b"\x00\xff\xfe binary"}),
+    C("run-revise-template-not-utf8", ("run", "p.yaml"), "stage revise: templates tpl: critique.jinja is not UTF-8",
+      {**_loop("revise: {templates: tpl}\n", "revise"), "tpl/critique.jinja": b"\xff\xfe{{ prompt }}"}),
+    C("run-grpo-data-without-prompt", ("run", "p.yaml"), "stage grpo: ",
+      {"p.yaml": "name: t\nroot: r\nstages: [grpo]\ngrpo: {data: d.jsonl, reward_funcs: [gsm8k]}\n",
+       "d.jsonl": '{"question": "What is 1 + 1?", "answer": "#### 2"}\n'}),
+    # a publish that uploads: token and Hub checked before the loop trains
+    C("run-publish-upload-without-token", ("run", "p.yaml"), "stage publish: no Hugging Face token", UPLOAD,
+      env=NO_HUB),
+    C("run-publish-upload-hub-unreachable", ("run", "p.yaml"),
+      "stage publish: could not reach the Hub at http://127.0.0.1:9 (", UPLOAD, env={**NO_HUB, **FAKE_TOKEN}),
+    C("run-publish-upload-hub-offline", ("run", "p.yaml"), "unreachable in offline mode (HF_HUB_OFFLINE=1)", UPLOAD,
+      env=FAKE_TOKEN),
+]
+
 CASES: list[Case] = [*GENERATE, *REVISE, *JUDGE, *JUDGE_EVAL, *PUBLISH, *ALIGN, *DATA, *ALIGN_GRPO, *ENGINE_SERVE,
-                     *CONSTITUTION, *OTHER, *EVAL, *JUDGE_LAYOUT, *ALIGN_PPO, *SECRETS, *RELIABILITY]
+                     *CONSTITUTION, *OTHER, *EVAL, *JUDGE_LAYOUT, *ALIGN_PPO, *SECRETS, *RELIABILITY,
+                     *USER_FILES]
