@@ -27,6 +27,7 @@ from constitution.schema import (
     render_source,
 )
 from plumbing.chat import last_user_message
+from plumbing.yamlfile import YAMLLimitError, check_expansion
 from prompts import node_count, undeclared_variables, unsafe_constructs
 from prompts.limits import Budget
 
@@ -110,8 +111,14 @@ def _parse_yaml(text: str, source: str) -> tuple[Node | None, Any]:
     try:
         root = loader.get_single_node()
         if root is not None:
+            check_expansion(root)  # an alias bomb is refused before it is built (plumbing/yamlfile.py)
             _check_duplicate_keys(root, source)
         return root, (loader.construct_document(root) if root is not None else None)
+    except YAMLLimitError as e:
+        raise ConstitutionError(f"{source}: {e}") from None
+    except RecursionError:
+        raise ConstitutionError(f"{source}: nested too deeply to read (lists or mappings inside each other past "
+                                "Python's recursion limit); flatten the YAML") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
