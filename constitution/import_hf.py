@@ -92,6 +92,9 @@ def import_hf(json_path: str | Path) -> Constitution:
         data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise ConstitutionError(f"{source}:{e.lineno}: JSON syntax error: {e.msg}; fix the JSON") from None
+    except RecursionError:  # json's decoder recurses once per [ or {
+        raise ConstitutionError(f"{source}: JSON nested too deeply to read; an llm-swarm constitution is a list "
+                                "of {\"critic\", \"revision\"} objects") from None
     items, chats = _entries(data, source)
     if not items:
         raise ConstitutionError(f"{source}: constitutions: no principles; add at least one "

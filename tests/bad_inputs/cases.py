@@ -572,6 +572,8 @@ RELIABILITY = [
                  + alias_bomb("      ")}, max_s=BAD_URL_S),
     C("align-set-alias-bomb", ("align", "dpo", "--data", "prefs", "--out", "m", "--set", SET_BOMB),
       "--set trl.fsdp_config: its aliases expand to", {"prefs": JUDGE_RUN}, max_s=BAD_URL_S),
+    C("constitution-import-hf-json-nested-200000-deep", ("constitution", "import-hf", "s.json", "--out", "c.yaml"),
+      "s.json: JSON nested too deeply", {"s.json": DEEP_JSON}),
     C("constitution-lint-alias-bomb-in-variables", ("constitution", "lint", "c.yaml"), "c.yaml: its aliases expand to",
       {"c.yaml": constitution(extra="variables:\n" + alias_bomb("  "))}, max_s=BAD_URL_S),
     C("constitution-lint-yaml-nested-5000-deep", ("constitution", "lint", "c.yaml"), "c.yaml: nested too deeply",
