@@ -21,7 +21,7 @@ CHATS = [
 ]
 # The 135M model prefers (A) here by a clear margin (about 1.3 nats). On a CPU both vLLM and transformers
 # compute in float32 from the same bf16 weights (generator/engines/vllm_cpu.py), so their option logprobs
-# differ only by kernel rounding: 5e-5 nats measured on an AVX-512 EPYC.
+# differ only by kernel rounding: 5e-5 nats measured on an AVX2-only EPYC.
 CHOICE = ("Which response is more helpful?\n(A) I don't know.\n(B) Paris is the capital of France.\n"
           "The answer is: (")
 CHOICE_SWAPPED = ("Which response is more helpful?\n(A) Paris is the capital of France.\n(B) I don't know.\n"
