@@ -102,7 +102,33 @@ def test_one_line_masks_hub_tokens_and_secret_environment_values(monkeypatch):
     assert _one_line(ValueError("false alarm")) == "false alarm"
 
 
-class MockHub(BaseHTTPRequestHandler):
+class JSONHandler(BaseHTTPRequestHandler):
+    """A local test server's handler: JSON answers, no access log on stderr."""
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, code: int, payload, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def serve(handler):
+    """Run ``handler`` on a free 127.0.0.1 port for a fixture: yields the server, shuts it down after."""
+    handler.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+class MockHub(JSONHandler):
     """The Hub endpoints huggingface_hub 2.4's create_repo + upload_folder call, answered minimally:
     every file is a "regular" upload (base64 in the commit), so neither LFS nor Xet is needed.
     Repository names starting with ``echo`` answer 401 with the request's Authorization echoed in
@@ -117,9 +143,6 @@ class MockHub(BaseHTTPRequestHandler):
     def do_POST(self):
         self._answer()
 
-    def log_message(self, *args):  # no access log on stderr
-        pass
-
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             body = b""
@@ -129,16 +152,6 @@ class MockHub(BaseHTTPRequestHandler):
             self.rfile.readline()
             return body
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def _send(self, code: int, payload, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _answer(self) -> None:
         body = self._body()
@@ -168,12 +181,8 @@ class MockHub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def mock_hub():
-    MockHub.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), MockHub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    for server in serve(MockHub):
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     server.server_close()
 
 
@@ -252,24 +261,13 @@ SHORT_HF_TOKEN = "hf_w1"  # an HF_TOKEN shorter than any token pattern: masked b
 PASTED = (URL_PASSWORD, KEY, MODEL_TOKEN, EXTRA_KEY, TOKEN)
 
 
-class AuthOpenAI(BaseHTTPRequestHandler):
+class AuthOpenAI(JSONHandler):
     """An OpenAI-shaped server that answers only requests carrying HTTP Basic ``me:URL_PASSWORD`` or Bearer ``KEY``
     (401 otherwise), and keeps every request: /v1/models, /v1/chat/completions, /v1/completions (option
     logprobs) and /tokenize, what the openai engine calls for generate and judge."""
 
     requests: list[dict] = []
     basic = "Basic " + base64.b64encode(f"me:{URL_PASSWORD}".encode()).decode()
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, code: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _answer(self, body: dict) -> None:
         auth = self.headers.get("Authorization")
@@ -303,12 +301,8 @@ class AuthOpenAI(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def auth_server():
-    AuthOpenAI.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), AuthOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
+    for server in serve(AuthOpenAI):
+        yield server.server_address[1]
     server.server_close()
 
 
