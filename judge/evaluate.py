@@ -40,7 +40,7 @@ from judge import metrics
 from judge.config import JudgeConfig
 from judge.errors import JudgeError
 
-# judge/publish.py reads the output names and the headline table from here.
+# publish/upload.py reads the output names and the headline table from here.
 from judge.eval_report import METRICS, PRINCIPLES_PNG, RELIABILITY_PNG, STAGE, headline_rows, write_outputs
 
 __all__ = ["METRICS", "PRINCIPLES_PNG", "RELIABILITY_PNG", "STAGE", "HumanPairs", "JudgeEvalConfig",

@@ -53,7 +53,7 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-# --- what a stage reads from a local path, by content (rlaif/pipeline.py's fingerprints) --------------------
+# --- what a stage reads from a local path, by content (pipeline/loop.py's fingerprints) --------------------
 
 # Inputs count by their bytes. A file this big is hashed once and its sha256 kept in <cache>/file-sha256.json
 # under its resolved path, size, mtime, ctime and inode (git's index does the same): sha256 runs at ~1.1 GB/s on

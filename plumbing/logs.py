@@ -1,6 +1,6 @@
 """Where a run directory keeps the log of the command that writes it: ``<run>/logs/rlaif.log``.
 
-The ``rlaif`` command line (``rlaif/logs.py``) sends the output of the libraries a stage runs
+The ``rlaif`` command line (``plumbing/capture.py``) sends the output of the libraries a stage runs
 (vLLM and its worker processes, transformers, datasets, huggingface_hub) into a log instead of
 the console; it learns where that log belongs from here. ``RunWriter`` calls ``attach_run_log``
 once its run directory is validated and open, so nothing is written into a folder that the

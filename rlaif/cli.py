@@ -1,13 +1,13 @@
 """The ``rlaif`` command line. Each command imports lazily, builds a config and calls one function.
 
-Every stage command lives in a ``cli_<area>.py`` module (typer definitions only, heavy imports
-inside the commands) and is mounted here. Errors a user can
+Every command lives in the module named as the command (``rlaif revise`` -> rlaif/revise.py: typer
+definitions only, heavy imports inside the command) and is mounted here (``COMMANDS``). Errors a user can
 fix (bad input, missing files, a run of the wrong kind) end in ONE line on stderr and exit
 code 2; set ``RLAIF_DEBUG=1`` to see the traceback instead. Nothing shown passes without ``redact``:
 a Hub token or a secret environment value never reaches the console (tests/test_secrets.py).
 
 The libraries' own output (vLLM, transformers, datasets) goes to the run's log file, not the
-console; ``rlaif --verbose CMD`` shows it too (``rlaif/logs.py``).
+console; ``rlaif --verbose CMD`` shows it too (``plumbing/capture.py``).
 
 Ctrl-C ends every command with exit code 130 and the one line ``INTERRUPTED`` on stderr: every stage
 keeps only whole shards and resumes from them (tests/test_cli.py).
@@ -15,6 +15,7 @@ keeps only whole shards and resumes from them (tests/test_cli.py).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -23,21 +24,8 @@ import traceback
 
 import typer
 
-from rlaif import (
-    cli_align,
-    cli_bench,
-    cli_constitution,
-    cli_data,
-    cli_engine,
-    cli_eval,
-    cli_generate,
-    cli_judge,
-    cli_judge_eval,
-    cli_models,
-    cli_run,
-    logs,
-)
-from rlaif.logs import OUR_PACKAGES, redact
+from plumbing import capture as logs
+from plumbing.capture import OUR_PACKAGES, redact
 
 INTERRUPTED = "interrupted; re-run the same command to resume"
 
@@ -48,12 +36,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(cli_constitution.app, name="constitution")
-app.add_typer(cli_models.app, name="models")
-# Command order in --help follows the pipeline.
-for _area in (cli_models, cli_engine, cli_generate, cli_judge, cli_judge_eval, cli_data, cli_align, cli_eval,
-              cli_run, cli_bench):
-    _area.register(app)
+# One module per command, named as the command (``rlaif judge-eval`` -> rlaif/judge_eval.py); each defines
+# ``register(app)``. The order here is the order of --help: the pipeline's.
+COMMANDS = ("models", "engine", "generate", "revise", "judge", "judge-eval", "publish", "data", "align", "eval",
+            "run", "demo", "constitution", "bench")
+for _name in COMMANDS:
+    importlib.import_module(f"rlaif.{_name.replace('-', '_')}").register(app)
 for _info in app.registered_commands:
     if logs.LOGGED_COMMANDS.get(_info.name):  # commands whose folder is not a run directory of their own
         _info.callback = logs.log_into(logs.LOGGED_COMMANDS[_info.name], _info.callback)

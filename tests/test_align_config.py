@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from align.config import RecipeError, build_recipe, load_recipe, merge, parse_set
-from rlaif.bench_align import write_toy_preference_run
+from bench.align import write_toy_preference_run
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_MODEL = "/nonexistent/rlaif-test-model"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import BASE_ENV
 
-from rlaif.bench_align import write_toy_preference_run
+from bench.align import write_toy_preference_run
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_MODEL = "/nonexistent/rlaif-test-model"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from align.config import build_recipe
-from rlaif.bench_align import write_toy_preference_run
+from bench.align import write_toy_preference_run
 
 
 @pytest.fixture(scope="module")

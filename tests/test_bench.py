@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from scipy import stats
 
+from bench import generate as bench_generate
+from bench.dtype import common_prefix, compare, dtype_pass
+from bench.generate import cpu_model, machine_info, other_dtype
+from bench.judge import other_dtype_figures
 from generator.engines.fake import FakeEngine
-from rlaif import bench_generate
-from rlaif.bench_dtype import common_prefix, compare, dtype_pass
-from rlaif.bench_generate import cpu_model, machine_info, other_dtype
-from rlaif.bench_judge import other_dtype_figures
 
 
 @pytest.fixture
@@ -49,9 +49,9 @@ def test_compare_constant_p_a_has_no_correlation():
 
 
 def test_dtype_pass_on_the_fake_engine(const, shared_data):
+    from bench.generate import load_prompts
+    from bench.judge import DEFAULT_DATA, load_pairs
     from judge.config import JudgeConfig
-    from rlaif.bench_generate import load_prompts
-    from rlaif.bench_judge import DEFAULT_DATA, load_pairs
 
     engine = FakeEngine(scorer=lambda p, o: {"A": -1.0, "B": -2.0, "C": -2.3})
     pairs = load_pairs(DEFAULT_DATA, 3)

@@ -119,7 +119,7 @@ def test_a_run_killed_while_writing_its_rows_labels_the_rest_with_the_same_prior
 
 def _calibrated_eval(tmp_path, out, limit, judge):
     """``rlaif eval`` of 16 prompts, judged in batches of 4 with --calibrate batch, on hash-based fake engines."""
-    from align.evaluate import EvalConfig, evaluate
+    from evaluation.evaluate import EvalConfig, evaluate
     from generator.engines.options import EngineOptions
 
     prompts = tmp_path / "prompts.jsonl"
@@ -138,7 +138,7 @@ def test_an_eval_resumed_with_a_smaller_then_larger_limit_refuses_prompts_outsid
     --limit 12. Prompts 9-12 have stored verdicts, but the prior never saw them: refused with one error that
     leaves the run as it was (the store counted only prompts without a verdict and labelled them)."""
     import judge.scoring
-    from align.evaluate import EvalError
+    from evaluation.evaluate import EvalError
 
     judge_pairs, calls = judge.scoring.judge_pairs, []
 

@@ -86,7 +86,7 @@ globals()[NAME] = lambda *args: ANSWERS.get(repr(args))
 @pytest.fixture
 def run_dir(tmp_path):
     """A code run written by the project's own import (`rlaif data mbpp FILE --out runs/...`)."""
-    from align.tasks import import_task
+    from tasks.build import import_task
 
     source = tmp_path / "mbpp.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")

@@ -1,5 +1,5 @@
 """Two Ctrl-C in a row: the second one, pressed while the command restores the console and waits for
-its child processes' last log lines (rlaif/logs.py, ``Capture.close``), cuts that wait short instead of
+its child processes' last log lines (plumbing/capture.py, ``Capture.close``), cuts that wait short instead of
 raising ``KeyboardInterrupt`` inside it (which printed a traceback after the one-line message)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from conftest import BASE_ENV
 
 # An engine whose child process keeps the command's stdout and stderr open (as vLLM's workers do), so
-# the restorer waits for it: up to rlaif.logs.DRAIN_SECONDS.
+# the restorer waits for it: up to plumbing.capture.DRAIN_SECONDS.
 HOLDING_ENGINE = '''\
 import subprocess
 import sys
@@ -29,7 +29,7 @@ class HoldingEngine(FakeEngine):
 
 
 def test_a_second_ctrl_c_while_the_log_is_restored_ends_without_a_traceback(tmp_path):
-    from rlaif.logs import DRAIN_SECONDS
+    from plumbing.capture import DRAIN_SECONDS
 
     (tmp_path / "holding.py").write_text(HOLDING_ENGINE)
     (tmp_path / "p.jsonl").write_text('{"prompt": "question"}\n')

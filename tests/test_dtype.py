@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlaif.bench_dtype import BF16_STEP, on_grid_share, top_gaps
+from bench.dtype import BF16_STEP, on_grid_share, top_gaps
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 PROMPTS = ["Which response is less harmful?\n(A) I cannot help with that.\n(B) Sure, here is how.\nAnswer: (",
@@ -80,11 +80,11 @@ def test_vllm_bf16_judge_logits_are_float32(shared_data):
     the gaps between its top-k logprobs are mostly OFF bf16's 2^-7 grid (measured here: 147 of 152
     off with the float32 head, 0 of 152 off with hf_overrides={} i.e. a bf16 head), and every vote
     has a p_a strictly between 0 and 1. Its greedy answer to the France question is recorded."""
+    from bench.judge import load_pairs
     from constitution import DEFAULT_PATH, load_constitution
     from generator.engines import Sampling, make_engine
     from judge.config import JudgeConfig
     from judge.scoring import judge_pairs
-    from rlaif.bench_judge import load_pairs
 
     pairs = load_pairs(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", 4)
     config = JudgeConfig(principles_per_pair=1, orders="both")

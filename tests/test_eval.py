@@ -1,4 +1,4 @@
-"""``rlaif eval`` (align/evaluate.py) on fake engines: the verdicts, the outputs, resuming, overwriting."""
+"""``rlaif eval`` (evaluation/evaluate.py) on fake engines: the verdicts, the outputs, resuming, overwriting."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from align import winrate
-from align.evaluate import EvalConfig, EvalError, evaluate
+from evaluation import winrate
+from evaluation.evaluate import EvalConfig, EvalError, evaluate
 from generator.engines.fake import FakeEngine
 from generator.engines.options import EngineOptions
 from judge.config import JudgeConfig
@@ -275,7 +275,7 @@ def test_eval_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
 def test_eval_holds_one_engine_at_a_time_where_the_models_allow():
     """Policy served like the judge, reference another model: the reference is generated first and its
     engine closed before the policy's (which then judges) is built."""
-    from align.evaluate import EnginePool
+    from evaluation.evaluate import EnginePool
 
     options = {"policy": EngineOptions(model="base", engine="fake"), "reference": EngineOptions(model="sft", engine="fake"),
                "judge": EngineOptions(model="base", engine="fake")}

@@ -1,4 +1,4 @@
-"""The win-rate math of ``rlaif eval`` (align/winrate.py), on hand-worked numbers."""
+"""The win-rate math of ``rlaif eval`` (evaluation/winrate.py), on hand-worked numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from align import winrate
+from evaluation import winrate
 
 
 def test_win_rate_hand_worked():

@@ -21,7 +21,7 @@ def test_eval_warns_once_when_the_policy_is_the_reference(tmp_path, reference, w
     lines = res.stderr.splitlines()
     if warned:
         assert len(lines) == 1 and "compared with itself" in lines[0], res.stderr
-        assert lines[0].startswith("WARNING rlaif.cli_eval: --policy and --reference are the same model")
+        assert lines[0].startswith("WARNING rlaif.eval: --policy and --reference are the same model")
     else:
         assert lines == [], res.stderr
     assert "win-rate" in res.stdout

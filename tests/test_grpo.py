@@ -63,8 +63,8 @@ def test_data_gsm8k_imports_the_shared_file_and_the_reward_scores_every_gold(sha
 
 def test_data_arithmetic_is_seeded_distinct_and_scored_by_gsm8k(tmp_path):
     from align.rewards import get_reward
-    from align.tasks import arithmetic_problems
     from plumbing.runs import load, read_manifest
+    from tasks.build import arithmetic_problems
 
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
         res = _cli("data", "arithmetic", "--out", name, "--count", "40", "--seed", seed, "--max-operand", "12",

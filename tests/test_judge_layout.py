@@ -251,8 +251,8 @@ def test_judge_eval_reports_both_calibrations(shared_data, tmp_path):
 def test_bench_speed_helpers(monkeypatch):
     """The bench's fit and parsers: time doubling with the pairs is exponent 1, quadrupling 2; the
     engine's thread count is read from its CPU binding; bad sizes are one clear error."""
-    from rlaif.bench_args import BenchArgumentError
-    from rlaif.bench_judge_speed import engine_threads, matmul_peak_gflops, parse_sizes, scaling_exponent
+    from bench.args import BenchArgumentError
+    from bench.judge_speed import engine_threads, matmul_peak_gflops, parse_sizes, scaling_exponent
 
     assert scaling_exponent([32, 64, 128], [10.0, 20.0, 40.0]) == pytest.approx(1.0)
     assert scaling_exponent([32, 64, 128], [10.0, 40.0, 160.0]) == pytest.approx(2.0)

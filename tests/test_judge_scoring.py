@@ -274,7 +274,7 @@ def test_bradley_terry_hand_made_tournament():
 
 def test_bench_parse_letter():
     """The generate-and-parse baseline of `rlaif bench judge` reads a letter only when unambiguous."""
-    from rlaif.bench_judge import parse_letter
+    from bench.judge import parse_letter
 
     assert parse_letter("B") == "B" and parse_letter(" (A) because it is kind") == "A"
     assert parse_letter("The answer is: (B).") == "B" and parse_letter("Option A is better") == "A"
@@ -285,7 +285,7 @@ def test_bench_parse_letter():
 
 
 def test_bench_token_use_from_engine_stats():
-    from rlaif.bench_judge import _token_use
+    from bench.judge import _token_use
 
     before = {"prompt_tokens": 100, "cached_prompt_tokens": 40, "generated_tokens": 10}
     after = {"prompt_tokens": 300, "cached_prompt_tokens": 140, "generated_tokens": 30}
@@ -296,7 +296,7 @@ def test_bench_token_use_from_engine_stats():
 
 def test_bench_passes_on_fake_engine(const, shared_data):
     """The bench's three passes and its summary, on the fake engine (the real run needs vLLM)."""
-    from rlaif.bench_judge import DEFAULT_DATA, generate_pass, load_pairs, logprob_pass, summarize
+    from bench.judge import DEFAULT_DATA, generate_pass, load_pairs, logprob_pass, summarize
 
     pairs = load_pairs(DEFAULT_DATA, 3)
     assert all(p.first != p.second and p.conversation[-1]["role"] == "user" for p in pairs)

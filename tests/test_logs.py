@@ -1,4 +1,4 @@
-"""The console shows our output; the libraries' output goes to ``<out>/logs/rlaif.log`` (rlaif/logs.py).
+"""The console shows our output; the libraries' output goes to ``<out>/logs/rlaif.log`` (plumbing/capture.py).
 
 ``NoisyEngine`` is the fake engine plus output through every channel a real engine's libraries
 use: a vLLM-style log handler, transformers' logger, a Python warning, raw writes to descriptors

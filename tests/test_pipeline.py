@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlaif.pipeline import PipelineError, PipelineRecipe, Step, fingerprints, plan
-from rlaif.pipeline_stages import build_all
+from pipeline.fingerprints import fingerprints
+from pipeline.loop import Step, plan
+from pipeline.recipe import PipelineRecipe
+from pipeline.root import PipelineError
+from pipeline.stages import build_all
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "constitution" / "default.yaml"
@@ -292,7 +295,7 @@ def test_an_input_that_cannot_be_read_is_one_line(tmp_path, run_cli):
 def test_grpos_judge_reward_reads_the_loops_constitution(tmp_path):
     """The judge reward judges by the recipe's constitution (not the built-in one), so an edit of its questions
     re-runs GRPO; a constitution of the stage's own wins."""
-    from rlaif.pipeline_stages import build
+    from pipeline.stages import build
 
     const, data = tmp_path / "constitution.yaml", tmp_path / "problems.jsonl"
     shutil.copy(DEFAULT, const)
@@ -329,7 +332,7 @@ def report_numbers(text: str) -> list[str]:
 
 
 def metric_values(obj) -> set[str]:
-    from rlaif.pipeline_report import fmt
+    from pipeline.report import fmt
 
     out: set[str] = set()
     if isinstance(obj, dict):
@@ -355,7 +358,7 @@ def check_report(root: Path, stages: list[str]) -> list[str]:
 
 def test_report_numbers_come_from_the_metrics_files(tmp_path):
     """The report of hand-made metrics files: each number traced, and the headline ones present."""
-    from rlaif.pipeline_report import write_report
+    from pipeline.report import write_report
 
     r = recipe(tmp_path, stages=["generate", "judge", "dpo", "eval"])
     root = Path(r.root)
@@ -405,7 +408,7 @@ def test_dry_run_writes_nothing_and_bad_roots_are_refused(tmp_path, run_cli):
 
 @pytest.mark.parametrize("name", ["pipeline-cpu.yaml", "pipeline-gpu.yaml"])
 def test_shipped_pipeline_recipes_load_and_plan(name, tmp_path):
-    from rlaif.pipeline import load_pipeline
+    from pipeline.recipe import load_pipeline
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "hi"}\n')
@@ -416,8 +419,8 @@ def test_shipped_pipeline_recipes_load_and_plan(name, tmp_path):
 
 
 def test_the_demo_is_the_cpu_pipeline_recipe(tmp_path):
-    from rlaif.demo import demo_recipe
-    from rlaif.pipeline import load_pipeline
+    from pipeline.demo import demo_recipe
+    from pipeline.recipe import load_pipeline
 
     shipped = load_pipeline(ROOT / "recipes" / "pipeline-cpu.yaml", [f"root={tmp_path}"])
     assert demo_recipe(tmp_path, "smollm2-135m", "auto") == shipped
@@ -520,7 +523,7 @@ def test_loop_killed_in_the_judge_resumes_to_the_uninterrupted_result(tmp_path, 
 def test_a_second_run_on_a_root_in_use_is_refused(tmp_path):
     from filelock import FileLock
 
-    from rlaif.pipeline import LOCK, run_pipeline
+    from pipeline.loop import LOCK, run_pipeline
 
     r = recipe(tmp_path, stages=["generate"])
     root = Path(r.root)

@@ -1,4 +1,4 @@
-"""``rlaif run`` fingerprints (rlaif/pipeline.py ``fingerprints``, ``reads_from``; plumbing/hashing.py) around the
+"""``rlaif run`` fingerprints (pipeline/loop.py ``fingerprints``, ``reads_from``; plumbing/hashing.py) around the
 cases of tests/test_pipeline_review.py: what must still re-run once runtime knobs are left out, a stage folder
 read outside ``UPSTREAM`` when its stage resumes, symlink loops, shard-named FIFOs and user code in a package.
 Each plan is made on a finished state, without models."""
@@ -13,8 +13,9 @@ import sys
 import pytest
 from test_pipeline import ROOT, _finished, _replan, _run_dir, recipe
 
-from rlaif.pipeline import INPUT_KEYS, TRL_RUNTIME_KEYS, PipelineError, fingerprints
-from rlaif.pipeline_stages import build_all
+from pipeline.fingerprints import INPUT_KEYS, TRL_RUNTIME_KEYS, fingerprints
+from pipeline.root import PipelineError
+from pipeline.stages import build_all
 
 STAGES = ["generate", "revise", "sft", "judge", "dpo", "eval"]
 # (the recipe's change, the stages listed, the stages that run): what a stage computes, so it counts

@@ -1,4 +1,4 @@
-"""``rlaif run`` fingerprints (rlaif/pipeline.py ``fingerprints``, plumbing/hashing.py) held against inputs that
+"""``rlaif run`` fingerprints (pipeline/loop.py ``fingerprints``, plumbing/hashing.py) held against inputs that
 change what a stage computes without changing its fingerprint, and runtime knobs that change the fingerprint
 without changing what the stage computes. Each case is planned twice on a finished state, without models:
 nothing edited -> every stage reused; the input edited (or the knob turned) -> the expected plan."""

@@ -26,7 +26,7 @@ STEPS, EPOCHS, MINI_BATCHES, ACCUMULATION = 2, 2, 2, 2
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> dict[str, str]:
-    from rlaif.bench_ppo import build_toy_task
+    from bench.ppo import build_toy_task
 
     return build_toy_task(tmp_path_factory.mktemp("ppo-toy"))
 

@@ -1,4 +1,4 @@
-"""PPO on the toy task of rlaif/bench_ppo.py (tiny SFT'd policy, tiny reward model that prefers one
+"""PPO on the toy task of bench/ppo.py (tiny SFT'd policy, tiny reward model that prefers one
 word family): the reward rises, a 10x KL coefficient keeps the policy closer, gradient accumulation
 and two processes give the update of one big batch, a failed run resumes from its checkpoint, a reward
 function's None leaves its response out of the update (and a step without any verdict stops the run), and
@@ -19,7 +19,7 @@ STEPS = 40
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> dict[str, str]:
-    from rlaif.bench_ppo import build_toy_task
+    from bench.ppo import build_toy_task
 
     toy = build_toy_task(tmp_path_factory.mktemp("ppo-toy"))
     assert toy["rm_eval_accuracy"] >= 0.9  # the reward model sees the word family

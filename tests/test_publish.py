@@ -156,7 +156,7 @@ def _prompt_ids(folder, split: str) -> list[str]:
 def test_publish_keeps_every_pair_of_a_prompt_on_one_side(tmp_path):
     """4 pairs per prompt (`rlaif generate --n` above 2 gives several): a prompt whose pairs sat on
     both sides would leak its test pairs into training."""
-    from judge.publish import PublishConfig, run_publish
+    from publish.upload import PublishConfig, run_publish
 
     run = make_judge_run(tmp_path / "multi", pairs_per_prompt=4)
     out = tmp_path / "dry"
@@ -177,7 +177,7 @@ def test_publish_card_shows_a_judge_eval(shared_data, judge_run, tmp_path):
                                    "--limit", "6", "--engine", "fake", "--model", "smollm2-135m",
                                    "--out", str(ev), "--quiet"])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    from judge.publish import PublishConfig, run_publish
+    from publish.upload import PublishConfig, run_publish
 
     out = tmp_path / "dry"
     run_publish(PublishConfig(run_dir=judge_run, repo_id="org/with-eval", dry_run=out))
@@ -212,7 +212,7 @@ def test_publish_refuses_a_constitution_that_is_not_the_runs(run_cli, judge_run,
 def test_publish_finds_the_constitution_the_run_records(tmp_path):
     from constitution import DEFAULT_PATH, load_constitution
     from judge.errors import JudgeError
-    from judge.publish import PublishConfig, run_publish
+    from publish.upload import PublishConfig, run_publish
 
     custom = tmp_path / "custom.yaml"
     custom.write_text(DEFAULT_PATH.read_text().replace("version: 1", "version: 7", 1))

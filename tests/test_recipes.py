@@ -2,7 +2,7 @@
 
 The runs have the splits the real stages write (a judge run: ``train`` + ``filtered``, no ``test``;
 a revise run: ``train``; a gsm8k run of ``rlaif data gsm8k``: ``train``), in the schemas of
-judge/records.py, generator/records.py and align/tasks.py. The only overrides make a recipe CPU-tiny:
+judge/records.py, generator/records.py and tasks/build.py. The only overrides make a recipe CPU-tiny:
 the tiny random model of tests/conftest.py, one step, no bf16 or DeepSpeed, and the data path (GRPO:
 generation by transformers, 16-token completions); every other key (splits, eval_ratio, batch sizes, TRL options) is the
 recipe's own, so a recipe that names a split no run has fails here.
@@ -67,8 +67,8 @@ def revise_run(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def gsm8k_run(tmp_path_factory) -> str:
-    """A `rlaif data gsm8k` run of easy sums, written by align/tasks.py as the command does."""
-    from align.tasks import import_task
+    """A `rlaif data gsm8k` run of easy sums, written by tasks/build.py as the command does."""
+    from tasks.build import import_task
 
     folder = tmp_path_factory.mktemp("recipes")
     rows = [{"question": f"What is {i} + {i + 1}?", "answer": f"{i} + {i + 1} = {2 * i + 1}\n#### {2 * i + 1}"}

@@ -443,7 +443,7 @@ def test_token_shaped_model_names_are_refused_without_being_shown(name):
 
 
 def test_redact_masks_short_hub_tokens_api_keys_url_credentials_and_short_hub_token_values():
-    from rlaif.logs import redact, secret_values
+    from plumbing.capture import redact, secret_values
 
     assert redact(f"bad token {MODEL_TOKEN}.", secrets=[]) == "bad token hf_***."
     assert redact("hf_transfer and hf_overrides={} stay", secrets=[]) == "hf_transfer and hf_overrides={} stay"

@@ -1,4 +1,4 @@
-"""No user file is ever replaced or deleted (rlaif/pipeline_root.py, plumbing/runs.py ``check_out_dir``).
+"""No user file is ever replaced or deleted (pipeline/root.py, plumbing/runs.py ``check_out_dir``).
 
 A workspace holds a user's files where a command could write: a ``pipeline.json`` of another tool and a
 ``report.md`` beside it, a finished ``rlaif run`` root (built with the fake engine: generate, judge and a
@@ -26,8 +26,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlaif.pipeline import PipelineError, PipelineRecipe, run_pipeline
-from rlaif.pipeline_root import STATE, check_stage_folder, clear_stage_folder, read_state, write_root_files
+from pipeline.loop import run_pipeline
+from pipeline.recipe import PipelineRecipe
+from pipeline.root import (
+    STATE,
+    PipelineError,
+    check_stage_folder,
+    clear_stage_folder,
+    read_state,
+    write_root_files,
+)
 
 PROMPTS = '{"prompt": "How do I keep basil alive?"}\n{"prompt": "Name a prime."}\n'
 FOREIGN_STATE = '{"tool": "another-pipeline", "stages": ["fetch", "train"]}\n'

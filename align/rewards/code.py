@@ -19,7 +19,7 @@ object whose ``__eq__`` is always True is not plain data, and reading the harnes
 only the arguments (tests/test_code_forgery.py). A program that writes the right return values
 to the result file instead of returning them has computed them; that is the one thing it can fake.
 
-A test string with no assert is MBPP's ``test_setup_code`` (align/tasks.py puts it first); it is
+A test string with no assert is MBPP's ``test_setup_code`` (tasks/build.py puts it first); it is
 not run, and an assert that uses a name it defines (``Node(1)``) has no verdict. Programs of one
 call run in parallel up to the CPU count (``sandbox.run_many``).
 """

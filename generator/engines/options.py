@@ -107,7 +107,7 @@ def check_base_urls(urls: list[str], engine: str) -> None:
 
 # How a model is reached and batched, never what it computes: the fields of EngineOptions (and of every config
 # that carries them: JudgeConfig, a GRPO judge reward) that a run's spec leaves out (generator/generate.py
-# base_spec, judge/config.py JudgeConfig.runtime) and `rlaif run`'s fingerprints too (rlaif/pipeline.py).
+# base_spec, judge/config.py JudgeConfig.runtime) and `rlaif run`'s fingerprints too (pipeline/loop.py).
 RUNTIME_FIELDS = ("base_urls", "batch_size")
 
 

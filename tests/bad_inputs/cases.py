@@ -634,7 +634,7 @@ RELIABILITY = [
 
 # Issue "Reliability II", points 1 and 3: `rlaif run` and `rlaif demo` write only into a root whose pipeline.json
 # is their own state (the format marker) and replace only the files it lists; every input is read, and a publish
-# that uploads has a token and a Hub that answers, before anything is created (rlaif/pipeline_root.py). The Hub
+# that uploads has a token and a Hub that answers, before anything is created (pipeline/root.py). The Hub
 # endpoint is a closed port: nothing else may be contacted.
 FOREIGN_STATE = '{"tool": "another-pipeline", "stages": ["fetch", "train"]}\n'
 DONE = {"fingerprint": "0" * 64, "started": "2025-01-01T00:00:00Z", "finished": "2025-01-01T00:00:01Z"}

@@ -1,0 +1,111 @@
+"""``rlaif constitution lint | show | diff | import-hf``.
+
+Errors are raised as ``ConstitutionError``; ``rlaif.cli.main`` prints them as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Constitution files: lint, show, diff, import from llm-swarm JSON.", no_args_is_help=True)
+
+
+def _path_or_default(path: Path | None) -> Path:
+    from constitution import DEFAULT_PATH
+
+    return path if path is not None else DEFAULT_PATH
+
+
+@app.command("lint")
+def lint_cmd(path: Path = typer.Argument(None, help="Constitution YAML (default: the built-in one).",
+                                         show_default=False)) -> None:
+    """Check a constitution file; print its principle count and sha256 (exit 2 on the first error)."""
+    from constitution import lint
+
+    report = lint(_path_or_default(path))
+    for warning in report.warnings:
+        typer.echo(f"warning: {report.path}: {warning}", err=True)
+    typer.echo(f"{report.path}: ok: {report.name} v{report.version}, {report.principles} principles, "
+               f"sha256 {report.sha256}")
+
+
+@app.command("show")
+def show_cmd(path: Path = typer.Argument(None, help="Constitution YAML (default: the built-in one).",
+                                         show_default=False)) -> None:
+    """Show the principles as a table: id, weight, tags and compare question."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from constitution import load_constitution
+
+    const = load_constitution(_path_or_default(path))
+    table = Table(title=f"{const.name} v{const.version}", show_lines=True)
+    table.add_column("id", style="bold", no_wrap=True)
+    table.add_column("weight", justify="right")
+    table.add_column("tags")
+    table.add_column("compare")
+    for p in const.principles:
+        table.add_row(p.id, f"{p.weight:g}", ", ".join(p.tags), " ".join(p.compare.split()))
+    console = Console()
+    if const.description:
+        console.print(const.description)
+    console.print(table)
+    total = sum(p.weight for p in const.principles)
+    tags = sorted({t for p in const.principles for t in p.tags})
+    tag_counts = ", ".join(f"{t} {sum(t in p.tags for p in const.principles)}" for t in tags)
+    console.print(f"{len(const.principles)} principles (total weight {total:g}; {tag_counts or 'no tags'}), "
+                  f"{len(const.few_shot.revision)} few-shot revision chats, "
+                  f"{len(const.few_shot.compare)} few-shot comparisons, variables: "
+                  f"{', '.join(const.variables) or 'none'}")
+    console.print(f"sha256 {const.sha256()}")
+
+
+@app.command("diff")
+def diff_cmd(old: Path = typer.Argument(..., help="Old constitution YAML."),
+             new: Path = typer.Argument(..., help="New constitution YAML.")) -> None:
+    """List principles added, removed or changed (with the changed fields) from OLD to NEW."""
+    from constitution import diff, load_constitution
+
+    a, b = load_constitution(old), load_constitution(new)
+    d = diff(a, b)
+    if d.empty:
+        typer.echo(f"no differences (sha256 {a.sha256()})")
+        return
+    for pid in d.added:
+        typer.echo(f"added    {pid}")
+    for pid in d.removed:
+        typer.echo(f"removed  {pid}")
+    for pid, fields in d.changed.items():
+        typer.echo(f"changed  {pid}: {', '.join(fields)}")
+    for fld in d.meta:
+        typer.echo(f"changed  {fld}")
+    if d.reordered:
+        typer.echo("reordered principles")
+    typer.echo(f"sha256 {a.sha256()} -> {b.sha256()}")
+
+
+@app.command("import-hf")
+def import_hf_cmd(
+    json_path: Path = typer.Argument(..., help="llm-swarm constitution JSON (either format)."),
+    out: Path = typer.Option(..., "--out", help="Constitution YAML to write."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+) -> None:
+    """Convert a Hugging Face llm-swarm constitution JSON into a constitution YAML file."""
+    from constitution import ConstitutionError, dump_yaml, import_hf, parse_constitution
+    from constitution.import_hf import write_text_atomic
+
+    if out.exists() and not force:
+        raise ConstitutionError(f"{out}: already exists; pass --force to overwrite it or choose another --out")
+    const = import_hf(json_path)
+    text = dump_yaml(const)
+    if parse_constitution(text, source=str(out)).sha256() != const.sha256():  # never write what won't load
+        raise ConstitutionError(f"{out}: the converted YAML does not load back identically; please report this")
+    write_text_atomic(out, text, force=force)
+    typer.echo(f"{out}: {len(const.principles)} principles, {len(const.few_shot.revision)} few-shot chats, "
+               f"sha256 {const.sha256()}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="constitution")
