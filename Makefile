@@ -29,7 +29,7 @@ demo: setup
 	$(VENV)/bin/rlaif demo
 
 test: setup
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra --durations=40
 
 lint: setup
 	$(VENV)/bin/ruff check .
