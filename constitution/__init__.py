@@ -4,6 +4,8 @@ A constitution file (YAML) lists principles whose critique, revision and compare
 Jinja templates (arXiv 2212.08073, appendix C). See ``constitution/default.yaml``.
 """
 
+from pathlib import Path
+
 from constitution.diff import ConstitutionDiff, diff
 from constitution.import_hf import DEFAULT_COMPARE, dump_yaml, import_hf
 from constitution.lint import LintReport, lint
@@ -36,4 +38,12 @@ __all__ = [
     "lint",
     "load_constitution",
     "parse_constitution",
+    "path_or_default",
 ]
+
+
+def path_or_default(path: str | Path | None) -> str | Path:
+    """The constitution file a config or option names, else the built-in one (``DEFAULT_PATH``,
+    constitution/default.yaml) when it names none (None or ""). A given path is returned as given, so
+    what a run records is what the user wrote."""
+    return path or DEFAULT_PATH

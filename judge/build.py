@@ -263,18 +263,18 @@ class JudgeSummary:
 
 
 def load_constitution(path: str | None):
-    from constitution import DEFAULT_PATH
     from constitution import load_constitution as _load
+    from constitution import path_or_default
 
-    return _load(path or DEFAULT_PATH)
+    return _load(path_or_default(path))
 
 
 def _runtime(config: JudgeConfig) -> dict:
     """Recorded, not hashed: how it was run, and which constitution FILE (its sha is in the spec;
     ``rlaif publish`` finds the file here)."""
-    from constitution import DEFAULT_PATH
+    from constitution import path_or_default
 
-    return {**config.runtime(), "constitution": str(Path(config.constitution or DEFAULT_PATH).resolve())}
+    return {**config.runtime(), "constitution": str(Path(path_or_default(config.constitution)).resolve())}
 
 
 def engine_options(config: JudgeConfig):

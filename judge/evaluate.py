@@ -200,7 +200,7 @@ def compute_metrics(verdicts: list, *, n_bins: int = 10, resamples: int = 1000, 
 
 
 def _settings(config: JudgeEvalConfig, human: HumanPairs, constitution) -> dict:
-    from constitution import DEFAULT_PATH
+    from constitution import path_or_default
     from generator.models import display_name
     from judge.scoring import templates_used
     from plumbing.hashing import file_sha256
@@ -212,7 +212,7 @@ def _settings(config: JudgeEvalConfig, human: HumanPairs, constitution) -> dict:
         "human_file": str(config.human), "human_sha256": file_sha256(config.human),
         "offset": config.offset, "limit": config.limit, "rows": human.rows, "skipped_rows": human.skipped,
         "model": display_name(jc.model), "engine": jc.engine,
-        "constitution": str(jc.constitution or DEFAULT_PATH), "constitution_sha256": constitution.sha256(),
+        "constitution": str(path_or_default(jc.constitution)), "constitution_sha256": constitution.sha256(),
         "templates": jc.templates, "template_sha256": template_sha256(templates_used(jc), jc.templates),
         "judge": jc.model_dump(mode="json", exclude={"input", "out", "limit", "overwrite", "base_urls"}),
         "layout": jc.resolved_layout,

@@ -19,9 +19,9 @@ EXAMPLES = 3  # preference rows quoted in the judge's metrics.json and the repor
 
 
 def _const_path(recipe) -> str:
-    from constitution import DEFAULT_PATH
+    from constitution import path_or_default
 
-    return str(recipe.constitution or DEFAULT_PATH)
+    return str(path_or_default(recipe.constitution))
 
 
 def _engine(recipe, model: str | None = None) -> dict[str, Any]:
@@ -153,7 +153,7 @@ def check_inputs(recipe, stages: list[str]) -> None:
 
 
 def _read_inputs(recipe, stage: str) -> None:
-    from constitution import DEFAULT_PATH, load_constitution
+    from constitution import load_constitution, path_or_default
 
     config = build(recipe, stage, checking=True)
     if stage in ("generate", "revise"):
@@ -169,14 +169,14 @@ def _read_inputs(recipe, stage: str) -> None:
         from judge.scoring import templates_used
 
         judge = config if stage == "judge" else config.judge
-        load_constitution(judge.constitution or DEFAULT_PATH)
+        load_constitution(path_or_default(judge.constitution))
         _read_templates(templates_used(judge), judge.templates)
     if stage == "eval":
         from evaluation.inputs import read_input
 
         read_input(config)
     if stage == "publish":
-        load_constitution(config.constitution or DEFAULT_PATH)
+        load_constitution(path_or_default(config.constitution))
     root = Path(recipe.root).resolve()
     if stage in TRAINING and not Path(config.data.path).resolve().is_relative_to(root):
         if stage == "ppo":  # its reward model is the loop's reward stage: checked when PPO starts

@@ -91,13 +91,13 @@ def recorded_constitution(manifest: dict) -> Path | None:
 def load_constitution_for(run_shas: set[str], path: Path | None):
     """(file, Constitution) of the constitution the rows were judged with, or refuse. ``path``
     defaults to the built-in constitution; either way its sha256 must be the run's."""
-    from constitution import DEFAULT_PATH, load_constitution
+    from constitution import load_constitution, path_or_default
 
     if len(run_shas) != 1:
         raise JudgeError(f"the run's rows carry {len(run_shas)} different constitution_sha256 values; "
                          f"publish a run judged with one constitution")
     want = next(iter(run_shas))
-    source = path or DEFAULT_PATH
+    source = path_or_default(path)
     const = load_constitution(source)
     if const.sha256() != want:
         hint = "pass the file it was judged with" if path else \

@@ -12,19 +12,13 @@ import typer
 app = typer.Typer(help="Constitution files: lint, show, diff, import from llm-swarm JSON.", no_args_is_help=True)
 
 
-def _path_or_default(path: Path | None) -> Path:
-    from constitution import DEFAULT_PATH
-
-    return path if path is not None else DEFAULT_PATH
-
-
 @app.command("lint")
 def lint_cmd(path: Path = typer.Argument(None, help="Constitution YAML (default: the built-in one).",
                                          show_default=False)) -> None:
     """Check a constitution file; print its principle count and sha256 (exit 2 on the first error)."""
-    from constitution import lint
+    from constitution import lint, path_or_default
 
-    report = lint(_path_or_default(path))
+    report = lint(path_or_default(path))
     for warning in report.warnings:
         typer.echo(f"warning: {report.path}: {warning}", err=True)
     typer.echo(f"{report.path}: ok: {report.name} v{report.version}, {report.principles} principles, "
@@ -38,9 +32,9 @@ def show_cmd(path: Path = typer.Argument(None, help="Constitution YAML (default:
     from rich.console import Console
     from rich.table import Table
 
-    from constitution import load_constitution
+    from constitution import load_constitution, path_or_default
 
-    const = load_constitution(_path_or_default(path))
+    const = load_constitution(path_or_default(path))
     table = Table(title=f"{const.name} v{const.version}", show_lines=True)
     table.add_column("id", style="bold", no_wrap=True)
     table.add_column("weight", justify="right")

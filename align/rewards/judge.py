@@ -101,9 +101,9 @@ class JudgeReward(BaseModel):
         return self
 
     def load_constitution(self):
-        from constitution import DEFAULT_PATH, load_constitution
+        from constitution import load_constitution, path_or_default
 
-        return load_constitution(self.constitution or DEFAULT_PATH)
+        return load_constitution(path_or_default(self.constitution))
 
 
 def build_judge_reward(options: JudgeReward):
