@@ -9,7 +9,6 @@ does not keep the reference model in memory (``rlaif bench align dpo`` measures 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from align.card import finish, resolve_model
@@ -17,8 +16,6 @@ from align.config import DPORecipe
 from align.data import AlignData, load_data
 from align.losses import conservative_dpo_loss
 from align.reward import WithPChosen
-
-log = logging.getLogger(__name__)
 
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}
 

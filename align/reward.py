@@ -11,7 +11,6 @@ model the same way at inference (PPO).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +20,6 @@ from align.card import finish, resolve_model
 from align.config import RewardRecipe
 from align.data import AlignData, load_data
 from align.losses import soft_bradley_terry_loss
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

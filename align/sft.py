@@ -6,14 +6,11 @@ language-modelling format, so SFTTrainer reads it unchanged and applies the mode
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from align.card import finish, resolve_model
 from align.config import SFTRecipe
 from align.data import load_data
-
-log = logging.getLogger(__name__)
 
 
 def train(recipe: SFTRecipe) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import random
 import sys
 import tempfile
@@ -18,8 +17,6 @@ import time
 from pathlib import Path
 
 import typer
-
-log = logging.getLogger(__name__)
 
 GOOD = ["apple", "sunny", "gentle", "kind", "bright"]
 BAD = ["stone", "rusty", "grim", "cold", "dark"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import random
 import re
 from functools import lru_cache
@@ -30,8 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from plumbing.chat import last_user_message
 from prompts import SecurityError, environment, statement_tags
 from prompts.limits import Budget, budget_scope
-
-logger = logging.getLogger(__name__)
 
 FIELDS: tuple[str, ...] = ("critique", "revision", "compare")
 # Names every principle text may use besides the constitution's own ``variables``.

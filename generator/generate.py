@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,8 +15,6 @@ from plumbing.hashing import canonical_json, file_sha256
 from plumbing.inputs import BadItem, PromptItem, read_prompts, require_usable
 from plumbing.ranges import Seed
 from plumbing.runs import RunWriter
-
-log = logging.getLogger(__name__)
 
 
 class GenerateConfig(BaseModel):

@@ -15,7 +15,6 @@ The SFT record keeps everything (names as in HuggingFaceH4/cai-conversation-harm
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,6 @@ from generator.records import REVISIONS
 from plumbing.inputs import PromptItem
 from plumbing.runs import RunWriter
 
-log = logging.getLogger(__name__)
 TEMPLATES = (prompts.CRITIQUE, prompts.REVISION)
 
 

@@ -39,7 +39,6 @@ over-confident CoT labels) and the samples are averaged into the vote's ``p_a``.
 from __future__ import annotations
 
 import bisect
-import logging
 import math
 import os
 import re
@@ -55,7 +54,6 @@ from prompts import PAIRWISE, PAIRWISE_COT, render
 PAIRWISE_SHARED = "judge/pairwise_shared.jinja"
 LAYOUT_TEMPLATES = {"cai": PAIRWISE, "shared-prefix": PAIRWISE_SHARED}
 
-log = logging.getLogger(__name__)
 
 OPTIONS = ("A", "B")
 COT_CLAMP = (0.4, 0.6)  # arXiv 2212.08073 sec 4.1: CoT probabilities clamped to 40-60 %

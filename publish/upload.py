@@ -19,7 +19,6 @@ ever handed to ``HfApi``: never logged, printed or written
 from __future__ import annotations
 
 import importlib
-import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,8 +29,6 @@ from judge.errors import JudgeError
 from judge.parts import Part, make_parts, write_shards
 from plumbing import atomic
 from publish.card import EVAL_DIR, card_context, find_evaluation, render_card
-
-log = logging.getLogger(__name__)
 
 CONSTITUTION_FILE = "constitution.yaml"
 

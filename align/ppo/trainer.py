@@ -22,7 +22,6 @@ recipe's ``max_grad_norm`` (``make_accelerator``). Checkpoints keep every rank's
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,8 +32,6 @@ import torch
 from align.ppo import core
 from align.ppo.config import PPORecipe, check_reward_model
 from align.ppo.rollout import Batch, make_batch
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
