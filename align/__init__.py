@@ -1,7 +1,9 @@
-"""Alignment: SFT, reward models, DPO and GRPO on the runs the generator and judge write (TRL underneath).
+"""Alignment: SFT, reward models, DPO and GRPO on the runs the generator and judge write (TRL underneath), and
+PPO against a reward model on our own trainer (align/ppo/).
 
 ``ALIGN_METHODS`` maps a method name to its ``module:function`` trainer; a name not in it may be
-a ``module:function`` of user code taking a recipe. Recipes live in ``align/config.py``.
+a ``module:function`` of user code taking a recipe. Recipes live in ``align/config.py``
+(PPO's in ``align/ppo/config.py``).
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def load_grpo_data(recipe: GRPORecipe) -> AlignData:
     """Prompts (a ``prompt`` column: text or chat messages) with the columns the rewards read, from a
     run directory (``rlaif data gsm8k|mbpp``, or any run with prompts) or a dataset file; each reward
     is tried on the first row (an empty completion) so a missing column fails here, before any
-    model loads (tests/test_grpo.py::test_missing_reward_column_fails_before_the_model)."""
+    model loads (tests/test_grpo.py::test_bad_grpo_recipes_fail_in_one_line_before_the_model, `--reward code`)."""
     src = recipe.data
     path = Path(src.path)
     if not path.exists():

@@ -1,4 +1,4 @@
-"""``rlaif align sft|reward|dpo|grpo``: train on a run directory from a recipe or the quick flags.
+"""``rlaif align sft|reward|dpo|grpo|ppo``: train on a run directory from a recipe or the quick flags.
 
     rlaif align dpo --config recipes/cpu-tiny-dpo.yaml --set beta=0.2 --set trl.warmup_steps=0.1
     rlaif align dpo --data runs/judge --model smollm2-135m --out models/dpo --max-steps 100
