@@ -39,7 +39,7 @@ app = typer.Typer(
 # One module per command, named as the command (``rlaif judge-eval`` -> rlaif/judge_eval.py); each defines
 # ``register(app)``. The order here is the order of --help: the pipeline's.
 COMMANDS = ("models", "engine", "generate", "revise", "judge", "judge-eval", "publish", "data", "align", "eval",
-            "run", "demo", "constitution", "bench")
+            "run", "demo", "jobs", "constitution", "bench")
 for _name in COMMANDS:
     importlib.import_module(f"rlaif.{_name.replace('-', '_')}").register(app)
 for _info in app.registered_commands:
