@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from align.ppo import core
+import align.ppo.core as core
 from align.ppo.models import ref_logprobs, reward_scores, sample
 
 
@@ -92,6 +92,14 @@ def score_with_functions(ctx, rows: list[dict], texts: list[str]) -> tuple[torch
                                       "sum")
     require_a_verdict("+".join(name for name, _ in ctx.funcs), int(everyone[0]), int(everyone[1]), reasons, "PPO")
     return total, judged, stats
+
+
+def row_seed(seed: int, step: int, position: int) -> int:
+    """The sampling seed of the response at ``position`` of ``step`` (align/ppo/models.py seeds each
+    response's generator with it), so a rollout depends only on (seed, step, position) and the weights."""
+    from plumbing.hashing import item_id
+
+    return int(item_id("ppo-sample", seed, step, position)[:15], 16)
 
 
 def make_batch(ctx, rows: list[dict], seeds: list[int]) -> tuple[Batch, dict]:

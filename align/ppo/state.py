@@ -127,8 +127,7 @@ def load_weights(ctx) -> None:
 def evaluate(ctx, rows: list[dict], step: int) -> dict[str, float]:
     """Mean reward, KL and length of the policy's responses to the held-out prompts (each process an
     equal share; the KL controller and reward moments are left as training left them)."""
-    from align.ppo.rollout import make_batch
-    from align.ppo.trainer import row_seed
+    from align.ppo.rollout import make_batch, row_seed
 
     acc = ctx.accelerator
     share = len(rows) // acc.num_processes

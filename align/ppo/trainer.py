@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from align.ppo import core
+import align.ppo.core as core
 from align.ppo.config import PPORecipe, check_reward_model
-from align.ppo.rollout import Batch, make_batch
+from align.ppo.rollout import Batch, make_batch, row_seed
 
 
 @dataclass
@@ -221,15 +221,9 @@ def total_steps(recipe: PPORecipe, n_prompts: int, world: int) -> int:
     return max(1, math.ceil(recipe.num_train_epochs * n_prompts / (recipe.rollouts_per_device * world)))
 
 
-def row_seed(seed: int, step: int, position: int) -> int:
-    from plumbing.hashing import item_id
-
-    return int(item_id("ppo-sample", seed, step, position)[:15], 16)
-
-
 def train(recipe: PPORecipe) -> dict[str, Any]:
     """PPO-train ``recipe.model``; returns the metrics of metrics.json (rank 0; others get their own)."""
-    from align.ppo import state
+    import align.ppo.state as state
 
     data = recipe.check_data()  # prompts, reward functions and reward model, before any model loads
     ctx = setup(recipe)
