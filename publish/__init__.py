@@ -1,2 +1,2 @@
-"""Publishing (``rlaif publish``): a judge run as a Hub dataset with a dataset card (publish/upload.py,
-publish/card.py)."""
+"""Publishing (``rlaif publish``): a judge run as a Hub dataset with a dataset card (options: publish/config.py;
+the repository folder and the push: publish/upload.py; the card: publish/card.py)."""

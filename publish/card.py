@@ -18,7 +18,7 @@ from judge.errors import JudgeError
 
 if TYPE_CHECKING:
     from judge.parts import Part
-    from publish.upload import PublishConfig
+    from publish.config import PublishConfig
 
 CARD_TEMPLATE = Path(__file__).with_name("card.md.jinja")
 EVAL_DIR = "judge-eval"  # where a judge-eval's figures go, in the run and in the repository

@@ -28,7 +28,8 @@ def publish(
     """Publish a judge run as a Hub dataset (train/test + filtered config) with a dataset card."""
     from datasets.utils.logging import disable_progress_bar
 
-    from publish.upload import PublishConfig, run_publish
+    from publish.config import PublishConfig
+    from publish.upload import run_publish
 
     disable_progress_bar()  # datasets' per-shard bars would bury the one summary line
     config = PublishConfig(run_dir=run_dir, repo_id=repo_id, private=private, dry_run=dry_run,
