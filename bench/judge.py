@@ -29,10 +29,11 @@ import json
 import logging
 import os
 import re
-import time
 from pathlib import Path
 
 import typer
+
+from bench.judge_speed import logprob_pass, parse_sizes, speed_figures, time_call, token_use
 
 log = logging.getLogger(__name__)
 
@@ -85,32 +86,6 @@ def load_pairs(path: Path, n: int):
     return pairs
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
-
-def _token_use(before: dict, after: dict) -> dict:
-    """Prompt tokens, the part computed afresh (not from the prefix cache), generated tokens, hit rate."""
-    def delta(key):
-        return after[key] - before[key] if key in after and key in before else None
-
-    total, cached, generated = delta("prompt_tokens"), delta("cached_prompt_tokens"), delta("generated_tokens")
-    counted = total is not None and cached is not None
-    return {"prompt_tokens": total, "uncached_prompt_tokens": total - cached if counted else None,
-            "generated_tokens": generated, "hit_rate": round(cached / total, 4) if counted and total else None}
-
-
-def logprob_pass(engine, const, pairs, config) -> tuple[float, list, dict]:
-    """(seconds, p_a per (pair, principle, order) in task order, token use)."""
-    from judge.scoring import judge_pairs
-
-    before = engine.stats()
-    seconds, verdicts = _timed(lambda: judge_pairs(engine, const, pairs, config))
-    return seconds, [v.p_a for verdict in verdicts for v in verdict.votes], _token_use(before, engine.stats())
-
-
 def generate_pass(engine, const, pairs, config) -> tuple[float, list, dict]:
     """(seconds, parsed letter per task (None = unparseable), token use)."""
     from generator.engines import Sampling
@@ -122,8 +97,8 @@ def generate_pass(engine, const, pairs, config) -> tuple[float, list, dict]:
                for t in tasks]
     sampling = Sampling(n=1, temperature=0.0, top_p=1.0, max_tokens=64, seed=0)
     before = engine.stats()
-    seconds, outs = _timed(lambda: engine.generate(prompts, sampling))
-    return seconds, [parse_letter(o[0].text) for o in outs], _token_use(before, engine.stats())
+    seconds, outs = time_call(lambda: engine.generate(prompts, sampling))
+    return seconds, [parse_letter(o[0].text) for o in outs], token_use(before, engine.stats())
 
 
 def other_dtype_figures(dtype: str, seconds: float, p_ref: list, p_other: list) -> dict:
@@ -183,7 +158,6 @@ def run_bench(pairs: int, principles: int, model: str, data: Path, hf_batch_size
     import torch
 
     from bench.generate import machine_info, other_dtype, stdout_to_stderr
-    from bench.judge_speed import speed_figures
     from constitution import DEFAULT_PATH, load_constitution
     from generator.engines.vllm_cpu import resolve_dtype
     from judge.config import JudgeConfig
@@ -257,7 +231,6 @@ def bench_judge(
     """Judge comparisons/s: logprob scoring (vLLM) vs generate-and-parse (vLLM) vs logprob (transformers);
     the two prompt layouts, fresh tokens vs a perfect prefix cache, FLOP rate vs the matmul peak, scaling."""
     from bench.args import BenchArgumentError, require_positive
-    from bench.judge_speed import parse_sizes
 
     require_positive(pairs=pairs, principles=principles, hf_batch_size=hf_batch_size)
     sizes = parse_sizes(scaling_sizes)

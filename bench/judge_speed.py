@@ -21,6 +21,9 @@ On a machine shared with other jobs wall-clock rates follow the load, which chan
 passes. So every figure is also given per CPU-second (user + system time of this process and the
 engine's worker processes, ``bench.generate.cpu_seconds``; the matmul peak per CPU-second of
 this process): ``*_cpu`` figures compare work done per unit of CPU actually received.
+
+The timed logprob pass itself (``logprob_pass``: seconds, p_a, token use from the engine's counters) is
+here too; bench/judge.py times its three methods with it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,33 @@ log = logging.getLogger(__name__)
 
 MATMUL_N = 1024
 MATMUL_SECONDS = 3.0
+
+
+def time_call(fn):
+    """(wall seconds, result) of ``fn()``."""
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def token_use(before: dict, after: dict) -> dict:
+    """Prompt tokens, the part computed afresh (not from the prefix cache), generated tokens, hit rate."""
+    def delta(key):
+        return after[key] - before[key] if key in after and key in before else None
+
+    total, cached, generated = delta("prompt_tokens"), delta("cached_prompt_tokens"), delta("generated_tokens")
+    counted = total is not None and cached is not None
+    return {"prompt_tokens": total, "uncached_prompt_tokens": total - cached if counted else None,
+            "generated_tokens": generated, "hit_rate": round(cached / total, 4) if counted and total else None}
+
+
+def logprob_pass(engine, const, pairs, config) -> tuple[float, list, dict]:
+    """(seconds, p_a per (pair, principle, order) in task order, token use)."""
+    from judge.scoring import judge_pairs
+
+    before = engine.stats()
+    seconds, verdicts = time_call(lambda: judge_pairs(engine, const, pairs, config))
+    return seconds, [v.p_a for verdict in verdicts for v in verdict.votes], token_use(before, engine.stats())
 
 
 def _tokenize(engine, prompts: list[str]) -> list[list[int]]:
@@ -57,7 +87,6 @@ def ideal_per_comparison(ids: list[list[int]], seen: list[list[int]], block: int
 def _cpu_timed_pass(engine, const, pairs, config) -> tuple[float, float, list, dict]:
     """(wall seconds, CPU seconds, p_a, token use) of one ``logprob_pass``."""
     from bench.generate import cpu_seconds
-    from bench.judge import logprob_pass
 
     c0 = cpu_seconds()
     seconds, p_a, use = logprob_pass(engine, const, pairs, config)
@@ -66,7 +95,6 @@ def _cpu_timed_pass(engine, const, pairs, config) -> tuple[float, float, list, d
 
 def layout_pass(engine, const, warm, timed, config) -> dict:
     """One layout: warm-up (untimed), then the timed pass and its token counts."""
-    from bench.judge import logprob_pass
     from judge.scoring import cache_waves
 
     logprob_pass(engine, const, warm, config)

@@ -285,7 +285,7 @@ def test_bench_parse_letter():
 
 
 def test_bench_token_use_from_engine_stats():
-    from bench.judge import _token_use
+    from bench.judge_speed import token_use as _token_use
 
     before = {"prompt_tokens": 100, "cached_prompt_tokens": 40, "generated_tokens": 10}
     after = {"prompt_tokens": 300, "cached_prompt_tokens": 140, "generated_tokens": 30}
