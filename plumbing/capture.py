@@ -28,7 +28,12 @@ Secrets: every line written to the log passes ``redact``, which masks Hugging Fa
 (``hf_...``) and the values of environment variables named like secrets (``HF_TOKEN``,
 ``OPENAI_API_KEY``, ...); the CLI's one-line errors and tracebacks pass it too (tests/test_secrets.py).
 
-Outside ``rlaif.cli.main`` (``CliRunner`` tests, notebooks) nothing is redirected.
+Outside ``rlaif.cli.main`` (``CliRunner`` tests, notebooks) nothing is redirected, except in a
+``worker_capture`` block: the entry for a process that runs stages without the command line (a job
+worker; it installs ``plumbing.signals.exit_on_sigterm`` too). The block captures as a command does,
+keeps the log in its folder (or the first run directory a stage opens), adds an exception's traceback to
+the log, and gives the console and the root logger back when it ends
+(tests/test_logs.py::test_a_worker_captures_without_the_command_line).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from plumbing.logs import log_path, set_log_sink
@@ -118,6 +123,7 @@ class Capture:
         sys.stdout.flush()
         sys.stderr.flush()
         console_out, console_err = os.dup(1), os.dup(2)  # not inherited by children (PEP 446)
+        self.console = (console_out, console_err)
         read, write = os.pipe()
         os.dup2(write, 1)
         os.dup2(write, 2)
@@ -253,11 +259,15 @@ def enable() -> None:
 
 def configure(command: str | None, verbose: bool) -> None:
     """Set up the console and the log for ``command`` (the root callback calls this first)."""
-    global _capture
     if not (_enabled and command in LOGGED_COMMANDS) or _capture is not None:
         if verbose:
             logging.getLogger().setLevel(logging.INFO)
         return
+    _start(command, verbose)
+
+
+def _start(command: str, verbose: bool) -> None:
+    global _capture
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.__stdout__")
     if not verbose:
         for var in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
@@ -290,6 +300,60 @@ def finish(keep: bool) -> Path | None:
             return _capture.close(keep, stop)
     finally:
         _capture = None
+
+
+@contextlib.contextmanager
+def worker_capture(name: str, folder: str | Path | None = None, verbose: bool = False) -> Iterator[None]:
+    """Capture the libraries' output of the work in the block, for a process that runs stages without the
+    command line (which does the same around each command: ``rlaif.cli.main``). The log is
+    ``folder/logs/rlaif.log`` when ``folder`` is given (made if missing), else that of the first run
+    directory a stage opens; it starts with ``==== rlaif <name> ...``. An exception leaving the block is
+    written to the log (secrets masked) and raised on; a block that failed before any folder was known keeps
+    its log in a temp file. On the way out descriptors 1 and 2, ``sys.stdout``/``sys.stderr``, the root
+    logger's handlers and level, and the warnings routing are what they were before the block; the
+    libraries' loggers keep propagating to the root logger and the progress-bar environment variables stay
+    set. One block at a time per process, in the main thread."""
+    if _capture is not None:
+        raise RuntimeError("the libraries' output is captured already; one worker_capture block at a time")
+    root = logging.getLogger()
+    before = list(root.handlers), root.level
+    _start(name, verbose)
+    console = _capture.console
+    try:
+        if folder is not None:
+            attach(folder)
+        yield
+    except BaseException as exc:
+        import traceback
+
+        # a traceback for a failure; one line for an interrupt or a SIGTERM (plumbing/signals.py)
+        note(redact("".join(traceback.format_exception(exc))) if isinstance(exc, Exception) else
+             f"ended by {type(exc).__name__}{f' {exc}' if str(exc) else ''}")
+        finish(keep=True)
+        raise
+    else:
+        finish(keep=False)
+    finally:
+        _give_back(console, before)
+
+
+def _give_back(console: tuple[int, int], logging_before: tuple[list[logging.Handler], int]) -> None:
+    """The console descriptors and streams, and the root logger, as they were before ``_start``."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.dup2(console[0], 1)
+    os.dup2(console[1], 2)
+    for stream in (sys.stdout, sys.stderr):
+        stream.close()  # the copies Capture made (their descriptors are console[0] and console[1])
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    handlers, level = logging_before
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 @contextlib.contextmanager

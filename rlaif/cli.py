@@ -26,6 +26,7 @@ import typer
 
 from plumbing import capture as logs
 from plumbing.capture import OUR_PACKAGES, redact
+from plumbing.signals import exit_on_sigterm
 
 INTERRUPTED = "interrupted; re-run the same command to resume"
 
@@ -39,7 +40,7 @@ app = typer.Typer(
 # One module per command, named as the command (``rlaif judge-eval`` -> rlaif/judge_eval.py); each defines
 # ``register(app)``. The order here is the order of --help: the pipeline's.
 COMMANDS = ("models", "engine", "generate", "revise", "judge", "judge-eval", "publish", "data", "align", "eval",
-            "run", "demo", "jobs", "constitution", "bench")
+            "run", "demo", "serve", "jobs", "constitution", "bench")
 for _name in COMMANDS:
     importlib.import_module(f"rlaif.{_name.replace('-', '_')}").register(app)
 for _info in app.registered_commands:
@@ -101,17 +102,6 @@ def _looks_like_token(text: str) -> bool:
     from generator.engines.options import looks_like_token
 
     return looks_like_token(text)
-
-
-def exit_on_sigterm() -> None:
-    """Turn SIGTERM into ``SystemExit(143)`` so ``finally`` blocks run: engines shut their vLLM worker
-    processes down and run writers keep only whole shards (the default handler kills the process
-    on the spot and leaves vLLM's workers behind)."""
-    def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _fail(message: str, code: int) -> None:

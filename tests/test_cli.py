@@ -31,7 +31,8 @@ def test_user_errors_are_one_line(tmp_path, run_cli):
 
 
 def test_sigterm_runs_finally_blocks(tmp_path):
-    """SIGTERM ends the CLI through SystemExit(143), so engines close their vLLM workers on the way out."""
+    """SIGTERM ends the CLI (or a worker that installed plumbing/signals.py) through SystemExit(143), so engines
+    close their vLLM workers on the way out."""
     import signal
     import subprocess
     import sys
@@ -39,8 +40,9 @@ def test_sigterm_runs_finally_blocks(tmp_path):
     marker = tmp_path / "closed"
     code = (
         "import sys, time\n"
-        "from rlaif.cli import exit_on_sigterm\n"
+        "from plumbing.signals import exit_on_sigterm\n"
         "exit_on_sigterm()\n"
+        "assert 'rlaif' not in sys.modules  # a worker installs it without the CLI\n"
         "try:\n"
         "    print('ready', flush=True)\n"
         "    time.sleep(60)\n"

@@ -155,6 +155,58 @@ def test_a_bad_input_error_stays_one_line(run_cli, tmp_path):
     assert not (tmp_path / "gen").exists()  # no log folder in a run that was refused
 
 
+WORKER = """
+import logging, os, subprocess, sys
+from plumbing.capture import worker_capture
+from plumbing.signals import exit_on_sigterm
+
+exit_on_sigterm()
+ok, failed = sys.argv[1], sys.argv[2]
+with worker_capture("worker", ok):
+    os.write(1, b"LIB fd1\\n")
+    os.write(2, b"LIB fd2\\n")
+    subprocess.run([sys.executable, "-c", "print('LIB child')"], check=True)
+    logging.getLogger("transformers.lib").warning("LIB transformers")
+    logging.getLogger("generator.ours").warning("OURS warning")
+    print("RESULT", flush=True)
+print("AFTER", flush=True)
+os.write(1, b"AFTER fd1\\n")
+logging.getLogger("anything").warning("AFTER warning")  # the root logger is the process's own again
+try:
+    with worker_capture("worker", failed):
+        os.write(2, b"LIB before the crash\\n")
+        raise RuntimeError("crashed, token " + os.environ["HF_TOKEN"])
+except RuntimeError:
+    print("CAUGHT", flush=True)
+print("rlaif imported" if "rlaif" in sys.modules else "rlaif not imported", flush=True)
+"""
+
+
+def test_a_worker_captures_without_the_command_line(tmp_path):
+    """``plumbing.capture.worker_capture``: the command line's capture for a process that runs stages without
+    ``rlaif`` (a job worker): the libraries' output goes to the folder's log, the process's own output to the
+    console, the console and logging are given back after the block, and a crash's traceback is logged masked."""
+    import subprocess
+
+    from conftest import BASE_ENV, ROOT
+
+    token = "hf_workerFAKEtoken0123456789SECRET"
+    ok, failed = tmp_path / "ok", tmp_path / "failed"
+    res = subprocess.run([sys.executable, "-c", WORKER, str(ok), str(failed)], capture_output=True, text=True,
+                         timeout=300, cwd=str(ROOT), env={**BASE_ENV, "HF_TOKEN": token})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["RESULT", "AFTER", "AFTER fd1", "CAUGHT", "rlaif not imported"]
+    assert "LIB" not in res.stderr and "OURS warning" in res.stderr and "AFTER warning" in res.stderr
+    text = (ok / "logs" / "rlaif.log").read_text()
+    assert text.startswith("==== rlaif worker (pid ")
+    for line in ("LIB fd1", "LIB fd2", "LIB child", "LIB transformers", "OURS warning"):
+        assert line in text, line
+    assert "AFTER" not in text and "RESULT" not in text
+    crashed = (failed / "logs" / "rlaif.log").read_text()
+    assert "LIB before the crash" in crashed and "RuntimeError: crashed, token ***" in crashed
+    assert token not in crashed + res.stdout + res.stderr
+
+
 @pytest.mark.integration
 def test_vllm_info_lines_go_to_the_run_log_not_the_console(run_cli, prompts, tmp_path, embedded_model_dir):
     """Real vLLM (main process, EngineCore, worker): INFO lines only in the log; --verbose shows them."""
