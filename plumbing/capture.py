@@ -1,4 +1,5 @@
-"""The console shows our output; the libraries' output goes to the run's log file. CLI layer only.
+"""The console shows our output; the libraries' output goes to the run's log file: for the command line, and
+for a worker that runs stages without it (``worker_capture``).
 
 A stage runs vLLM, transformers, datasets and huggingface_hub, which print INFO lines, tqdm bars,
 Python warnings and C++ warnings, from this process and from the worker processes vLLM starts.
