@@ -71,7 +71,7 @@ def tiny_model(out_dir: str | Path, base: str) -> str:
 
 
 def _one(data: str, model: str, out: Path, steps: int, precompute: bool) -> dict:
-    from align.config import build_recipe
+    from align import build_recipe
     from align.dpo import train
 
     recipe = build_recipe("dpo", {

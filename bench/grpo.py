@@ -76,7 +76,7 @@ class _StepClock:
 
 def grpo_steps(steps: int, model: str, generations: int, completion_tokens: int) -> dict:
     """Wall seconds of each of ``steps`` GRPO steps (2 prompts x ``generations`` completions each)."""
-    from align.config import build_recipe
+    from align import build_recipe
     from align.grpo import build_trainer, load_grpo_data
     from tasks.build import make_arithmetic
 

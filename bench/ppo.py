@@ -65,7 +65,7 @@ def toy_policy(out_dir: str | Path) -> str:
 def build_toy_task(folder: str | Path) -> dict[str, str]:
     """Prompts (a judge run), a tiny random policy and a reward model trained by `rlaif align reward`
     on the toy pairs (chosen replies use one word family, rejected ones another), under ``folder``."""
-    from align.config import build_recipe
+    from align import build_recipe
     from align.reward import train as train_reward
 
     folder = Path(folder)
@@ -82,8 +82,7 @@ def build_toy_task(folder: str | Path) -> dict[str, str]:
 
 
 def bench_ppo(steps: int = 20, num_processes: int = 1) -> dict:
-    from align import run
-    from align.config import load_recipe
+    from align import load_recipe, run
     from bench.generate import machine_info
 
     with tempfile.TemporaryDirectory(prefix="rlaif-bench-ppo-") as tmp:
