@@ -128,3 +128,18 @@ def test_bench_all_runs_the_grpo_bench_and_writes_its_table(embedded_model_dir, 
     assert g["machine"]["cpu_flags"] is not None
     table = (out / "results.md").read_text()
     assert f"seconds_per_step {g['seconds_per_step']:.4g}" in table and "| grpo |" in table
+
+
+def test_service_bench_percentiles_and_recipe(tmp_path):
+    """Nearest rank: of 1..100 ms the p50 is the 50th value and the p99 the 99th; of three values the p50 is the
+    2nd and the p99 the 3rd. The bench's fake-engine recipe is one `rlaif run` accepts."""
+    from bench.service import PROMPTS, fake_recipe, percentiles
+    from pipeline.recipe import load_pipeline
+
+    assert percentiles([i / 1000 for i in range(100, 0, -1)]) == {"n": 100, "p50_ms": 50.0, "p99_ms": 99.0,
+                                                                  "max_ms": 100.0}
+    assert percentiles([0.003, 0.001, 0.002]) == {"n": 3, "p50_ms": 2.0, "p99_ms": 3.0, "max_ms": 3.0}
+    (tmp_path / "p.jsonl").write_text(PROMPTS)
+    (tmp_path / "r.yaml").write_text(fake_recipe("b", tmp_path / "p.jsonl"))
+    recipe = load_pipeline(tmp_path / "r.yaml", [f"root={tmp_path / 'root'}"])
+    assert recipe.stages == ["generate", "judge"] and recipe.engine.engine == "fake"
