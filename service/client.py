@@ -32,8 +32,9 @@ ENDED = ("succeeded", "failed", "cancelled")  # "interrupted" is re-queued when 
 API = "/api/v1"
 _EOL = re.compile(r"\r\n|\r|\n")
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-# A dropped stream is re-opened; this many tries in a row that reach no service (0.2, 0.4, ... 2 s apart) give up.
-RECONNECTS = 8
+# A dropped stream is re-opened; this many tries in a row that reach no service (0.2, 0.4, ... then 2 s apart,
+# about 35 s in all: a restarting service answers within seconds) give up.
+RECONNECTS = 20
 STREAM_IDLE_S = 60.0  # a stream silent this long is re-opened (a quiet job costs one GET a minute)
 
 

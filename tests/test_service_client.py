@@ -165,3 +165,210 @@ def test_the_cli_and_the_client_agree_on_the_defaults():
     from service import client
 
     assert (jobs.DEFAULT_SERVER, jobs.SERVER_ENV) == (client.DEFAULT_SERVER, client.SERVER_ENV)
+
+
+# --- the CLI against a real service --------------------------------------------------------------------------------
+
+TOKEN = "client-test-token-" + "5e" * 10
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """An open service whose fake engine sleeps 1 s per call (a job runs for about 15 s), and one that requires a
+    token; both on 127.0.0.1, stopped (their jobs cancelled) at the end."""
+    from bench.service import PROMPTS, LocalServer, job_processes
+
+    folder = tmp_path_factory.mktemp("client")
+    (folder / "token").write_text(TOKEN + "\n")
+    open_, guarded = (LocalServer(folder / "open", env={"RLAIF_FAKE_DELAY_S": "1"}),
+                      LocalServer(folder / "guarded", token_file=folder / "token"))
+    try:
+        for server in (open_, guarded):
+            server.start(wait=False)
+        open_.wait_healthy()
+        guarded.wait_healthy(token=TOKEN)
+        (open_.data / "p.jsonl").write_text(PROMPTS)
+        yield open_, guarded
+    finally:
+        if open_.proc is not None and open_.proc.poll() is None:
+            with Client(open_.url) as client:
+                for job in client.jobs():
+                    if job["state"] in ("queued", "running"):
+                        client.cancel(job["id"])
+        for server in (open_, guarded):
+            server.stop()
+        for proc in job_processes(open_.root / "jobs"):  # none unless a cancel failed: our jobs, by pid
+            proc.kill()
+
+
+def _env(**extra: str) -> dict:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RLAIF_SERVER", "RLAIF_SERVICE_TOKEN")}
+    return {**env, "OMP_WAIT_POLICY": "PASSIVE", "NO_COLOR": "1", "COLUMNS": "200", **extra}
+
+
+def _jobs(*argv: str, server: str | None = None, timeout: float = 300, **env: str):
+    import subprocess
+    import sys
+
+    from bench.service import ROOT
+
+    where = ("--server", server) if server else ()
+    return subprocess.run([sys.executable, "-m", "rlaif", "jobs", *argv, *where], cwd=ROOT, env=_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _recipe(server, tmp_path, name: str = "client") -> str:
+    from bench.service import fake_recipe
+
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(fake_recipe(name, server.data / "p.jsonl"))
+    return str(path)
+
+
+def _log_lines(server, job_id: str) -> list[str]:
+    return (server.root / "jobs" / job_id / "log").read_text().splitlines()
+
+
+def _one_error_line(res) -> str:
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr, res.stderr
+    return lines[0]
+
+
+def test_submit_follow_prints_the_log_and_exits_0(served, tmp_path):
+    server, _ = served
+    res = _jobs("submit", _recipe(server, tmp_path), "--follow", server=server.url)
+    assert res.returncode == 0, res.stderr
+    job_id = res.stderr.split()[1]  # "job <id> queued: client" on stderr: stdout is the log alone
+    assert res.stdout.splitlines() == _log_lines(server, job_id)
+    assert any(line.startswith("[judge]") for line in res.stdout.splitlines())
+    assert f"job {job_id} succeeded" in res.stderr
+
+
+def test_logs_follow_picks_the_stream_up_after_the_service_restarts(served, tmp_path):
+    """The API process is SIGKILLed while the CLI follows a running job (30 prompts: a minute of fake engine calls)
+    and started again on the same port; the job is then cancelled. The CLI reconnects after the last line it
+    showed, prints every line of the log exactly once, and exits 1 with the job's end."""
+    import subprocess
+    import sys
+
+    from bench.service import ROOT, fake_recipe, wait_for
+
+    server, _ = served
+    prompts = server.data / "p30.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "Question {i}?"}}\n' for i in range(30)))
+    with Client(server.url) as client:
+        job_id = client.submit(fake_recipe("restarted", prompts))["id"]
+        wait_for(lambda: client.job(job_id)["state"] == "running", 120, "the job running")
+    follower = subprocess.Popen([sys.executable, "-m", "rlaif", "jobs", "logs", job_id, "--follow", "--server",
+                                 server.url], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    try:
+        first = follower.stdout.readline()  # the stream is open and delivering
+        server.kill()
+        with Client(server.url) as client_down, pytest.raises(ServiceError, match="no answer from the service"):
+            client_down.health()
+        server.start()
+        with Client(server.url) as client:
+            assert client.job(job_id)["state"] == "running"  # adopted: the restart came while the job ran
+            client.cancel(job_id)
+        rest, err = follower.communicate(timeout=300)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 1 and err.strip().splitlines()[-1].startswith(f"error: job {job_id} cancelled"), err
+    assert first and (first + rest).splitlines() == _log_lines(server, job_id)
+
+
+def test_cancel_then_retry(served, tmp_path):
+    server, _ = served
+    from bench.service import wait_for
+
+    with Client(server.url) as client:
+        job_id = client.submit(open(_recipe(server, tmp_path)).read())["id"]
+        wait_for(lambda: client.job(job_id)["state"] == "running", 120, "the job running")
+    res = _jobs("cancel", job_id, server=server.url)
+    assert res.returncode == 0 and res.stdout.strip() == f"job {job_id} cancelled", res.stderr
+    again = _jobs("cancel", job_id, server=server.url)
+    assert again.returncode == 2 and "already ended" in _one_error_line(again)
+    follow = _jobs("logs", job_id, "--follow", server=server.url)
+    assert follow.returncode == 1 and _one_error_line(follow).startswith(f"error: job {job_id} cancelled")
+    assert follow.stdout.splitlines() == _log_lines(server, job_id)
+    retried = _jobs("retry", job_id, server=server.url)
+    assert retried.returncode == 0 and retried.stdout.startswith(f"job {job_id} "), retried.stderr
+    with Client(server.url) as client:
+        assert client.job(job_id)["state"] in ("queued", "running")
+        twice = _jobs("retry", job_id, server=server.url)
+        assert twice.returncode == 2 and "retry a job that ended" in _one_error_line(twice)
+        client.cancel(job_id)
+
+
+def test_list_and_show(served, tmp_path):
+    server, _ = served
+    with Client(server.url) as client:
+        job_id = client.submit(open(_recipe(server, tmp_path, "shown")).read())["id"]
+        client.cancel(job_id)
+    listed = _jobs("list", server=server.url)
+    assert listed.returncode == 0 and any(line.split()[:2] == [job_id, "cancelled"]
+                                          for line in listed.stdout.splitlines()), listed.stdout
+    only = _jobs("list", "--state", "running", "--json", server=server.url)
+    assert only.returncode == 0 and all(j["state"] == "running" for j in json.loads(only.stdout)["jobs"])
+    assert job_id not in only.stdout
+    shown = _jobs("show", job_id, server=server.url)
+    assert shown.returncode == 0 and f"id:        {job_id}" in shown.stdout and "state:     cancelled" in shown.stdout
+    as_json = json.loads(_jobs("show", job_id, "--json", server=server.url).stdout)
+    assert as_json["id"] == job_id and as_json["name"] == "shown" and as_json["state"] == "cancelled"
+
+
+def _closed_port() -> int:
+    from bench.service import free_port
+
+    return free_port()  # nothing listens there once it returns
+
+
+HOSTILE = {
+    "unknown-id": {"show": ["show", "0123456789ab"], "logs": ["logs", "0123456789ab", "--follow"],
+                   "cancel": ["cancel", "0123456789ab"], "retry": ["retry", "0123456789ab"],
+                   "list": ["list", "--state", "exploded"], "submit": ["submit", "{outside}"]},
+    "no-server": {"show": ["show", "0123456789ab"], "logs": ["logs", "0123456789ab", "--follow"],
+                  "cancel": ["cancel", "0123456789ab"], "retry": ["retry", "0123456789ab"], "list": ["list"],
+                  "submit": ["submit", "{recipe}", "--follow"]},
+    "bad-server-url": {"show": ["show", "0123456789ab"], "logs": ["logs", "0123456789ab"],
+                       "cancel": ["cancel", "0123456789ab"], "retry": ["retry", "0123456789ab"],
+                       "list": ["list"], "submit": ["submit", "{recipe}"]},
+}
+EXPECTED = {"unknown-id": r"no job '0123456789ab'|--state 'exploded'|outside the folders a recipe sent to the "
+                          r"service may read .*upload the file",
+            "no-server": r"no answer from the service at http://127\.0\.0\.1:\d+ .*rlaif serve",
+            "bad-server-url": r"--server 'ftp://127\.0\.0\.1:8000': give an http:// or https:// URL"}
+
+
+@pytest.mark.parametrize("command", ["submit", "list", "show", "logs", "cancel", "retry"])
+@pytest.mark.parametrize("hostile", list(HOSTILE))
+def test_hostile_inputs_are_one_line_and_exit_2(served, tmp_path, hostile, command):
+    import re
+
+    from bench.service import fake_recipe
+
+    server, _ = served
+    (tmp_path / "outside.jsonl").write_text('{"prompt": "hi"}\n')
+    (tmp_path / "outside.yaml").write_text(fake_recipe("outside", tmp_path / "outside.jsonl"))
+    argv = [a.format(outside=tmp_path / "outside.yaml", recipe=_recipe(server, tmp_path))
+            for a in HOSTILE[hostile][command]]
+    url = {"unknown-id": server.url, "no-server": f"http://127.0.0.1:{_closed_port()}",
+           "bad-server-url": "ftp://127.0.0.1:8000"}[hostile]
+    res = _jobs(*argv, server=url, timeout=120)
+    assert res.returncode == 2 and re.search(EXPECTED[hostile], _one_error_line(res)), res.stderr
+    assert res.stdout == ""
+
+
+def test_a_refused_token_is_one_line_without_the_token(served):
+    _, guarded = served
+    wrong = TOKEN[:-2] + "xx"
+    res = _jobs("list", server=guarded.url, RLAIF_SERVICE_TOKEN=wrong)
+    line = _one_error_line(res)
+    assert res.returncode == 2 and "Authorization: Bearer" in line and wrong not in res.stderr + res.stdout
+    ok = _jobs("list", "--json", server=guarded.url, RLAIF_SERVICE_TOKEN=TOKEN)
+    assert ok.returncode == 0 and json.loads(ok.stdout) == {"jobs": []}
