@@ -12,9 +12,10 @@ import re
 import signal
 
 import pytest
-from test_service import Served, fake_recipe, job_processes, prompts, rlaif_run, same_rows
+from test_service import Served, _stat, fake_recipe, job_processes, prompts, rlaif_run, same_rows
 
-DELAY = {"RLAIF_FAKE_DELAY_S": "0.5"}  # 16 generate calls: the job outlives a restart of the service
+DELAY = {"RLAIF_FAKE_DELAY_S": "0.5"}  # 24 generate calls: the job outlives a restart of the service
+N = 24
 
 
 def _recipe(prompts_path: str) -> str:
@@ -25,8 +26,13 @@ def _recipe(prompts_path: str) -> str:
 def reference(tmp_path_factory):
     """The rows of an uninterrupted `rlaif run` of the tests' recipe (the prompt file's place does not count)."""
     base = tmp_path_factory.mktemp("reference")
-    (base / "p.jsonl").write_bytes(prompts(16))
+    (base / "p.jsonl").write_bytes(prompts(N))
     return rlaif_run(_recipe(str(base / "p.jsonl")), base / "direct")
+
+
+def _alive(pid: int, ticks: str) -> bool:
+    fields = _stat(str(pid))
+    return fields is not None and fields[19] == ticks and fields[0] != "Z"
 
 
 def _started(served: Served, job_id: str, job_dir) -> None:
@@ -42,7 +48,7 @@ def _service_lines(log: str) -> list[str]:
 
 def test_a_killed_service_adopts_its_running_job(tmp_path, reference):
     first = Served(tmp_path / "root", env=DELAY)
-    recipe = _recipe(first.upload("p.jsonl", prompts(16)))
+    recipe = _recipe(first.upload("p.jsonl", prompts(N)))
     job = first.submit(recipe)
     job_dir = first.root / "jobs" / job["id"]
     _started(first, job["id"], job_dir)
@@ -66,7 +72,7 @@ def test_a_job_whose_runner_died_with_the_service_resumes_alone(tmp_path, refere
     service does not adopt it (its runner is gone): it ends it before the job starts again, so the new attempt
     is the root's only writer (`rlaif run` would refuse a second), and the job resumes to the same rows."""
     first = Served(tmp_path / "root", env=DELAY)
-    recipe = _recipe(first.upload("p.jsonl", prompts(16)))
+    recipe = _recipe(first.upload("p.jsonl", prompts(N)))
     job = first.submit(recipe)
     job_dir = first.root / "jobs" / job["id"]
     _started(first, job["id"], job_dir)
@@ -74,9 +80,12 @@ def test_a_job_whose_runner_died_with_the_service_resumes_alone(tmp_path, refere
     assert len(runner) == 1
     first.stop(signal.SIGKILL)
     os.kill(runner[0], signal.SIGKILL)
-    assert job_processes(job_dir)  # rlaif run goes on without its runner
+    orphans = {p: _stat(str(p))[19] for p in job_processes(job_dir) if p != runner[0]}
+    assert orphans  # rlaif run goes on without its runner, with many prompts still to go
     second = Served(tmp_path / "root", env=DELAY)
     try:
+        second.wait(job["id"], lambda j: j["attempt"] == 2)
+        assert not [p for p, ticks in orphans.items() if _alive(p, ticks)]  # ended before attempt 2 started
         done = second.end(job["id"])
         log = second.log(job["id"])
     finally:
