@@ -60,7 +60,7 @@ def tripwire(monkeypatch):
     ("tripwire_mod:function", "is not a class"),
     ("tripwire_mod:NotAnEngine", "not derived from generator.engines.base.EngineBase"),
     ("tripwire_mod:HalfEngine", "does not implement count_tokens, generate, score_choices"),
-    ("tripwire_mod:Missing", "has no 'Missing'"),
+    ("tripwire_mod:Missing", "has no attribute 'Missing'"),
     ("no_such_module_xyz:Engine", "cannot be imported"),
     ("bogus", "unknown engine 'bogus'"),
     ("os:", "is not of the form module:Class"),

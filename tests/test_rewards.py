@@ -37,7 +37,7 @@ def test_user_reward_by_module_function():
         get_reward("align.rewards.sandbox:UID_BASE")
     with pytest.raises(KeyError, match="has no attribute"):
         get_reward("align.rewards.combine:nope")
-    with pytest.raises(KeyError, match="cannot import"):
+    with pytest.raises(KeyError, match="cannot be imported"):
         get_reward("no_such_module_xyz:f")
 
 

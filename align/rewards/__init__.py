@@ -13,12 +13,13 @@ Whatever the source, the function must have the reward signature: its first two 
 ``prompts`` and ``completions`` (TRL passes them by keyword, our probes by position) and it takes
 ``**columns`` (TRL adds every dataset column, ``completion_ids`` and ``trainer_state``). That is
 checked with ``inspect.signature``, never by calling it: ``--reward os:system`` is refused because
-``system(command)`` has not that signature. Nothing of a user's module runs before its name has
-passed every check that can be made without running it: the module is located without importing
-it or its parent packages, its source is read, and a function it does not define (the name appears
-nowhere in the text, and the module has no ``from ... import *`` or ``__getattr__``) or a plain
-``def`` without the signature is refused there; only then is the module imported (its top-level
-code runs, as any ``import`` does) and the function checked again (tests/test_reward_lookup.py).
+``system(command)`` has not that signature. The name is looked up with the one plugin lookup
+(plumbing/plugins.py), so nothing of a user's module runs before its name has passed every check that
+can be made without running it: the module is located without importing it or its parent packages,
+its source is read, and a function it does not define (the name appears nowhere in the text, and the
+module has no ``from ... import *`` or ``__getattr__``) or a plain ``def`` without the signature
+(``_check_def``) is refused there; only then is the module imported (its top-level code runs, as any
+``import`` does) and the function checked again (tests/test_reward_lookup.py).
 An unknown name raises and lists the known ones.
 The constitution-judge reward needs an engine, so it is built, not looked up: its name ``judge``
 (in ``BUILT``) takes its settings from a GRPO recipe's ``judge:`` mapping
@@ -28,11 +29,8 @@ The constitution-judge reward needs an engine, so it is built, not looked up: it
 from __future__ import annotations
 
 import ast
-import importlib
 import inspect
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from align.rewards.base import RewardResult
 from align.rewards.code import code_reward
@@ -40,6 +38,7 @@ from align.rewards.combine import combine
 from align.rewards.gsm8k import gsm8k_reward
 from align.rewards.math_answer import math_reward
 from align.rewards.shape import format_reward, length_reward
+from plumbing.plugins import PluginKind, lookup
 
 REWARDS: dict[str, Callable] = {
     "gsm8k": gsm8k_reward,
@@ -60,39 +59,12 @@ SIGNATURE = "f(prompts, completions, **columns) -> list[float | None]"
 
 def get_reward(name: str) -> Callable:
     """The reward called ``name``: a ``REWARDS`` key, an ``rlaif.rewards`` entry point or ``package.module:function``,
-    checked as the module docstring says. Unknown or absent: KeyError; not a reward function: TypeError."""
+    looked up with the one plugin lookup (plumbing/plugins.py) and checked as the module docstring says. Unknown
+    or absent: KeyError; not a reward function: TypeError."""
     if name in BUILT:
         raise KeyError(f"the {name!r} reward is built from a recipe's `{name}:` settings: use it through "
                        f"`rlaif align grpo --reward {name}`, or build it with align.rewards.{name}")
-    if name in REWARDS:
-        return REWARDS[name]
-    ep = _entry_point(name)
-    target = ep.value if ep is not None else name
-    if ":" not in target:
-        raise KeyError(f"unknown reward {name!r}; known: {', '.join(sorted([*REWARDS, *BUILT]))}, an installed "
-                       f"{ENTRY_POINT_GROUP!r} entry point, or 'module:function' for your own")
-    module_name, _, attr = target.partition(":")
-    if not all(part.isidentifier() for part in (*module_name.split("."), *attr.split("."))):
-        raise KeyError(f"reward {name!r} is not of the form module:function (e.g. mypkg.rewards:my_reward)")
-    if module_name not in sys.modules:
-        _check_unimported(name, module_name, attr)
-    try:
-        obj = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - user code may raise anything while it is imported
-        raise KeyError(f"reward {name!r}: cannot import module {module_name!r} ({type(exc).__name__}: "
-                       f"{' '.join(str(exc).split())})") from None
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-    if obj is None:
-        raise KeyError(f"reward {name!r}: module {module_name!r} has no attribute {attr!r}")
-    _check_signature(name, obj)
-    return obj
-
-
-def _entry_point(name: str):
-    from importlib.metadata import entry_points
-
-    return next(iter(entry_points(group=ENTRY_POINT_GROUP, name=name)), None)
+    return lookup(name, KIND)
 
 
 def _check_signature(name: str, fn) -> None:
@@ -117,21 +89,9 @@ def _refuse_signature(name: str, params: list[str]) -> None:
                     f"give a function {SIGNATURE}")
 
 
-def _check_unimported(name: str, module_name: str, attr: str) -> None:
-    """The checks made before a module is imported: it exists, its source defines ``attr``, and a plain
-    ``def attr`` has the reward signature (see the module docstring)."""
-    spec = _find_spec(module_name)
-    if spec is None:
-        raise KeyError(f"reward {name!r}: cannot import module {module_name!r} (no such module on the Python path)")
-    tree, text = _source(spec)
-    if tree is None:
-        return  # compiled or generated: only importing it tells
+def _check_def(name: str, tree: ast.Module, attr: str) -> None:
+    """Before the module is imported: a plain ``def attr`` (bound once, undecorated) has the reward signature."""
     head = attr.split(".")[0]
-    open_ended = any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in tree.body) or \
-        any(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == "__getattr__" for n in tree.body)
-    if head not in text and not open_ended:
-        raise KeyError(f"reward {name!r}: module {module_name!r} has no attribute {attr!r} (its source "
-                       f"{spec.origin} does not mention it)")
     defs = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == head]
     if attr == head and len(defs) == 1 and not defs[0].decorator_list and _bound_once(tree, head):
         args = defs[0].args
@@ -139,38 +99,6 @@ def _check_unimported(name: str, module_name: str, attr: str) -> None:
             _refuse_signature(name, [a.arg for a in (*args.posonlyargs, *args.args)]
                               + ([f"*{args.vararg.arg}"] if args.vararg else []) + [a.arg for a in args.kwonlyargs]
                               + ([f"**{args.kwarg.arg}"] if args.kwarg else []))
-
-
-def _find_spec(module_name: str):
-    """The module's spec, found without running its code or its parent packages' (``importlib.util.find_spec``
-    imports the parents of a dotted name): each part is looked up by the import system's finders."""
-    path, spec = None, None
-    parts = module_name.split(".")
-    for i in range(len(parts)):
-        full = ".".join(parts[: i + 1])
-        if full in sys.modules:  # already imported: nothing more runs by looking inside it
-            spec = getattr(sys.modules[full], "__spec__", None)
-            path = getattr(sys.modules[full], "__path__", None)
-        else:
-            finders = (getattr(f, "find_spec", None) for f in sys.meta_path)
-            spec = next((s for find in finders if find is not None and (s := find(full, path)) is not None), None)
-            if spec is None:
-                return None
-            path = spec.submodule_search_locations
-        if path is None and i < len(parts) - 1:
-            return None  # a module, not a package: it has no submodules
-    return spec
-
-
-def _source(spec) -> tuple[ast.Module | None, str]:
-    origin = getattr(spec, "origin", None)
-    if not (getattr(spec, "has_location", False) and origin and origin.endswith(".py")):
-        return None, ""
-    try:
-        text = Path(origin).read_text(encoding="utf-8")
-        return ast.parse(text), text
-    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
-        return None, ""  # importing it will say what is wrong
 
 
 def _bound_once(tree: ast.Module, name: str) -> bool:
@@ -187,6 +115,10 @@ def _bound_once(tree: ast.Module, name: str) -> bool:
         elif isinstance(node, ast.Import | ast.ImportFrom):
             count += sum((a.asname or a.name.split(".")[0]) == name for a in node.names)
     return count == 1
+
+
+KIND = PluginKind("reward", REWARDS, "module:function", f"a function {SIGNATURE}", group=ENTRY_POINT_GROUP,
+                  error=KeyError, check=_check_signature, source_check=_check_def, also_known=BUILT)
 
 
 def check_reward_names(names: list[str], built: tuple[str, ...] = BUILT) -> list[str]:

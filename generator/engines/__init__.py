@@ -7,8 +7,9 @@ Where an engine comes from, in order:
    ``[project.entry-points."rlaif.engines"] myengine = "mypkg.engine:MyEngine"``);
 3. ``module:Class`` for user code, e.g. ``--engine mypkg.engine:MyEngine``.
 
-Whatever the source, ``engine_class`` checks that the name is a CLASS derived from
-``generator.engines.base.EngineBase`` that implements its abstract methods, before anything is
+Whatever the source, ``engine_class`` looks the name up with the one plugin lookup (plumbing/plugins.py: a
+user's module is not imported to refuse a name its source does not mention) and checks that it is a CLASS
+derived from ``generator.engines.base.EngineBase`` that implements its abstract methods, before anything is
 called: ``--engine os:system`` or ``--engine subprocess:Popen`` is refused with one line and
 nothing runs (tests/test_engine_registry.py, tests/bad_inputs/cases.py). Importing the module named in
 ``module:Class`` runs its top-level code, as any ``import`` does: name only modules you trust.
@@ -22,7 +23,6 @@ lazily: vLLM is heavy and absent on some machines, and the transformers engine i
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 
@@ -36,12 +36,14 @@ from generator.engines.base import (
     Sampling,
     option_logprobs,
 )
+from plumbing.plugins import PluginKind, lookup
 
 ENGINES: dict[str, str] = {
     "vllm": "generator.engines.vllm_engine:VLLMEngine",
     "openai": "generator.engines.openai_engine:OpenAIEngine",
     "transformers": "generator.engines.hf_engine:TransformersEngine",
     "fake": "generator.engines.fake:FakeEngine",
+    "ray": "generator.engines.ray_replicas:RayReplicasEngine",
 }
 ENTRY_POINT_GROUP = "rlaif.engines"
 NO_MODEL_ENV = "RLAIF_NO_MODEL"
@@ -55,15 +57,22 @@ class EngineNameError(ValueError):
     """``--engine`` names no usable engine class; the message says which names work."""
 
 
-def _known() -> str:
-    return (f"known: {', '.join(ENGINES)}, an installed '{ENTRY_POINT_GROUP}' entry point, or module:Class "
-            f"(a class derived from generator.engines.base.EngineBase)")
+def _check_engine_class(name: str, obj) -> None:
+    """``obj`` is a class derived from ``EngineBase`` with nothing abstract left (it is not called)."""
+    if not inspect.isclass(obj):
+        raise EngineNameError(f"engine {name!r} is not a class (it is a {type(obj).__name__}); an engine is a "
+                              f"class derived from generator.engines.base.EngineBase")
+    if not issubclass(obj, EngineBase):
+        raise EngineNameError(f"engine {name!r} is a class not derived from generator.engines.base.EngineBase; "
+                              f"derive your engine from it")
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
+        raise EngineNameError(f"engine {name!r} does not implement {missing} (abstract in "
+                              f"generator.engines.base.EngineBase); implement them")
 
 
-def _entry_point(name: str):
-    from importlib.metadata import entry_points
-
-    return next(iter(entry_points(group=ENTRY_POINT_GROUP, name=name)), None)
+KIND = PluginKind("engine", ENGINES, "module:Class", "a class derived from generator.engines.base.EngineBase",
+                  group=ENTRY_POINT_GROUP, error=EngineNameError, check=_check_engine_class)
 
 
 def check_engine_name(name: str) -> None:
@@ -74,38 +83,9 @@ def check_engine_name(name: str) -> None:
 
 
 def engine_class(name: str) -> type[EngineBase]:
-    """The engine class ``name`` stands for, checked (a class, derived from ``EngineBase``, nothing
-    abstract left) without being called."""
-    if name in ENGINES:
-        target = ENGINES[name]
-    elif (ep := _entry_point(name)) is not None:
-        target = ep.value
-    elif ":" in name:
-        target = name
-    else:
-        raise EngineNameError(f"unknown engine {name!r}; {_known()}")
-    module, _, attr = target.partition(":")
-    if not module or not attr or not all(part.isidentifier() for part in (*module.split("."), *attr.split("."))):
-        raise EngineNameError(f"--engine {name!r} is not of the form module:Class; {_known()}")
-    try:
-        obj = importlib.import_module(module)
-    except ImportError as e:
-        raise EngineNameError(f"--engine {name!r}: module {module!r} cannot be imported ({e}); {_known()}") from None
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-    if obj is None:
-        raise EngineNameError(f"--engine {name!r}: module {module!r} has no {attr!r}; {_known()}")
-    if not inspect.isclass(obj):
-        raise EngineNameError(f"--engine {name!r} is not a class (it is a {type(obj).__name__}); an engine is a "
-                              f"class derived from generator.engines.base.EngineBase")
-    if not issubclass(obj, EngineBase):
-        raise EngineNameError(f"--engine {name!r} is a class not derived from generator.engines.base.EngineBase; "
-                              f"derive your engine from it")
-    if inspect.isabstract(obj):
-        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
-        raise EngineNameError(f"--engine {name!r} does not implement {missing} (abstract in "
-                              f"generator.engines.base.EngineBase)")
-    return obj
+    """The engine class ``name`` stands for (plumbing/plugins.py), checked (a class, derived from
+    ``EngineBase``, nothing abstract left) without being called."""
+    return lookup(name, KIND)
 
 
 def no_model_guard(what: str) -> None:
