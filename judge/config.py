@@ -1,19 +1,25 @@
-"""``JudgeConfig``: the one config of the judge stage.
+"""``JudgeConfig``: the one config of the judge stage, and the judge's engine settings.
 
 Fields that define the labels (engine kind, model served, principles per pair, orders, CoT,
 pairing, seed, ...) go into the run's spec hash; runtime knobs (base URLs, batch size, limit)
 do not. ``judge.scoring.judge_pairs`` reads only the scoring fields, so judge
 evaluation can build a config without ``input``/``out``.
+
+Every route that judges builds its engine from ``JudgeConfig.engine_options()`` (``rlaif judge``, the
+pipeline's judge stage, ``rlaif eval``'s judge, ``rlaif judge-eval``, the GRPO judge reward): options whose
+``engine_kwargs`` add the judge's CPU settings (``vllm_judge_kwargs``) to an in-process vLLM engine, however
+the engine is built or shared (generator/engines/pool.py; tests/test_judge_engine_settings.py).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from generator.engines.options import ModelName, ServerURL
+from generator.engines.options import BatchSize, EngineOptions, EngineSettings
 from judge.calibration import MIN_VOTES
+from judge.prefix import CPU_PREFIX_BLOCK
 from plumbing.ranges import Seed
 
 LAYOUTS = ("cai", "shared-prefix")
@@ -21,19 +27,28 @@ LAYOUTS = ("cai", "shared-prefix")
 DEFAULT_LAYOUT = "cai"
 
 
-class JudgeConfig(BaseModel):
+def vllm_judge_kwargs() -> dict[str, Any]:
+    """What the judge adds to an in-process vLLM engine: ``CPU_PREFIX_BLOCK``-token KV blocks on a CPU
+    (judge/prefix.py says why), nothing on a GPU."""
+    from generator.engines.vllm_cpu import on_cpu
+
+    return {"block_size": CPU_PREFIX_BLOCK} if on_cpu() else {}
+
+
+class JudgeEngineOptions(EngineOptions):
+    """The judge's engine: EngineOptions plus the judge's settings of an in-process vLLM engine."""
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        return vllm_judge_kwargs() if self.engine_name() == "vllm" else {}
+
+
+class JudgeConfig(EngineSettings):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no inf/nan temperature
 
     input: str | None = Field(None, description="A generate run, a revise run, or a pair file "
                                                 "(jsonl/json/parquet/csv with prompt, response_a, response_b).")
     out: str | None = Field(None, description="Output run directory of the preference data.")
     constitution: str | None = Field(None, description="Constitution YAML file; default: the built-in one.")
-    model: ModelName = Field("smollm2-135m", description="Judge model: an embedded name, a folder or a Hub id.")
-    engine: str = Field("auto", description="Inference engine: auto (openai when base URLs are given, else vllm "
-                                            "if installed, else transformers) | vllm | openai | transformers "
-                                            "(fake for tests).")
-    base_urls: list[ServerURL] = Field(default_factory=list, description="OpenAI-compatible server URLs for "
-                                       "--engine openai (runtime only; credentials in a URL stay in memory).")
     principles_per_pair: int = Field(4, ge=1, description="Principles sampled (by weight) per pair; "
                                                           "their probabilities are ensembled.")
     orders: Literal["both", "one"] = Field("both", description="'both' scores each pair in both option orders "
@@ -60,17 +75,14 @@ class JudgeConfig(BaseModel):
     templates: str | None = Field(None, description="Folder whose .jinja files shadow the built-in prompts.")
     seed: Seed = Field(0, description="Seed of principle sampling, CoT rationale sampling and the engine.")
     top_k: int = Field(20, ge=2, le=20, description="Top logprobs read at the option position.")
-    batch_size: int = Field(64, ge=1, description="Prompt items judged per engine call and per shard (runtime).")
+    batch_size: BatchSize = 64
     limit: int | None = Field(None, ge=1, description="Judge only the first N input items (runtime).")
     overwrite: bool = Field(False, description="Start the output run over if its spec changed.")
     allow_empty: bool = Field(False, description="Accept an input with nothing to judge (an empty run) instead of "
                                                  "refusing it (runtime).")
 
     @model_validator(mode="after")
-    def _urls_fit_the_engine(self) -> JudgeConfig:
-        from generator.engines.options import check_base_urls
-
-        check_base_urls(self.base_urls, self.engine)
+    def _options_fit_together(self) -> JudgeConfig:
         if self.cot_samples != 4 and not self.cot:
             raise ValueError("--cot-samples is only used with --cot; add --cot or drop --cot-samples")
         if self.cot and self.layout == "shared-prefix":
@@ -82,6 +94,12 @@ class JudgeConfig(BaseModel):
             raise ValueError("--calibrate batch needs --orders both: with one order its prior is that order's mean "
                              "P(A), which holds the first response's real advantage and cancels it; drop one of them")
         return self
+
+    def engine_options(self) -> JudgeEngineOptions:
+        """How the judge's engine is built, with the judge's engine settings (``JudgeEngineOptions``)."""
+        return JudgeEngineOptions(model=self.model, engine=self.engine, base_urls=self.base_urls,
+                                  batch_size=self.batch_size, replicas=self.replicas, num_gpus=self.num_gpus,
+                                  ray_address=self.ray_address)
 
     @property
     def resolved_layout(self) -> str:

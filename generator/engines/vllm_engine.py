@@ -36,18 +36,12 @@ from generator.engines.base import (
     request_seed,
 )
 from generator.engines.chat import prompt_ids
-from generator.engines.vllm_cpu import DTYPE_ENV, apply_thread_binding, resolve_dtype
+from generator.engines.vllm_cpu import DTYPE_ENV, apply_thread_binding, on_cpu, resolve_dtype
 from generator.models import display_name, resolve
 
 log = logging.getLogger(__name__)
 
 GiB = 1 << 30
-
-
-def _on_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return current_platform.is_cpu()
 
 
 class VLLMEngine(ClosingEngine):
@@ -68,7 +62,7 @@ class VLLMEngine(ClosingEngine):
 
         self.model = display_name(model)
         self.path = resolve(model)
-        cpu = self._cpu = _on_cpu()
+        cpu = self._cpu = on_cpu()
         dtype = resolve_dtype(dtype or os.environ.get(DTYPE_ENV, "auto"), cpu=cpu)
         if cpu:
             apply_thread_binding(ranks=tensor_parallel_size)
