@@ -1,4 +1,5 @@
-"""Options that several commands share (``rlaif generate``, ``rlaif revise``): one definition each."""
+"""Options that several commands share (``rlaif generate``, ``rlaif revise``, ``rlaif judge``, ``rlaif judge-eval``):
+one definition each; their values go to the engine settings of generator/engines/options.py."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from plumbing.progress import StageProgress
+from rlaif._options import BASE_URL, ENGINE
 
 
 def register(root: typer.Typer) -> None:
@@ -19,8 +20,8 @@ def judge(
     out: Path = typer.Option(..., "--out", help="Output run directory (preference rows)."),
     constitution: Path | None = typer.Option(None, "--constitution", help="Constitution YAML (default: built-in)."),
     model: str = typer.Option("smollm2-135m", help="Judge model: embedded name, folder or Hub id."),
-    engine: str = typer.Option("auto", help="Engine: auto | vllm | openai | transformers (auto: openai when --base-url is given)."),
-    base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible server URL (repeatable)."),
+    engine: str = ENGINE,
+    base_url: list[str] = BASE_URL,
     principles_per_pair: int = typer.Option(4, help="Principles sampled per pair and ensembled."),
     orders: str = typer.Option("both", help="both | one: score both option orders to cancel position bias."),
     cot: bool = typer.Option(False, "--cot", help="Chain-of-thought rationales before the option letter."),
@@ -48,7 +49,7 @@ def judge(
 
     config = JudgeConfig(
         input=str(input), out=str(out), constitution=str(constitution) if constitution else None, model=model,
-        engine=engine, base_urls=base_url, principles_per_pair=principles_per_pair, orders=orders, cot=cot,
+        engine=engine, base_urls=base_url or [], principles_per_pair=principles_per_pair, orders=orders, cot=cot,
         cot_samples=cot_samples, layout=layout, calibrate=calibrate, pairing=pairing, min_confidence=min_confidence,
         templates=str(templates) if templates else None, seed=seed, batch_size=batch_size, limit=limit,
         overwrite=overwrite, allow_empty=allow_empty)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from rlaif._options import BASE_URL, ENGINE
+
 
 def judge_eval(
     human: Path = typer.Option(..., "--human", help="HH-RLHF-format file: rows {chosen, rejected} transcripts "
@@ -18,8 +20,8 @@ def judge_eval(
     offset: int = typer.Option(0, "--offset", help="Skip the first O rows."),
     constitution: Path = typer.Option(None, "--constitution", help="Constitution YAML (default: built-in)."),
     model: str = typer.Option("smollm2-135m", "--model", help="Judge model: embedded name, folder or Hub id."),
-    engine: str = typer.Option("vllm", "--engine", help="vllm | openai | transformers | fake | module:Class."),
-    base_url: list[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (repeatable)."),
+    engine: str = ENGINE,
+    base_url: list[str] = BASE_URL,
     principles_per_pair: int = typer.Option(4, "--principles-per-pair", help="Principles sampled per pair."),
     cot: bool = typer.Option(False, "--cot", help="Chain-of-thought judging (clamped probabilities)."),
     layout: str = typer.Option(None, "--layout", help="cai | shared-prefix (the question after the responses); "

@@ -513,3 +513,14 @@ def test_judge_eval_on_the_embedded_model_with_vllm(run_cli, shared_data, tmp_pa
     assert m["agreement"]["n"] + m["agreement"]["ties"] + m["unscored"] == 8
     assert m["calibration"]["value"] is not None and 0.0 <= m["calibration"]["value"] <= 1.0
     assert (out / "reliability.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_every_command_that_runs_a_model_defaults_to_the_auto_engine():
+    """`rlaif judge-eval --engine` defaulted to vllm (an error on a machine without it) where the others say auto."""
+    import typer.main
+
+    from rlaif.cli import app
+
+    commands = typer.main.get_command(app).commands
+    for name in ("generate", "revise", "judge", "judge-eval", "eval", "demo"):
+        assert {p.name: p.default for p in commands[name].params}["engine"] == "auto", name
