@@ -91,9 +91,9 @@ class JudgeReward(EngineSettings):
     seed: Seed = Field(0, description="Seed of the principle draw and of the judge's engine (0 .. 2**32 - 1).")
 
     def load_constitution(self):
-        from constitution import DEFAULT_PATH, load_constitution
+        from constitution import load_constitution, path_or_default
 
-        return load_constitution(self.constitution or DEFAULT_PATH)
+        return load_constitution(path_or_default(self.constitution))
 
     def judge_config(self) -> JudgeConfig:
         return JudgeConfig(model=self.model, engine=self.engine, base_urls=self.base_urls,
