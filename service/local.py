@@ -71,10 +71,14 @@ def _all() -> dict[int, Stat]:
 
 def job_processes(leader: int, ticks: int) -> set[int]:
     """The live processes of the job whose runner had pid ``leader`` and start time ``ticks``: those in its
-    process group or session, and every descendant of the runner, all started no earlier than the runner (a
-    process that reused an old pid afterwards started later, but one holding the group's id before it cannot)."""
+    process group or session, and every descendant of the runner, all started no earlier than the runner; once the
+    runner's pid belongs to another process, nothing that started after that process is counted (pid_max may be
+    as low as 32768, so a pid comes back within minutes on a busy machine)."""
     procs = _all()
-    found = {p for p, s in procs.items() if (s.pgrp == leader or s.session == leader) and s.start_ticks >= ticks}
+    # the runner's pid given to another process since: what started after that one belongs to it, not to the job
+    reused = procs[leader].start_ticks if leader in procs and procs[leader].start_ticks != ticks else None
+    found = {p for p, s in procs.items() if (s.pgrp == leader or s.session == leader) and s.start_ticks >= ticks
+             and (reused is None or s.start_ticks < reused)}
     if leader in procs and procs[leader].start_ticks == ticks:
         found.add(leader)
         frontier = [leader]

@@ -68,7 +68,8 @@ def health(service: Service = Depends(get_service)) -> dict:
 def submit(body: Submit, service: Service = Depends(get_service)) -> dict:
     """Check the recipe as `rlaif run --dry-run` does (with the job's run folder as its root) and queue it."""
     config = service.config
-    if service.store.counts()["queued"] + service.store.counts()["interrupted"] >= config.max_queued:
+    counts = service.store.counts()
+    if counts["queued"] + counts["interrupted"] >= config.max_queued:  # before the dry run; insert checks again
         raise HTTPException(429, _full(config.max_queued))
     job_id = secrets.token_hex(6)
     job_dir = service.backend.job_dir(job_id)

@@ -178,8 +178,11 @@ class Scheduler:
         return job
 
     def _note(self, job: dict, line: str) -> None:
-        with open(self.backend.job_dir(job["id"]) / LOG, "a", encoding="utf-8") as f:
-            f.write(f"[service] {line}\n")
+        try:
+            with open(self.backend.job_dir(job["id"]) / LOG, "a", encoding="utf-8") as f:
+                f.write(f"[service] {line}\n")
+        except OSError as e:  # the job's folder was moved or removed: the store still says what happened
+            log.warning("job %s: cannot write to its log (%s): %s", job["id"], e.strerror, line)
 
 
 def _traceback() -> str:
