@@ -13,6 +13,7 @@ line>"}`` (the exception handlers below; SERVICE_API in README.md's "Service" se
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -133,6 +134,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.submit_lock = asyncio.Lock()  # one submission's dry run at a time (service/routes.py)
         if not service.is_open:
             service.open()
         try:

@@ -65,12 +65,20 @@ def health(service: Service = Depends(get_service)) -> dict:
 
 
 @router.post("/jobs", status_code=201)
-def submit(body: Submit, service: Service = Depends(get_service)) -> dict:
-    """Check the recipe as `rlaif run --dry-run` does (with the job's run folder as its root) and queue it."""
+async def submit(body: Submit, request: Request, service: Service = Depends(get_service)) -> dict:
+    """Check the recipe as `rlaif run --dry-run` does (with the job's run folder as its root) and queue it. One
+    dry run at a time; the others wait here, in the event loop, so a burst of submissions holds no threads."""
+    counts = await run_in_threadpool(service.store.counts)
+    if counts["queued"] + counts["interrupted"] >= service.config.max_queued:  # before the dry run; insert checks too
+        raise HTTPException(429, _full(service.config.max_queued))
+    async with request.app.state.submit_lock:
+        job = await run_in_threadpool(_queue, service, body)
+    service.scheduler.wake()
+    return job
+
+
+def _queue(service: Service, body: Submit) -> dict:
     config = service.config
-    counts = service.store.counts()
-    if counts["queued"] + counts["interrupted"] >= config.max_queued:  # before the dry run; insert checks again
-        raise HTTPException(429, _full(config.max_queued))
     job_id = secrets.token_hex(6)
     job_dir = service.backend.job_dir(job_id)
     job_dir.mkdir(parents=True)
@@ -87,7 +95,6 @@ def submit(body: Submit, service: Service = Depends(get_service)) -> dict:
     except BaseException:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
-    service.scheduler.wake()
     return _shown(service, job)
 
 

@@ -429,7 +429,7 @@ def test_cancel_during_a_vllm_stage_leaves_no_process_and_retry_finishes(tmp_pat
     within 10 s with no process left, vLLM's EngineCore included; a retry finishes the stage."""
     served = Served(tmp_path / "root")
     recipe = ("name: vllm\nstages: [generate]\nengine: {engine: vllm, batch_size: 4}\n"
-              "generate: {n: 2, max_tokens: 32, limit: 8, seed: 0}\n")
+              "generate: {n: 2, max_tokens: 16, limit: 4, seed: 0}\n")
     try:
         job = served.submit(recipe)
         job_dir = served.root / "jobs" / job["id"]
@@ -440,7 +440,7 @@ def test_cancel_during_a_vllm_stage_leaves_no_process_and_retry_finishes(tmp_pat
         assert served.http.post(f"/jobs/{job['id']}/retry").status_code == 200
         done = served.end(job["id"])
         assert done["state"] == "succeeded", served.log(job["id"])
-        assert done["stages"]["generate"]["counts"]["train"] == 8
+        assert done["stages"]["generate"]["counts"]["train"] == 4
         assert job_processes(job_dir) == set()
     finally:
         for j in served.http.get("/jobs").json()["jobs"]:
