@@ -27,7 +27,11 @@ def serve(root: Path = typer.Option(Path("runs/service"), "--root",
           token_file: Path = typer.Option(None, "--token-file", help="File whose first line is the bearer token "
                                           "every request must send (else RLAIF_SERVICE_TOKEN, else none)."),
           grace: float = typer.Option(5.0, "--grace", help="Seconds between SIGTERM and SIGKILL when a job is "
-                                      "cancelled.")) -> None:
+                                      "cancelled."),
+          backend: str = typer.Option("local", "--backend", help="Where jobs run: local (process groups on this "
+                                      "machine) | ray (Ray jobs on the cluster at --ray-address)."),
+          ray_address: str = typer.Option(None, "--ray-address", help="The Ray dashboard's URL, e.g. "
+                                          "http://HEAD:8265 (--backend ray).")) -> None:
     """Serve the job API (FastAPI on uvicorn; OpenAPI page at /docs). Jobs run as process groups of their own:
     stopping or killing the service leaves them running, and the next start adopts them."""
     import socket
@@ -37,7 +41,8 @@ def serve(root: Path = typer.Option(Path("runs/service"), "--root",
     from service.api import create_app, quiet_secrets
     from service.config import ServiceConfigError, build_config
 
-    config = build_config(root, host, port, max_running, max_queued, data_dirs, token_file, grace_s=grace)
+    config = build_config(root, host, port, max_running, max_queued, data_dirs, token_file, grace_s=grace,
+                          backend=backend, ray_address=ray_address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

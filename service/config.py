@@ -28,6 +28,8 @@ class ServiceConfig:
     max_upload: int = 1 << 30  # bytes of one upload
     grace_s: float = 5.0  # SIGTERM -> this long -> SIGKILL
     poll_s: float = 0.25  # how often the scheduler looks at the processes
+    backend: str = "local"  # where jobs run: local process groups | ray (service/backend.py)
+    ray_address: str | None = None  # the Ray dashboard's URL (backend ray)
 
     @property
     def db(self) -> Path:
@@ -71,7 +73,8 @@ def read_token(token_file: Path | None, environ: dict[str, str] | None = None) -
 
 
 def build_config(root: Path, host: str, port: int, max_running: int, max_queued: int, data_dirs: list[Path],
-                 token_file: Path | None, grace_s: float = 5.0) -> ServiceConfig:
+                 token_file: Path | None, grace_s: float = 5.0, backend: str = "local",
+                 ray_address: str | None = None) -> ServiceConfig:
     """The checked settings of ``rlaif serve``; a wrong one is a ServiceConfigError naming the option."""
     token = read_token(token_file)
     if not is_loopback(host) and token is None:
@@ -89,5 +92,9 @@ def build_config(root: Path, host: str, port: int, max_running: int, max_queued:
     root = Path(root).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise ServiceConfigError(f"--root {root}: not a folder")
+    if backend not in ("local", "ray") or (backend == "ray") != (ray_address is not None):
+        raise ServiceConfigError(f"--backend {backend}{f' --ray-address {ray_address}' if ray_address else ''}: "
+                                 "give --backend local, or --backend ray with --ray-address http://HEAD:8265")
     return ServiceConfig(root=root, host=host, port=port, max_running=max_running, max_queued=max_queued,
-                         data_dirs=tuple(dirs), token=token, grace_s=grace_s)
+                         data_dirs=tuple(dirs), token=token, grace_s=grace_s, backend=backend,
+                         ray_address=ray_address)

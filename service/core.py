@@ -13,7 +13,7 @@ from importlib import metadata
 from fastapi import Request
 
 from service.config import ServiceConfig, ServiceConfigError
-from service.local import LocalBackend
+from service.backend import make_backend
 from service.recipes import bundled_dirs
 from service.scheduler import Scheduler
 from service.store import JobStore
@@ -35,7 +35,7 @@ class Service:
     def __init__(self, config: ServiceConfig):
         self.config = config
         self.store: JobStore | None = None
-        self.backend = LocalBackend(config)
+        self.backend = make_backend(config)
         self.scheduler: Scheduler | None = None
         self.allowed = [config.uploads, *bundled_dirs(), *config.data_dirs]
         self._lock = None

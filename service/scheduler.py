@@ -18,7 +18,8 @@ import threading
 
 from plumbing.capture import redact
 from service.config import ServiceConfig
-from service.local import LOG, RUNNER_JSON, LocalBackend, alive
+from service.backend import Backend
+from service.local import LOG, RUNNER_JSON
 from service.store import ENDED, WAITING, JobStore, now
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class JobConflict(Exception):
 
 
 class Scheduler:
-    def __init__(self, config: ServiceConfig, store: JobStore, backend: LocalBackend):
+    def __init__(self, config: ServiceConfig, store: JobStore, backend: Backend):
         self.config, self.store, self.backend = config, store, backend
         self._wake, self._stop = threading.Event(), threading.Event()
         self._launching = threading.Lock()  # a cancel waits for a launch in progress to record its pid
@@ -149,7 +150,7 @@ class Scheduler:
         seen = {"adopted": 0, "ended": 0, "interrupted": 0}
         for job in self.store.in_state("running"):
             job = self._with_runner(job)
-            if alive(job["pid"], job["start_ticks"]):
+            if self.backend.running(job):
                 self._note(job, f"the service restarted; it adopted the running job (runner pid {job['pid']})")
                 seen["adopted"] += 1
             elif self.backend.exit_code(job) is not None:
