@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from align.config import RecipeError
+from plumbing.recipes import RecipeError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Alignment recipes: one pydantic model per method, loaded from YAML with ``--set key=value`` overrides.
+"""Alignment recipes: one pydantic model per method (PPO's in align/ppo/config.py); align/__init__.py's
+``ALIGN_METHODS`` names them and ``load_recipe`` reads them from YAML with ``--set key=value`` overrides.
 
 A recipe holds what a user decides (model, data, output folder, the few hyper-parameters that
 matter) and passes everything else to TRL's own config class through the ``trl:`` mapping, so
@@ -27,31 +28,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
+from align.data import AlignData, DataSource, load_grpo_data, recipe_data
 from align.rewards.judge import JudgeReward
 from plumbing.ranges import Seed
-
-
-class RecipeError(ValueError):
-    """A recipe or its data cannot be used; the message names the key or file and how to fix it."""
-
-
-class DataSource(BaseModel):
-    """Where the training rows come from and how the held-out rows are chosen."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    path: str = Field(description="A run directory written by `rlaif revise`/`rlaif judge` (it has "
-                                  "manifest.json), or a dataset file: .jsonl, .json or .parquet.")
-    split: str = Field("train", description="Split of the run used for training.")
-    eval_split: str | None = Field(None, description="Split of the run held out for evaluation (e.g. `test`).")
-    eval_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of the training rows held out for "
-                              "evaluation when no eval_split is given; 0 = no evaluation.")
-    max_rows: int | None = Field(None, gt=0, description="Use at most this many training rows (smoke runs).")
+from plumbing.recipes import RecipeError
 
 
 class _Recipe(BaseModel):
@@ -113,11 +97,9 @@ class _Recipe(BaseModel):
         """Recipe fields that map onto the TRL config beyond the shared ones."""
         return {}
 
-    def check_data(self):
+    def check_data(self) -> AlignData:
         """Read and check the training data without loading a model (``align.data.AlignData``)."""
-        from align.data import load_data
-
-        return load_data(self.data, self.method, soft_labels=getattr(self, "soft_labels", False), seed=self.seed)
+        return recipe_data(self)
 
     def check_trl_keys(self) -> None:
         """Refuse ``trl:`` keys TRL does not know, or that duplicate a recipe field."""
@@ -265,119 +247,9 @@ class GRPORecipe(_Recipe):
                              f"form one group")
         return self
 
-    def check_data(self):
-        from align.grpo import load_grpo_data
-
+    def check_data(self) -> AlignData:
         return load_grpo_data(self)
 
     def method_fields(self) -> dict[str, Any]:
         return {"reward_weights": self.reward_weights, "num_generations": self.num_generations,
                 "max_completion_length": self.max_completion_length, "use_vllm": self.use_vllm}
-
-
-RECIPES: dict[str, type[_Recipe]] = {"sft": SFTRecipe, "reward": RewardRecipe, "dpo": DPORecipe,
-                                     "grpo": GRPORecipe}
-
-from align.ppo.config import PPORecipe  # noqa: E402 - it subclasses _Recipe above
-
-RECIPES["ppo"] = PPORecipe
-
-
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """``["a.b=1", "trl.bf16=true"]`` -> ``{"a": {"b": 1}, "trl": {"bf16": True}}``; values are YAML scalars."""
-    import yaml
-
-    from plumbing import yamlfile
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise RecipeError(f"--set {item!r}: expected key=value, e.g. --set learning_rate=1e-5")
-        try:
-            value = yamlfile.load(raw) if raw.strip() else None
-        except yamlfile.YAMLLimitError as e:
-            raise RecipeError(f"--set {key.strip()}: {e}") from None
-        except yaml.YAMLError:
-            value = raw
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise RecipeError(f"--set {item!r}: {part} is set both as a value and as a mapping")
-        node[parts[-1]] = value
-    return out
-
-
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``over`` into a copy of ``base`` (mappings merge, everything else replaces)."""
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        elif key == "data" and isinstance(value, dict) and isinstance(out.get(key), str):
-            out[key] = merge({"path": out[key]}, value)
-        elif key == "data" and isinstance(value, str | Path) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], "path": str(value)}  # --data keeps the recipe's split settings
-        else:
-            out[key] = value
-    return out
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A recipe file as a mapping; what its aliases expand to is bounded (plumbing/yamlfile.py)."""
-    import yaml
-
-    from plumbing import yamlfile
-
-    p = Path(path)
-    if not p.is_file():  # named by its path alone: `rlaif align --config` and `rlaif run RECIPE` both read here
-        raise RecipeError(f"{p}: no such recipe file")
-    try:
-        raw = yamlfile.load(p.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as e:
-        raise RecipeError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); a recipe is a YAML text file") from None
-    except yamlfile.YAMLLimitError as e:
-        raise RecipeError(f"{p}: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise RecipeError(f"{p}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{p}: a recipe is a YAML mapping (model:, data:, output_dir:, ...)")
-    return raw
-
-
-def build_recipe(method: str, raw: dict[str, Any], source: str = "recipe") -> _Recipe:
-    """Validate a raw mapping as ``method``'s recipe; errors become one RecipeError line."""
-    if method not in RECIPES:
-        raise RecipeError(f"unknown align method {method!r}; known: {', '.join(RECIPES)}")
-    raw = dict(raw)
-    declared = raw.pop("method", method)
-    if declared != method:
-        raise RecipeError(f"{source} is a {declared!r} recipe; run `rlaif align {declared}` or change method:")
-    cls = RECIPES[method]
-    try:
-        recipe = cls.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ())) or "recipe"
-        msg = first.get("msg", "invalid").removeprefix("Value error, ")
-        if first.get("type") == "extra_forbidden":
-            known = ", ".join(cls.model_fields) if len(first.get("loc", ())) == 1 else ", ".join(DataSource.model_fields)
-            msg = f"unknown key (known: {known}; TRL options go under trl:)"
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        where = f"{source}: {loc}" if first.get("loc") else source  # a check across fields names its keys itself
-        raise RecipeError(f"{where}: {msg}{more}") from None
-    recipe.check_trl_keys()
-    return recipe
-
-
-def load_recipe(method: str, config: str | Path | None = None, overrides: list[str] | None = None,
-                quick: dict[str, Any] | None = None) -> _Recipe:
-    """A recipe from ``--config`` (optional), then the quick-form flags, then ``--set`` overrides."""
-    raw = read_yaml(config) if config else {}
-    raw = merge(raw, {k: v for k, v in (quick or {}).items() if v is not None})
-    raw = merge(raw, parse_set(overrides or []))
-    return build_recipe(method, raw, source=str(config) if config else "recipe")

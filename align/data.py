@@ -9,6 +9,9 @@ provenance columns (votes) it does not need; provenance is summarised for the mo
 ``eval_ratio`` holds out whole prompts (by ``plumbing.hashing.prompt_id``), never single rows: a
 run made with ``rlaif generate --n`` above 2 holds several pairs per prompt, and a prompt with pairs
 on both sides would leak its eval pairs into training.
+
+GRPO reads prompts (``load_grpo_data``): any run or file with a ``prompt`` column, with the columns its rewards
+read, each reward tried on the first row so a missing column is one line before any model loads.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from align.config import DataSource, RecipeError
+from pydantic import BaseModel, ConfigDict, Field
+
+from plumbing.recipes import RecipeError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,20 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "preferences": ("judge", ("prompt", "chosen", "rejected")),
 }
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class DataSource(BaseModel):
+    """Where the training rows come from and how the held-out rows are chosen."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    path: str = Field(description="A run directory written by `rlaif revise`/`rlaif judge` (it has "
+                                  "manifest.json), or a dataset file: .jsonl, .json or .parquet.")
+    split: str = Field("train", description="Split of the run used for training.")
+    eval_split: str | None = Field(None, description="Split of the run held out for evaluation (e.g. `test`).")
+    eval_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of the training rows held out for "
+                              "evaluation when no eval_split is given; 0 = no evaluation.")
+    max_rows: int | None = Field(None, gt=0, description="Use at most this many training rows (smoke runs).")
 
 
 @dataclass
@@ -188,3 +207,74 @@ def _check_p_chosen(ds, path: Path) -> None:
     if bad:
         raise RecipeError(f"data.path {path}: p_chosen missing or outside [0, 1] in {len(bad)} rows "
                           f"(first at row {bad[0]}); drop them or set soft_labels: false")
+
+
+def recipe_data(recipe) -> AlignData:
+    """The training rows of an sft, reward or dpo recipe (``load_data`` with the recipe's settings)."""
+    return load_data(recipe.data, recipe.method, soft_labels=getattr(recipe, "soft_labels", False), seed=recipe.seed)
+
+
+# --- GRPO: prompts with the columns its rewards read ---------------------------------------------------------
+
+def _read_prompt_source(path: Path, src) -> tuple[Any, Any, str | None, dict[str, Any]]:
+    from plumbing.runs import RunError, read_manifest
+
+    if not path.is_dir():
+        if src.eval_split:
+            raise RecipeError(f"data.eval_split {src.eval_split!r}: a dataset file has one split; use eval_ratio")
+        return _read_file(path), None, None, {}
+    try:
+        manifest = read_manifest(path)
+        train, evals = load_splits(path, src)
+    except RunError as e:
+        raise RecipeError(f"data.path: {e}") from None
+    prov = {"run_stage": manifest.get("stage"), "run_spec_sha256": manifest.get("spec_sha256"),
+            "run_counts": manifest.get("counts")}
+    return train, evals, manifest.get("stage"), prov
+
+
+def load_grpo_data(recipe) -> AlignData:
+    """Prompts (a ``prompt`` column: text or chat messages) with the columns the rewards read, from a
+    run directory (``rlaif data gsm8k|mbpp``, or any run with prompts) or a dataset file; each reward
+    is tried on the first row (an empty completion) so a missing column fails here, before any
+    model loads (tests/test_grpo.py::test_bad_grpo_recipes_fail_in_one_line_before_the_model, `--reward code`)."""
+    src = recipe.data
+    path = Path(src.path)
+    if not path.exists():
+        raise RecipeError(f"data.path {path}: no such run directory or dataset file")
+    train, evals, stage, prov = _read_prompt_source(path, src)
+    for ds, where in ((train, f"data.path {path}"), (evals, f"data.eval_split {src.eval_split}")):
+        if ds is not None and "prompt" not in ds.column_names:
+            raise RecipeError(f"{where}: no 'prompt' column (it has: {', '.join(ds.column_names)}); "
+                              f"`rlaif align grpo` samples completions for each prompt (see `rlaif data gsm8k --help`)")
+    if len(train) == 0:
+        raise RecipeError(f"data.path {path}: split {src.split!r} has no rows")
+    _probe_grpo_rewards([n for n in recipe.reward_funcs if n != "judge"], train[0], path)
+    if "judge" in recipe.reward_funcs:
+        try:
+            recipe.judge.load_constitution()
+        except (ValueError, OSError) as e:
+            raise RecipeError(f"judge.constitution: {' '.join(str(e).split())}") from None
+    if src.max_rows:
+        train = train.select(range(min(src.max_rows, len(train))))
+    if evals is None and src.eval_ratio > 0:
+        train, evals = _hold_out_prompts(train, src.eval_ratio, recipe.seed)
+    log.info("data %s: %d prompts, %d held out", path, len(train), len(evals) if evals is not None else 0)
+    return AlignData(train=train, eval=evals, source=str(path), stage=stage, provenance=prov)
+
+
+def _probe_grpo_rewards(names: list[str], row: dict[str, Any], path: Path) -> None:
+    from align.rewards import get_reward
+
+    prompt = row["prompt"]
+    completion = "" if isinstance(prompt, str) else [{"role": "assistant", "content": ""}]
+    columns = {k: [v] for k, v in row.items() if k != "prompt"}
+    for name in names:
+        try:
+            scores = get_reward(name)([prompt], [completion], **columns)
+        except (KeyError, ValueError, TypeError) as e:
+            raise RecipeError(f"reward {name!r} cannot score the rows of {path}: "
+                              f"{' '.join(str(e.args[0] if e.args else e).split())}") from None
+        if len(list(scores)) != 1:
+            raise RecipeError(f"reward {name!r} returned {len(list(scores))} scores for 1 completion; "
+                              f"it must return one score (or None) per completion")

@@ -30,13 +30,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from align.card import finish, resolve_model
-from align.config import GRPORecipe, RecipeError
-from align.data import AlignData, _hold_out_prompts, _read_file
+from align.config import GRPORecipe, _has_accelerator
+from align.data import AlignData, load_grpo_data
 from align.rewards.combine import require_a_verdict, reward_results, silence
+from plumbing.recipes import RecipeError
 
 log = logging.getLogger(__name__)
 
@@ -97,76 +97,9 @@ def make_rewards(recipe: GRPORecipe) -> list[Logged]:
             for name in recipe.reward_funcs]
 
 
-def _read(path: Path, src) -> tuple[Any, Any, str | None, dict[str, Any]]:
-    from align.data import load_splits
-    from plumbing.runs import RunError, read_manifest
-
-    if not path.is_dir():
-        if src.eval_split:
-            raise RecipeError(f"data.eval_split {src.eval_split!r}: a dataset file has one split; use eval_ratio")
-        return _read_file(path), None, None, {}
-    try:
-        manifest = read_manifest(path)
-        train, evals = load_splits(path, src)
-    except RunError as e:
-        raise RecipeError(f"data.path: {e}") from None
-    prov = {"run_stage": manifest.get("stage"), "run_spec_sha256": manifest.get("spec_sha256"),
-            "run_counts": manifest.get("counts")}
-    return train, evals, manifest.get("stage"), prov
-
-
-def load_grpo_data(recipe: GRPORecipe) -> AlignData:
-    """Prompts (a ``prompt`` column: text or chat messages) with the columns the rewards read, from a
-    run directory (``rlaif data gsm8k|mbpp``, or any run with prompts) or a dataset file; each reward
-    is tried on the first row (an empty completion) so a missing column fails here, before any
-    model loads (tests/test_grpo.py::test_bad_grpo_recipes_fail_in_one_line_before_the_model, `--reward code`)."""
-    src = recipe.data
-    path = Path(src.path)
-    if not path.exists():
-        raise RecipeError(f"data.path {path}: no such run directory or dataset file")
-    train, evals, stage, prov = _read(path, src)
-    for ds, where in ((train, f"data.path {path}"), (evals, f"data.eval_split {src.eval_split}")):
-        if ds is not None and "prompt" not in ds.column_names:
-            raise RecipeError(f"{where}: no 'prompt' column (it has: {', '.join(ds.column_names)}); "
-                              f"`rlaif align grpo` samples completions for each prompt (see `rlaif data gsm8k --help`)")
-    if len(train) == 0:
-        raise RecipeError(f"data.path {path}: split {src.split!r} has no rows")
-    _probe_rewards([n for n in recipe.reward_funcs if n != "judge"], train[0], path)
-    if "judge" in recipe.reward_funcs:
-        try:
-            recipe.judge.load_constitution()
-        except (ValueError, OSError) as e:
-            raise RecipeError(f"judge.constitution: {' '.join(str(e).split())}") from None
-    if src.max_rows:
-        train = train.select(range(min(src.max_rows, len(train))))
-    if evals is None and src.eval_ratio > 0:
-        train, evals = _hold_out_prompts(train, src.eval_ratio, recipe.seed)
-    log.info("data %s: %d prompts, %d held out", path, len(train), len(evals) if evals is not None else 0)
-    return AlignData(train=train, eval=evals, source=str(path), stage=stage, provenance=prov)
-
-
-def _probe_rewards(names: list[str], row: dict[str, Any], path: Path) -> None:
-    from align.rewards import get_reward
-
-    prompt = row["prompt"]
-    completion = "" if isinstance(prompt, str) else [{"role": "assistant", "content": ""}]
-    columns = {k: [v] for k, v in row.items() if k != "prompt"}
-    for name in names:
-        try:
-            scores = get_reward(name)([prompt], [completion], **columns)
-        except (KeyError, ValueError, TypeError) as e:
-            raise RecipeError(f"reward {name!r} cannot score the rows of {path}: "
-                              f"{' '.join(str(e.args[0] if e.args else e).split())}") from None
-        if len(list(scores)) != 1:
-            raise RecipeError(f"reward {name!r} returned {len(list(scores))} scores for 1 completion; "
-                              f"it must return one score (or None) per completion")
-
-
 def build_trainer(recipe: GRPORecipe, data: AlignData):
     """TRL's GRPOTrainer on ``data`` with the recipe's rewards; the model loads here."""
     from trl import GRPOTrainer
-
-    from align.config import _has_accelerator
 
     if recipe.use_vllm:
         if not _has_accelerator():

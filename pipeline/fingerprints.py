@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from generator.engines.options import RUNTIME_FIELDS
-from pipeline.recipe import UPSTREAM, PipelineRecipe
-from pipeline.root import PipelineError
+from pipeline.constitutions import Constitutions
+from pipeline.errors import PipelineError
+from pipeline.recipe import PipelineRecipe
+from pipeline.stages import stage_inputs, upstream
 from plumbing.hashing import file_sha256, sha256_of
 
 # Options that name what a stage reads. A local file or folder there is fingerprinted by its content, never by
@@ -36,12 +38,10 @@ TRL_RUNTIME_KEYS = frozenset({
     "dataloader_pin_memory", "vllm_server_base_url", "vllm_server_host", "vllm_server_port", "vllm_server_timeout"})
 
 
-def constitution_parts(path: str | Path) -> dict[str, str]:
+def constitution_parts(path: str | Path, constitutions: Constitutions | None = None) -> dict[str, str]:
     """sha256 of what revise reads (critique/revision texts), what a judge reads (the rest) and what publish
     reads (the whole file, shown in the dataset card)."""
-    from constitution import load_constitution
-
-    data = load_constitution(path).model_dump(mode="json")
+    data = (constitutions or Constitutions()).load(path).model_dump(mode="json")
     principles = data.pop("principles", [])
     revise = [{k: p.get(k) for k in ("id", "critique", "revision", "weight")} for p in principles]
     judge = [{k: v for k, v in p.items() if k not in ("critique", "revision")} for p in principles]
@@ -79,10 +79,11 @@ class _Reads:
     folder of this loop's root named relative to it: where the root lies is not what a stage computes, and a
     stage folder's content is its stage's fingerprint (it is not there before the stage runs)."""
 
-    def __init__(self, root: str, stages: list[str]):
+    def __init__(self, root: str, stages: list[str], constitutions: Constitutions | None = None):
         from generator.models import EMBEDDED
 
         self.root, self.stages, self.names, self.memo = root, set(stages), set(EMBEDDED), {}
+        self.constitutions = constitutions or Constitutions()
 
     def of(self, stage: str, value: Any, key: str = "") -> Any:
         if isinstance(value, dict):
@@ -104,7 +105,8 @@ class _Reads:
                 return {"code": value, "sha256": self._memo(("code", value), source_sha256, value)}
             if key == "constitution":
                 part = stage if stage in ("revise", "publish") else "judge"
-                return {"constitution": self._memo(("constitution", real), constitution_parts, path)[part]}
+                parts = self._memo(("constitution", real), lambda p: constitution_parts(p, self.constitutions), path)
+                return {"constitution": parts[part]}
             return {"sha256": self._memo(real, input_sha256, path)}
         except OSError as e:
             raise PipelineError(f"stage {stage}: {key} {value}: cannot be read ({e.strerror or e})") from None
@@ -150,12 +152,11 @@ def _stage_of(name: str) -> str | None:
 
 
 def reads_from(recipe: PipelineRecipe, stage: str, options: dict | None = None) -> list[str]:
-    """The listed stages whose output ``stage`` reads: its ``UPSTREAM`` ones, and any other whose folder its
-    options (``stage_inputs``) name, e.g. a judge that is the loop's own SFT model (self-rewarding, arXiv
-    2401.10020). Their fingerprints are part of its fingerprint and it runs whenever they run (``plan``). A
-    stage that names the folder of a stage running after it would read that stage's previous output: refused."""
-    from pipeline.stages import stage_inputs
-
+    """The listed stages whose output ``stage`` reads: its ``upstream`` ones (pipeline/stages.py), and any other
+    whose folder its options (``stage_inputs``) name, e.g. a judge that is the loop's own SFT model
+    (self-rewarding, arXiv 2401.10020). Their fingerprints are part of its fingerprint and it runs whenever they
+    run (``plan``). A stage that names the folder of a stage running after it would read that stage's previous
+    output: refused."""
     root, named = str(Path(recipe.root)), set()
     todo = [stage_inputs(recipe, stage) if options is None else options]
     while todo:
@@ -168,14 +169,16 @@ def reads_from(recipe: PipelineRecipe, stage: str, options: dict | None = None) 
     if later:
         raise PipelineError(f"stage {stage} reads {recipe.path(later[0])}, the folder of stage {later[0]}, which runs "
                             f"after it; give a copy outside the root {recipe.root}")
-    return [s for s in recipe.stages if s != stage and (s in named or s in UPSTREAM[stage])]
+    return [s for s in recipe.stages if s != stage and (s in named or s in upstream(stage))]
 
 
-def fingerprints(recipe: PipelineRecipe, configs: dict[str, dict]) -> dict[str, str]:
-    """Each listed stage's fingerprint (module docstring), in the loop's order."""
-    reads = _Reads(str(Path(recipe.root)), recipe.stages)
+def fingerprints(recipe: PipelineRecipe, configs: dict[str, dict],
+                 constitutions: Constitutions | None = None) -> dict[str, str]:
+    """Each listed stage's fingerprint (pipeline/loop.py's docstring), in the loop's order; ``constitutions`` is
+    the run's memo of parsed constitution files (pipeline/constitutions.py)."""
+    reads = _Reads(str(Path(recipe.root)), recipe.stages, constitutions)
     out: dict[str, str] = {}
     for stage in recipe.stages:
-        upstream = {s: out[s] for s in reads_from(recipe, stage, configs[stage]) if s in out}
-        out[stage] = sha256_of({"stage": stage, "config": reads.of(stage, configs[stage]), "upstream": upstream})
+        fed_by = {s: out[s] for s in reads_from(recipe, stage, configs[stage]) if s in out}
+        out[stage] = sha256_of({"stage": stage, "config": reads.of(stage, configs[stage]), "upstream": fed_by})
     return out

@@ -1,13 +1,14 @@
 """``rlaif run RECIPE.yaml``: the whole loop from one recipe, resumably.
 
 A pipeline recipe names the constitution, the models, the prompts and the stages; each stage is a
-run directory ``<root>/<stage>`` fed by the stages before it (``UPSTREAM``)::
+run directory ``<root>/<stage>`` fed by the stages before it (``upstream``)::
 
     generate -> revise (SL-CAI) -> sft -> judge -> reward -> dpo | ppo | grpo -> eval -> publish
 
-The stage commands stay the single implementation: ``pipeline/stages.py`` builds each
-stage's own config (GenerateConfig, ReviseConfig, JudgeConfig, the align recipes, EvalConfig,
-PublishConfig) and calls the function its command calls.
+The stage commands stay the single implementation: the stage registry (``pipeline/stages.py``) declares what each
+stage reads, builds its command's own config (GenerateConfig, ReviseConfig, JudgeConfig, the align recipes,
+EvalConfig, PublishConfig), calls the function its command calls and writes its metrics.json; this loop knows no
+stage by name.
 
 Each stage has a fingerprint: the sha256 of its options and of the fingerprints of the stages it reads, where
 every local file or folder an option names counts by its content, not its name or place (``input_sha256``: a
@@ -34,12 +35,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.constitutions import Constitutions
+from pipeline.errors import PipelineError
 from pipeline.fingerprints import fingerprints, reads_from
 from pipeline.recipe import PipelineRecipe
 from pipeline.root import (
-    CLEARED,
     LOCK,
-    PipelineError,
     check_root,
     check_stage_folder,
     clear_stage_folder,
@@ -49,6 +50,7 @@ from pipeline.root import (
     save_state,
     write_root_files,
 )
+from pipeline.stages import Context, build_all, check_inputs, preflight, run_stage, stages
 
 
 @dataclass
@@ -109,21 +111,21 @@ def run_pipeline(recipe: PipelineRecipe, start: str | None = None, until: str | 
     """Run (or with ``dry_run`` only show) the plan; returns it. The report is rewritten at the end.
 
     Everything is checked before anything is created: the root is ours or new (pipeline/root.py), the
-    stages that run can read their inputs, and (not in a dry run, which contacts nothing) a publish stage that
-    uploads has a token and a Hub that answers (pipeline/stages.py ``check_inputs``, ``check_hub``)."""
-    from pipeline.stages import build_all, check_hub, check_inputs
-
+    stages that run can read their inputs, and (not in a dry run, which contacts nothing) their network checks
+    pass, e.g. a publish stage that uploads has a token and a Hub that answers (pipeline/stages.py
+    ``check_inputs``, ``preflight``). Each constitution file is parsed once for the whole run (``Constitutions``)."""
     root = Path(recipe.root)
     state = read_state(root)
     check_root(root, state)
-    steps = plan(recipe, fingerprints(recipe, build_all(recipe)), state, start, until)
+    ctx = Context(recipe, constitutions=Constitutions())
+    steps = plan(recipe, fingerprints(recipe, build_all(recipe), ctx.constitutions), state, start, until)
     for step in steps:
         if replaces(step.stage, step.action):
             check_stage_folder(root, state, step.stage)
     running = [s.stage for s in steps if s.action in ("run", "resume")]
-    check_inputs(recipe, running)
-    if not dry_run and "publish" in running:
-        check_hub(recipe)
+    check_inputs(recipe, running, ctx)
+    if not dry_run:
+        preflight(recipe, running)
     say(f"pipeline {recipe.name} -> {root}")
     for step in steps:
         say(step.line())
@@ -138,15 +140,15 @@ def run_pipeline(recipe: PipelineRecipe, start: str | None = None, until: str | 
     except Timeout:
         raise PipelineError(f"root {root}: another `rlaif run` is using it (lock {root / LOCK})") from None
     try:
-        return _run_locked(recipe, root, steps, say)
+        return _run_locked(recipe, root, steps, say, ctx)
     finally:
         lock.release()
 
 
-def _run_locked(recipe: PipelineRecipe, root: Path, steps: list[Step], say: Callable[[str], None]) -> list[Step]:
+def _run_locked(recipe: PipelineRecipe, root: Path, steps: list[Step], say: Callable[[str], None],
+                ctx: Context) -> list[Step]:
     from generator.engines.pool import EnginePool
     from pipeline.report import REPORT, report_files
-    from pipeline.stages import run_stage
     from plumbing.logs import attach_run_log
 
     state = read_state(root)  # as it is now that this run holds the lock
@@ -160,7 +162,8 @@ def _run_locked(recipe: PipelineRecipe, root: Path, steps: list[Step], say: Call
             if step.action in ("reuse", "skip"):
                 continue
             if replaces(step.stage, step.action):  # nothing of anyone else's appeared there meanwhile
-                (clear_stage_folder if step.stage in CLEARED else check_stage_folder)(root, state, step.stage)
+                clear = clear_stage_folder if stages()[step.stage].cleared else check_stage_folder
+                clear(root, state, step.stage)
             replace = step.action == "run" and step.why != "not run yet"  # a resume keeps its whole shards
             files = (state["stages"].get(step.stage) or {}).get("files")  # ours until the stage lists its own
             state["stages"][step.stage] = {"fingerprint": step.fingerprint, "started": _now(),
@@ -168,7 +171,7 @@ def _run_locked(recipe: PipelineRecipe, root: Path, steps: list[Step], say: Call
             save_state(root, state)
             say(f"[{step.stage}] {step.why} ...")
             t0 = time.perf_counter()
-            line = run_stage(step.stage, recipe, pool, overwrite=replace)
+            line = run_stage(step.stage, recipe, pool, overwrite=replace, ctx=ctx)
             seconds = round(time.perf_counter() - t0, 1)
             state["stages"][step.stage].update(finished=_now(), seconds=seconds,
                                                files=listing(recipe.path(step.stage)))

@@ -34,7 +34,9 @@ import os
 import re
 from pathlib import Path
 
+from pipeline.errors import PipelineError
 from pipeline.report import LABELS_PNG, REPORT
+from pipeline.stages import stages
 from plumbing.atomic import write_bytes, write_text
 from plumbing.hashing import file_sha256
 
@@ -42,14 +44,17 @@ FORMAT, VERSION = "rlaif-pipeline", 1
 STATE, LOCK = "pipeline.json", ".pipeline.lock"
 LOGS = "logs"
 WRITTEN = (REPORT, LABELS_PNG)  # the files of the root the loop writes (pipeline/report.py)
-STAGES = ("generate", "revise", "sft", "judge", "reward", "dpo", "ppo", "grpo", "eval", "publish")
-# Stages whose folder is a run directory (plumbing/runs.py): a resume keeps its files, a re-run clears its own.
-RUN_DIRS = ("generate", "revise", "judge", "eval")
-# Stages whose command writes only into a new or empty folder (publish's dry run): the loop empties it first.
-CLEARED = ("publish",)
-# Hidden names the loop's own writes leave in the root: temps of the state, the report and its figure, and
-# the stages' work folders beside their output (plumbing/atomic.py, align/output.py, align/ppo/config.py).
-HIDDEN = re.compile(rf"^\.({'|'.join(STAGES)}|pipeline\.json|report\.md|judge_labels\.png)\..+")
+# The stages (pipeline/stages.py STAGES), read when a root is checked, so a stage registered since is one too:
+# ``run_dir`` stages' folders are run directories (plumbing/runs.py): a resume keeps their files, a re-run clears
+# its own; ``cleared`` stages' commands write only into a new or empty folder (publish's dry run): the loop empties
+# it first. Hidden names the loop's own writes leave in the root (``_hidden``): temps of the state, the report and
+# its figure, and the stages' work folders beside their output (plumbing/atomic.py, align/output.py,
+# align/ppo/config.py).
+def _hidden(name: str) -> bool:
+    names = "|".join(re.escape(n) for n in (*stages(), STATE, REPORT, LABELS_PNG))
+    return re.match(rf"^\.({names})\..+", name) is not None
+
+
 # What a run directory's writers make in it, so a stage killed before it finished (and so before its files
 # were listed) still holds only ours: plumbing/runs.py (manifest, shards, errors, lock, log), the metrics the
 # loop adds, eval's outputs and response caches (evaluation/report.py, evaluation/inputs.py) and a
@@ -59,10 +64,6 @@ RUN_FILES = re.compile(r"^(manifest\.json|errors\.jsonl|metrics\.json|\.lock|log
                        r"|data/[A-Za-z_][A-Za-z0-9_]*-\d{5}-\d{9}\.parquet|responses/[a-z]+-\d{5}\.jsonl"
                        r"|calibration/(prior-[0-9a-f]{16}\.json|verdicts-[0-9a-f]{16}-\d{5}\.jsonl)"
                        r"|([^/]+/)*\.[^/]+\.tmp)$")
-
-
-class PipelineError(ValueError):
-    """A pipeline recipe or root that cannot be used; the message names the key or folder and the fix."""
 
 
 def new_state() -> dict:
@@ -128,9 +129,9 @@ def check_root(root: Path, state: dict) -> None:
 
 def _not_ours(path: Path, state: dict) -> str | None:
     name = path.name
-    if name in (STATE, LOCK) or HIDDEN.match(name) or (name == LOGS and path.is_dir() and not path.is_symlink()):
+    if name in (STATE, LOCK) or _hidden(name) or (name == LOGS and path.is_dir() and not path.is_symlink()):
         return None
-    if name in STAGES and path.is_dir() and not path.is_symlink():
+    if name in stages() and path.is_dir() and not path.is_symlink():
         if name in state["stages"] or not any(path.iterdir()):  # a stage's folder, or an empty one: nothing to lose
             return None
         return f"{name}/ was not made by rlaif run (no stage {name} in {STATE})"
@@ -148,7 +149,7 @@ def check_stage_folder(root: Path, state: dict, stage: str) -> None:
     if not folder.is_dir():
         return
     recorded = set((state["stages"].get(stage) or {}).get("files") or [])
-    strays = [f for f in listing(folder) if f not in recorded and not (stage in RUN_DIRS and RUN_FILES.match(f))]
+    strays = [f for f in listing(folder) if f not in recorded and not (stages()[stage].run_dir and RUN_FILES.match(f))]
     if strays:
         more = f" (and {len(strays) - 1} more)" if len(strays) > 1 else ""
         raise PipelineError(f"root {root}: {stage}/{strays[0]}{more} was not written by rlaif run, and the {stage} "
@@ -156,9 +157,9 @@ def check_stage_folder(root: Path, state: dict, stage: str) -> None:
 
 
 def replaces(stage: str, action: str) -> bool:
-    """Whether a step replaces its stage's folder: a run directory (``RUN_DIRS``) that runs again is cleared, one
+    """Whether a step replaces its stage's folder: a run directory (``run_dir``) that runs again is cleared, one
     that resumes keeps its shards; a model or publish folder is replaced whole."""
-    return action == "run" or (action == "resume" and stage not in RUN_DIRS)
+    return action == "run" or (action == "resume" and not stages()[stage].run_dir)
 
 
 def clear_stage_folder(root: Path, state: dict, stage: str) -> None:

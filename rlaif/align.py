@@ -14,28 +14,23 @@ from pathlib import Path
 
 import typer
 
+from align import ALIGN_METHODS
+
 align_app = typer.Typer(help="Train on AI feedback: SFT on revisions, reward models and DPO on preferences, "
                              "GRPO on verifiable rewards.",
                         no_args_is_help=True)
-
-HELP = {
-    "sft": "Supervised fine-tuning on a `rlaif revise` run (messages column).",
-    "reward": "Reward model (sequence classifier, Bradley-Terry loss) on a `rlaif judge` run.",
-    "dpo": "DPO on a `rlaif judge` run (TRL loss types; soft_labels = cDPO with the judge's p_chosen).",
-    "grpo": "GRPO on prompts (`rlaif data gsm8k|mbpp` run or a file) with verifiable rewards (--reward).",
-    "ppo": "PPO on prompts (any file `rlaif generate` reads, or a run) against a reward model (--reward-model) "
-           "and/or --reward functions.",
-}
 
 
 def _train(method: str, config: Path | None, sets: list[str], data: str | None, model: str | None,
            out: str | None, max_steps: int | None, num_processes: int, accelerate_config: str | None,
            quiet: bool, overwrite: bool, extra: dict | None = None) -> None:
-    from align.config import RecipeError, load_recipe
+    from align import load_recipe
     from align.launch import run_launched, should_launch, writes_for_parent
+    from plumbing.recipes import RecipeError
 
     if config is None and not (data and out):
-        need = "--prompts FILE|RUN_DIR, --reward-model DIR" if method == "ppo" else "--data RUN_DIR"
+        need = "--prompts FILE|RUN_DIR, --reward-model DIR" if "prompts" in ALIGN_METHODS[method].flags \
+            else "--data RUN_DIR"
         raise RecipeError(f"give --config RECIPE.yaml, or {need} and --out DIR (rlaif align {method} --help)")
     quick = {"data": data, "model": model, "output_dir": out, "max_steps": max_steps, "quiet": quiet or None,
              **(extra or {})}
@@ -59,7 +54,11 @@ def _report(method: str, metrics: dict, out: str) -> None:
     typer.echo(f"{method}: {metrics['global_step']} steps, saved to {out}" + (f" ({shown})" if shown else ""))
 
 
-def _make(method: str):
+def _make(method: str, flags: tuple[str, ...]):
+    """The `rlaif align <method>` command; the options of ``flags`` are shown only for the methods taking them."""
+    takers = {flag: "|".join(m for m, entry in ALIGN_METHODS.items() if flag in entry.flags)
+              for flag in ("reward", "prompts")}
+
     def command(
         config: Path = typer.Option(None, "--config", help="Recipe YAML (see recipes/)."),
         sets: list[str] = typer.Option([], "--set", help="Override a recipe key: key=value, e.g. trl.bf16=true."),
@@ -78,30 +77,36 @@ def _make(method: str):
                                        f"{method}` output in --out (nothing else is ever replaced)."),
         reward: list[str] = typer.Option([], "--reward", help="GRPO reward: gsm8k, math, code, format, length or "
                                          "module:function; repeat for several (weights: --set reward_weights=[1,0.5]).",
-                                         hidden=method not in ("grpo", "ppo")),
+                                         hidden="reward" not in flags),
         prompts: str = typer.Option(None, "--prompts", help="PPO prompts: a file `rlaif generate` reads, or a run "
-                                    "directory (quick form; same as --data).", hidden=method != "ppo"),
+                                    "directory (quick form; same as --data).", hidden="prompts" not in flags),
         reward_model: str = typer.Option(None, "--reward-model", help="PPO reward model: the --out folder of "
-                                         "`rlaif align reward`.", hidden=method != "ppo"),
+                                         "`rlaif align reward`.", hidden="reward_model" not in flags),
     ) -> None:
-        from align.config import RecipeError
+        from plumbing.recipes import RecipeError
 
-        if reward and method not in ("grpo", "ppo"):
-            raise RecipeError(f"--reward is for `rlaif align grpo|ppo`; `rlaif align {method}` takes no reward")
-        if (prompts or reward_model) and method != "ppo":
-            raise RecipeError(f"--prompts and --reward-model are for `rlaif align ppo`; `rlaif align {method}` "
-                              f"reads --data")
+        if reward and "reward" not in flags:
+            raise RecipeError(f"--reward is for `rlaif align {takers['reward']}`; `rlaif align {method}` takes no "
+                              f"reward")
+        if (prompts and "prompts" not in flags) or (reward_model and "reward_model" not in flags):
+            raise RecipeError(f"--prompts and --reward-model are for `rlaif align {takers['prompts']}`; "
+                              f"`rlaif align {method}` reads --data")
         if prompts and data:
             raise RecipeError("give --prompts or --data, not both (they are the same option)")
         _train(method, config, sets, data or prompts, model, out, max_steps, num_processes, accelerate_config, quiet,
                overwrite, {"reward_funcs": reward or None, "reward_model": reward_model})
 
-    command.__doc__ = HELP[method]
+    command.__doc__ = ALIGN_METHODS[method].help
     return command
 
 
-for _method in HELP:
-    align_app.command(_method)(_make(_method))
+def _mount() -> None:
+    """One command per registered method (align/__init__.py ALIGN_METHODS), in the registry's order."""
+    for name, entry in ALIGN_METHODS.items():
+        align_app.command(name)(_make(name, entry.flags))
+
+
+_mount()
 
 
 def register(app: typer.Typer) -> None:

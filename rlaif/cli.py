@@ -80,19 +80,10 @@ def _one_line(exc: BaseException) -> str:
 def _describe(exc: BaseException) -> str:
     from pydantic import ValidationError
 
-    if isinstance(exc, ValidationError):
-        # A command's config fields are its options: name the option, not the pydantic path.
-        first = exc.errors()[0]
-        names = [p for p in first.get("loc", ()) if isinstance(p, str)]
-        msg = str(first.get("msg", "")).removeprefix("Value error, ")
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        if not names:  # a check across fields: its message names the options itself
-            return f"{msg}{more}"
-        got = first.get("input")
-        shown = f" (got {got!r})" if isinstance(got, int | float | str) and len(repr(got)) <= 40 else ""
-        if isinstance(got, str) and _looks_like_token(got):
-            shown = ""  # a token pasted into an option is refused without being repeated
-        return f"--{names[-1].replace('_', '-')}: {msg}{shown}{more}"
+    from plumbing.errors import option_line
+
+    if isinstance(exc, ValidationError):  # a command's config fields are its options: the option is named
+        return option_line(exc, secret=_looks_like_token)  # a token pasted into an option is not repeated
     if isinstance(exc, FileNotFoundError) and exc.filename:
         return f"{exc.filename}: no such file or folder"
     return " ".join(str(exc).split()) or type(exc).__name__

@@ -28,7 +28,7 @@ def adam_state(optimizer) -> dict[str, torch.Tensor]:
 
 
 def main(recipe_file: str, out: str, mode: str) -> None:
-    from align.config import load_recipe
+    from align import load_recipe
     from align.ppo import state, trainer
 
     out_dir = Path(out)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from align.config import RecipeError, build_recipe, load_recipe, merge, parse_set
+from align import build_recipe, load_recipe
 from bench.align import write_toy_preference_run
+from plumbing.recipes import RecipeError, merge, parse_set
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_MODEL = "/nonexistent/rlaif-test-model"

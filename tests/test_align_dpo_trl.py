@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from align.config import build_recipe
+from align import build_recipe
 from align.data import load_data
 
 ROWS = 6

@@ -46,7 +46,7 @@ def judge_run(tmp_path_factory) -> Path:
 def dpo_output(tmp_path_factory, judge_run, tiny_model_dir) -> Path:
     """A real `rlaif align dpo` output (one step on the tiny model), made through align.run."""
     import align
-    from align.config import build_recipe
+    from align import build_recipe
 
     out = tmp_path_factory.mktemp("outs") / "dpo"
     align.run(build_recipe("dpo", {"model": tiny_model_dir, "data": str(judge_run), "output_dir": str(out),
@@ -149,7 +149,7 @@ def test_failure_after_partial_writes_leaves_no_output(judge_run, tiny_model_dir
     """An error after the weights were saved (here: drawing the curve) leaves no --out and no temp folder."""
     import align
     import align.card
-    from align.config import build_recipe
+    from align import build_recipe
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")

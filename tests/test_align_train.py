@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from align.config import build_recipe
+from align import build_recipe
 from bench.align import write_toy_preference_run
 
 

@@ -17,7 +17,7 @@ from test_pipeline import ROOT, _finished, _model_folder, _replan, recipe
 
 def _align_output(path: Path, method: str, weights: bytes) -> Path:
     """A model folder as ``rlaif align <method>`` leaves it: config, weights, tokenizer and its manifest."""
-    from align.config import build_recipe
+    from align import build_recipe
     from align.output import write_manifest
 
     _model_folder(path)

@@ -111,8 +111,9 @@ def test_zero2_on_cpu_accumulates_clips_and_resumes_each_shard(toy, tmp_path):
 def test_deepspeed_config_takes_the_recipes_batch_accumulation_and_clipping():
     """``auto`` or absent keys get the recipe's values; a value the DeepSpeed config sets otherwise is
     refused in one line naming it (accelerate 1.16 would clip at 1.0 and could not fill the micro-batch)."""
-    from align.config import RecipeError, build_recipe
+    from align import build_recipe
     from align.ppo.trainer import deepspeed_settings
+    from plumbing.recipes import RecipeError
 
     recipe = build_recipe("ppo", {"data": "prompts.jsonl", "output_dir": "m", "reward_funcs": ["length"],
                                   "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4,

@@ -30,10 +30,11 @@ def _score(rm, tokenizer, prompt: list[dict], text: str) -> float:
 def test_ppo_reads_the_reward_model_through_its_own_chat_template(tiny_model_dir, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from align.config import RecipeError, build_recipe
+    from align import build_recipe
     from align.ppo import trainer
     from align.ppo.data import load_prompts
     from align.ppo.rollout import make_batch
+    from plumbing.recipes import RecipeError
 
     torch.manual_seed(0)
     rm = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)

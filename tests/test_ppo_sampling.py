@@ -69,7 +69,7 @@ def test_rollouts_ignore_the_checkpoints_generation_config(tiny_model_dir):
 def reward_trainer(tiny_model_dir, tmp_path):
     """``rlaif align reward``'s trainer (align/reward.py::build_trainer) on the two conversations, chosen
     = PROMPTS + REPLIES; the model is the tiny Llama with a new random 1-output head."""
-    from align.config import build_recipe
+    from align import build_recipe
     from align.data import load_data
     from align.reward import build_trainer
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from align.config import RecipeError, build_recipe
+from align import build_recipe
+from plumbing.recipes import RecipeError
 
 STEPS = 40
 

@@ -101,7 +101,7 @@ def tiny_reward_model(tiny_model_dir, tmp_path_factory) -> str:
 def test_recipe_trains_one_step_on_a_real_run(path, tiny_model_dir, judge_run, revise_run, gsm8k_run, tmp_path,
                                               request):
     import align
-    from align.config import load_recipe
+    from align import load_recipe
 
     method = yaml.safe_load(path.read_text())["method"]
     out = tmp_path / "model"

@@ -15,7 +15,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from align.config import RecipeError, _Recipe
+from align.config import _Recipe
+from align.data import AlignData
+from align.ppo.data import load_prompts
+from plumbing.recipes import RecipeError
 
 
 class PPORecipe(_Recipe):
@@ -107,10 +110,8 @@ class PPORecipe(_Recipe):
         out = Path(self.output_dir)
         return out.with_name(f".{out.name}.ppo-checkpoints")
 
-    def check_data(self):
+    def check_data(self) -> AlignData:
         """Prompts and the reward model, checked without loading any weights (align/ppo/data.py)."""
-        from align.ppo.data import load_prompts
-
         data = load_prompts(self)
         check_reward_model(self)
         return data

@@ -14,8 +14,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from align.config import RecipeError
 from align.data import AlignData
+from plumbing.recipes import RecipeError
 
 log = logging.getLogger(__name__)
 
