@@ -36,6 +36,7 @@ LOG_CHUNK = 1 << 20  # bytes of log one /log request returns at most
 STREAM_POLL_S = 0.25
 KEEPALIVE_S = 15.0
 MAX_OVERRIDES = 200
+MAX_OFFSET = 2**53  # a byte offset past any log (and the largest integer a JSON client reads exactly)
 
 
 class Submit(BaseModel):
@@ -148,7 +149,7 @@ def _read_log(path: Path, offset: int, size: int = LOG_CHUNK) -> bytes:
 
 
 @router.get("/jobs/{job_id}/log")
-def job_log(job_id: str, offset: int = Query(0, ge=0), service: Service = Depends(get_service)) -> Response:
+def job_log(job_id: str, offset: int = Query(0, ge=0, le=MAX_OFFSET), service: Service = Depends(get_service)) -> Response:
     """The log's bytes from byte ``offset`` (at most 1 MiB); ``X-Log-Offset`` is where the next request starts."""
     _job(service, job_id)
     data = _read_log(service.backend.job_dir(job_id) / LOG, offset)
@@ -203,15 +204,16 @@ async def _events(service: Service, job_id: str, offset: int):
 
 
 @router.get("/jobs/{job_id}/events")
-def events(job_id: str, request: Request, offset: int | None = Query(None, ge=0),
+def events(job_id: str, request: Request, offset: int | None = Query(None, ge=0, le=MAX_OFFSET),
            service: Service = Depends(get_service)) -> StreamingResponse:
     """Server-sent events: ``log`` (id = byte offset after the line) and ``state``; ``Last-Event-ID: N`` or
     ``?offset=N`` resumes after byte N."""
     _job(service, job_id)
     last = request.headers.get("last-event-id")
     if last is not None:
-        if not last.strip().isdigit():
-            raise HTTPException(422, f"Last-Event-ID {last!r}: a byte offset of the log (an event's id) is a number")
+        if not last.strip().isdigit() or len(last.strip()) > 16 or int(last) > MAX_OFFSET:
+            raise HTTPException(422, f"Last-Event-ID {last[:40]!r}: give an event's id, a byte offset of the log "
+                                     f"(0 to {MAX_OFFSET})")
         offset = int(last)
     return StreamingResponse(_events(service, job_id, offset or 0), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -235,8 +237,8 @@ def files(job_id: str, service: Service = Depends(get_service)) -> dict:
 def file(job_id: str, path: str, service: Service = Depends(get_service)) -> FileResponse:
     _job(service, job_id)
     root = (service.backend.job_dir(job_id) / RUN).resolve()
-    target = (root / path).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
+    target = None if "\0" in path else (root / path).resolve()
+    if target is None or not target.is_relative_to(root) or not target.is_file():
         raise HTTPException(404, f"no file {path!r} in job {job_id}'s run folder; GET .../files lists them")
     return FileResponse(target)
 
