@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from service import ab_job
 from service.config import TOKEN_ENV, ServiceConfig
 
 EXIT, RUNNER_JSON, LOG = "exit", "runner.json", "log"
@@ -123,7 +124,10 @@ class LocalBackend:
     def command(self, job: dict) -> list[str]:
         job_dir = self.job_dir(job["id"])
         sets = [a for o in job["overrides"] for a in ("--set", o)]
-        rlaif = [sys.executable, "-P", "-m", "rlaif", "run", RECIPE, *sets, "--root", str(job_dir / RUN)]
+        if job["plan"] and job["plan"][0]["stage"] == ab_job.STAGE:  # `rlaif constitution ab` (service/ab_job.py)
+            rlaif = [sys.executable, "-P", "-m", "rlaif", *ab_job.ab_arguments(job_dir)]
+        else:
+            rlaif = [sys.executable, "-P", "-m", "rlaif", "run", RECIPE, *sets, "--root", str(job_dir / RUN)]
         return [sys.executable, "-P", "-m", "service.runner", str(job_dir), str(job["attempt"]), "--", *rlaif]
 
     def environment(self) -> dict[str, str]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plumbing.capture import OUR_PACKAGES, redact
+from service import ab_job
 
 OUTPUT_KEYS = frozenset({"out", "output_dir", "logging_dir"})
 NAME_KEYS = frozenset({"model", "reward_model", "value_model"})  # where a name (not a path) is meaningful
@@ -140,6 +141,11 @@ def check(text: str, overrides: list[str], job_dir: Path, allowed: list[Path]) -
     from pipeline.loop import run_pipeline
     from pipeline.recipe import load_pipeline
 
+    if ab_job.is_ab_recipe(text):  # a constitution A/B comparison (`kind: constitution-ab`), not a pipeline
+        try:
+            return Checked(*ab_job.check_ab(text, overrides, job_dir, allowed))
+        except ab_job.ABRefused as e:
+            raise Refused(str(e)) from None
     if redact(text) != text or any(redact(o) != o for o in overrides):
         raise Refused("the recipe holds a secret (a token, an API key or credentials in a URL); the service stores "
                       "none: give the service's environment the token (HF_TOKEN, RLAIF_OPENAI_API_KEY_FILE)")

@@ -3,8 +3,8 @@ downloaded): the playground lints a broken principle as it is typed, then compar
 engine) and fills in the flips table; a recipe submitted from the submit page streams its log and is cancelled
 from its page; pages holding a model's ``<script>`` and ``onerror=`` run nothing.
 
-The service runs in this process (uvicorn on 127.0.0.1 in a thread, stopped by the fixture), so the A/B kind's
-dispatch applies (tests/test_web_ui.py ``ab_dispatch``); its jobs are real process groups."""
+The service runs in this process (uvicorn on 127.0.0.1 in a thread, stopped by the fixture); its jobs, the A/B
+comparison included (service/ab_job.py), are real process groups."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
-from test_web_ui import HOSTILE, ab_dispatch, fake_job, make_app, write_judge_run
+from test_web_ui import HOSTILE, fake_job, make_app, write_judge_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -67,7 +67,6 @@ class ThreadServer:
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    ab_dispatch(monkeypatch)
     served = ThreadServer(make_app(tmp_path / "root"))
     yield served
     served.stop()

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
@@ -20,8 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from constitution import DEFAULT_PATH, load_constitution
+from service import ab_job
 from service.config import ServiceConfig
-from service.web import ab_job, playground
+from service.web import playground
 
 BASE = "http://127.0.0.1"
 HOSTILE = '<script>alert(1)</script> <img src=x onerror="alert(2)"> [click](javascript:alert(3))'
@@ -30,36 +30,6 @@ WAIT_S = 300  # a bound on waits for what a loaded 2-core box may take long to d
 
 
 # --- helpers the browser tests share ----------------------------------------------------------------------------
-
-
-def ab_dispatch(monkeypatch) -> None:
-    """Make the service run A/B recipes (service/web/ab_job.py): its submit check and its job command dispatch on
-    the recipe's kind. A stand-in for the same two calls in service/recipes.py ``check`` and service/local.py
-    ``LocalBackend.command`` (harmless once those dispatch themselves)."""
-    import service.local as local
-    import service.recipes as recipes
-    import service.routes as routes
-
-    check, command = routes.check, local.LocalBackend.command
-
-    def checked(text, overrides, job_dir, allowed):
-        if not ab_job.is_ab_recipe(text):
-            return check(text, overrides, job_dir, allowed)
-        try:
-            name, plan = ab_job.check_ab(text, overrides, job_dir, allowed)
-        except ab_job.ABRefused as e:
-            raise recipes.Refused(str(e)) from None
-        return recipes.Checked(name, plan)
-
-    def job_command(self, job):
-        if not (job["plan"] and job["plan"][0]["stage"] == ab_job.STAGE):
-            return command(self, job)
-        job_dir = self.job_dir(job["id"])
-        return [sys.executable, "-P", "-m", "service.runner", str(job_dir), str(job["attempt"]), "--",
-                sys.executable, "-P", "-m", "rlaif", *ab_job.ab_arguments(job_dir)]
-
-    monkeypatch.setattr(routes, "check", checked)
-    monkeypatch.setattr(local.LocalBackend, "command", job_command)
 
 
 def make_app(root: Path, **settings):
@@ -372,7 +342,6 @@ def test_compare_runs_as_a_service_job_and_its_result_shows_the_flips_side_by_si
     """The playground's Compare, as its script does it: /ui/api/compare writes the draft and answers the A/B
     recipe, POST /api/v1/jobs queues it, the job runs ``rlaif constitution ab`` on the fake engine, and the
     result fragment holds the table and the flipped pairs' replies (escaped)."""
-    ab_dispatch(monkeypatch)
     client, service = served
     token = csrf_of(client)
     sample = hostile_sample(service.config.uploads)

@@ -3,7 +3,7 @@
     service/web/router.py     the pages and the JSON endpoints only they use
     service/web/security.py   security headers, the browser session, the CSRF and host checks
     service/web/playground.py constitutions edited in the page: lint, versions, diffs, A/B drafts
-    service/web/ab_job.py     a job that is an ``rlaif constitution ab`` command
+    service/ab_job.py     a job that is an ``rlaif constitution ab`` command
     service/web/rows.py       a job's preference rows, a page at a time
     service/web/report.py     report.md and the A/B result as HTML
     service/web/templates/    Jinja2 templates (autoescape on); static/ the pages' CSS and JavaScript (no CDN)

@@ -70,7 +70,7 @@ def ab_result(run_dir: Path, max_flips: int = 200) -> dict | None:
     """An A/B job's metrics and its flipped pairs with both responses (read back from the labelled sample the
     job judged, by pair id), or None before the job wrote metrics.json."""
     from judge.ab_report import AGREEMENT_PNG, PAIRS_PNG
-    from service.web.ab_job import STAGE
+    from service.ab_job import STAGE
 
     path = run_dir / STAGE / "metrics.json"
     try:

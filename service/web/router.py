@@ -3,7 +3,7 @@ only the pages use (/ui/api/...). Every state change is a POST; a page never own
 service job (POST /api/v1/jobs from the page's script), so closing the tab changes nothing.
 
     /ui/playground          constitution editor: lint as you type, save as a new version, versions with diffs,
-                            Compare (an A/B job, service/web/ab_job.py) and its report
+                            Compare (an A/B job, service/ab_job.py) and its report
     /ui/jobs, /ui/jobs/ID   jobs with per-stage progress; a job's live log (SSE), plan, cancel/retry, report,
                             files
     /ui/jobs/ID/data        the job's preference rows, a page at a time (service/web/rows.py)
@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Red
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 
-import service.web.ab_job as ab_job
+import service.ab_job as ab_job
 import service.web.playground as playground
 import service.web.report as report
 import service.web.rows as rows
