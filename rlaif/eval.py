@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from rlaif._options import NUM_GPUS, REPLICAS
+
 log = logging.getLogger(__name__)
 
 
@@ -31,6 +33,8 @@ def eval_(
                                                                 "judge unless given their own."),
     reference_base_url: list[str] = typer.Option(None, "--reference-base-url", help="Server(s) of the reference."),
     judge_base_url: list[str] = typer.Option(None, "--judge-base-url", help="Server(s) of the judge."),
+    replicas: int = REPLICAS,
+    num_gpus: float = NUM_GPUS,
     max_tokens: int = typer.Option(256, "--max-tokens", help="Most tokens per response."),
     temperature: float = typer.Option(0.0, "--temperature", help="Sampling temperature of both models "
                                                                  "(0 = greedy)."),
@@ -60,11 +64,13 @@ def eval_(
         _check_model(flag, name)
 
     def options(model: str, servers: list[str]) -> EngineOptions:
-        return EngineOptions(model=model, engine=engine, base_urls=servers, batch_size=batch_size)
+        return EngineOptions(model=model, engine=engine, base_urls=servers, batch_size=batch_size,
+                             replicas=replicas, num_gpus=num_gpus)
 
     judge = JudgeConfig(constitution=str(constitution) if constitution else None, model=judge_model, engine=engine,
                         base_urls=judge_base_url or urls, principles_per_pair=principles, seed=seed,
-                        templates=str(templates) if templates else None, batch_size=batch_size)
+                        templates=str(templates) if templates else None, batch_size=batch_size,
+                        replicas=replicas, num_gpus=num_gpus)
     config = EvalConfig(prompts=prompts, out=out, policy=options(policy, urls),
                         reference=options(reference, reference_base_url or urls), judge=judge,
                         max_tokens=max_tokens, temperature=temperature, seed=seed, limit=limit,

@@ -13,9 +13,11 @@ from rlaif._options import (
     BATCH,
     ENGINE,
     MODEL,
+    NUM_GPUS,
     OUT,
     PROMPTS,
     QUIET,
+    REPLICAS,
     engine_options,
     summary,
 )
@@ -23,7 +25,7 @@ from rlaif._options import (
 
 def generate(
     prompts: Path = PROMPTS, out: Path = OUT, model: str = MODEL, engine: str = ENGINE,
-    base_url: list[str] = BASE_URL,
+    base_url: list[str] = BASE_URL, replicas: int = REPLICAS, num_gpus: float = NUM_GPUS,
     n: int = typer.Option(2, "--n", help="Responses per prompt."),
     temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature (0 = greedy)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling threshold."),
@@ -39,7 +41,8 @@ def generate(
     """Sample N responses per prompt into a resumable run directory."""
     from generator.generate import GenerateConfig, run_generate
 
-    config = GenerateConfig(prompts=prompts, out=out, engine=engine_options(model, engine, base_url, batch_size),
+    config = GenerateConfig(prompts=prompts, out=out, engine=engine_options(model, engine, base_url, batch_size,
+                                                                              replicas, num_gpus),
                             n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                             limit=limit, prompt_column=prompt_column, overwrite=overwrite, allow_empty=allow_empty)
     with StageProgress("generate", unit="prompts", quiet=quiet) as progress:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from plumbing.progress import StageProgress
-from rlaif._options import BASE_URL, ENGINE
+from rlaif._options import BASE_URL, ENGINE, NUM_GPUS, REPLICAS
 
 
 def register(root: typer.Typer) -> None:
@@ -22,6 +22,8 @@ def judge(
     model: str = typer.Option("smollm2-135m", help="Judge model: embedded name, folder or Hub id."),
     engine: str = ENGINE,
     base_url: list[str] = BASE_URL,
+    replicas: int = REPLICAS,
+    num_gpus: float = NUM_GPUS,
     principles_per_pair: int = typer.Option(4, help="Principles sampled per pair and ensembled."),
     orders: str = typer.Option("both", help="both | one: score both option orders to cancel position bias."),
     cot: bool = typer.Option(False, "--cot", help="Chain-of-thought rationales before the option letter."),
@@ -52,7 +54,7 @@ def judge(
         engine=engine, base_urls=base_url or [], principles_per_pair=principles_per_pair, orders=orders, cot=cot,
         cot_samples=cot_samples, layout=layout, calibrate=calibrate, pairing=pairing, min_confidence=min_confidence,
         templates=str(templates) if templates else None, seed=seed, batch_size=batch_size, limit=limit,
-        overwrite=overwrite, allow_empty=allow_empty)
+        overwrite=overwrite, allow_empty=allow_empty, replicas=replicas, num_gpus=num_gpus)
     with StageProgress("judging", unit="pairs", quiet=quiet) as progress:
         summary = run_judge(config, progress=progress)
     typer.echo(summary.line())
