@@ -1,4 +1,4 @@
-"""``rlaif constitution lint | show | diff | import-hf``.
+"""``rlaif constitution lint | show | diff | import-hf | ab``.
 
 Errors are raised as ``ConstitutionError``; ``rlaif.cli.main`` prints them as one line and exits 2.
 """
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Constitution files: lint, show, diff, import from llm-swarm JSON.", no_args_is_help=True)
+app = typer.Typer(help="Constitution files: lint, show, diff, import from llm-swarm JSON, A/B on human labels.",
+                  no_args_is_help=True)
 
 
 @app.command("lint")
@@ -99,6 +100,59 @@ def import_hf_cmd(
     write_text_atomic(out, text, force=force)
     typer.echo(f"{out}: {len(const.principles)} principles, {len(const.few_shot.revision)} few-shot chats, "
                f"sha256 {const.sha256()}")
+
+
+@app.command("ab")
+def ab_cmd(
+    old: Path = typer.Argument(..., help="Constitution A (YAML), the one in use."),
+    new: Path = typer.Argument(..., help="Constitution B (YAML), the edited one."),
+    human: Path = typer.Option(..., "--human", help="Labelled pairs: an HH-RLHF file ({chosen, rejected} "
+                                                    "transcripts; jsonl/json/parquet/csv, .gz ok) or a judge run."),
+    out: Path = typer.Option(..., "--out", help="Folder for report.md, metrics.json, flips.jsonl and plots: new, "
+                                                "empty, or an earlier ab output (with --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier ab output in --out (its vote "
+                                                              "cache is kept and reused; never any other folder)."),
+    cache: Path = typer.Option(None, "--cache", help="Vote cache folder, shareable between runs; default <out>/cache."),
+    limit: int = typer.Option(None, "--limit", help="Judge at most N pairs (the first ones)."),
+    principles: str = typer.Option(None, "--principles", help="Judge with these principle ids only (ID,ID,...)."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Judge model: embedded name, folder or Hub id."),
+    engine: str = typer.Option("auto", "--engine", help="auto | vllm | openai | transformers | fake | module:Class."),
+    base_url: list[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (repeatable)."),
+    principles_per_pair: int = typer.Option(4, "--principles-per-pair", help="Principles drawn per pair."),
+    layout: str = typer.Option(None, "--layout", help="cai | shared-prefix; default: cai."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the principle draws and of the bootstrap."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Pairs per engine call (runtime only)."),
+    templates: Path = typer.Option(None, "--templates", help="Folder of .jinja files shadowing the built-ins."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Judge one sample of human-labelled pairs under OLD and NEW (same judge, both orders, the same principle
+    draws): agreement under each, the paired difference, McNemar, kappa, the flipped pairs (judge/ab.py)."""
+    from judge.ab import ABConfig, run_ab
+    from judge.config import JudgeConfig
+    from plumbing.progress import StageProgress
+
+    judge = JudgeConfig(model=model, engine=engine, base_urls=base_url or [], principles_per_pair=principles_per_pair,
+                        layout=layout, templates=str(templates) if templates else None, seed=seed,
+                        batch_size=batch_size)
+    config = ABConfig(old=old, new=new, human=human, out=out, overwrite=overwrite, cache=cache, limit=limit,
+                      principles=None if principles is None else [p.strip() for p in principles.split(",")],
+                      judge=judge)
+    with StageProgress("constitution ab", unit="votes", quiet=quiet) as progress:
+        result = run_ab(config, progress=progress)
+    a, b, paired, c = result["a"]["agreement"], result["b"]["agreement"], result["paired"], result["cost"]
+    d, mc = paired["difference"], paired["mcnemar"]
+    p_mcnemar = "n/a" if mc["pvalue"] is None else f"{mc['pvalue']:.3g}"
+
+    def show(m: dict, sign: str = "") -> str:
+        if m["value"] is None:
+            return "n/a"
+        return f"{m['value']:{sign}.3f}" + ("" if m.get("lo") is None else f" [{m['lo']:{sign}.3f}, {m['hi']:{sign}.3f}]")
+
+    typer.echo(f"{out}: {result['n_pairs']} pairs; agreement A {show(a)} -> B {show(b)}; B - A {show(d, '+')} "
+               f"over {paired['n_paired']} paired; McNemar p {p_mcnemar} ({mc['a_only']} right under A only, "
+               f"{mc['b_only']} under B only); kappa {show(paired['kappa'])}; {len(result['flips'])} flips; "
+               f"longer-wins baseline {show(result['baseline_longer_wins'])}; {c['fresh_votes']} fresh votes "
+               f"({c['cached_votes']} cached), {c['total_seconds']:.1f} s")
 
 
 def register(root: typer.Typer) -> None:
