@@ -12,8 +12,8 @@ from importlib import metadata
 
 from fastapi import Request
 
-from service.config import ServiceConfig, ServiceConfigError
 from service.backend import make_backend
+from service.config import ServiceConfig, ServiceConfigError
 from service.recipes import bundled_dirs
 from service.scheduler import Scheduler
 from service.store import JobStore

@@ -17,8 +17,8 @@ import logging
 import threading
 
 from plumbing.capture import redact
-from service.config import ServiceConfig
 from service.backend import Backend
+from service.config import ServiceConfig
 from service.local import LOG, RUNNER_JSON
 from service.store import ENDED, WAITING, JobStore, now
 

@@ -25,7 +25,16 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import BASE_ENV, ROOT, free_port
-from test_service import ENDED, WAIT_S, Served, fake_recipe, job_processes, prompts, rlaif_run, rows, same_rows
+from test_service import (
+    WAIT_S,
+    Served,
+    fake_recipe,
+    job_processes,
+    prompts,
+    rlaif_run,
+    rows,
+    same_rows,
+)
 
 RAY = Path(sys.executable).with_name("ray")
 CLUSTER_ENV = {**{k: v for k, v in BASE_ENV.items() if k != "RAY_ADDRESS"}, "RAY_memory_monitor_refresh_ms": "0",

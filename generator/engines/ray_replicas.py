@@ -53,12 +53,16 @@ SECRET_NAMES = ("VLLM_API_KEY", "RLAIF_SERVICE_TOKEN")
 _RAY = {"engines": 0, "ours": False}  # ray engines open in this process; did one of them start Ray's connection?
 
 
+class RaySettingsError(ValueError):
+    """Ray settings that cannot work, or Ray missing: one line naming what to change."""
+
+
 def require_ray(what: str = "engine ray") -> None:
     """One line naming the extra when Ray is not installed."""
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:
-        raise ValueError(f"{what} needs Ray, which is not installed; install the extra: {EXTRA}")
+        raise RaySettingsError(f"{what} needs Ray, which is not installed; install the extra: {EXTRA}")
 
 
 def check_ray_settings(engine: str, replicas: int | None, num_gpus: float | None, ray_address: str | None) -> None:
@@ -67,16 +71,17 @@ def check_ray_settings(engine: str, replicas: int | None, num_gpus: float | None
              if v is not None]
     if engine != "ray":
         if given:
-            raise ValueError(f"{given[0]} is only used by the ray engine, but the engine is {engine!r}; "
-                             f"set engine: ray (--engine ray) or drop {given[0]}")
+            raise RaySettingsError(f"{given[0]} is only used by the ray engine, but the engine is {engine!r}; "
+                                   f"set engine: ray (--engine ray) or drop {given[0]}")
         return
     require_ray()
     if replicas is not None and replicas < 1:
-        raise ValueError(f"replicas {replicas}: the ray engine needs at least 1 replica")
+        raise RaySettingsError(f"replicas {replicas}: the ray engine needs at least 1 replica")
     if num_gpus is not None and not (math.isfinite(num_gpus) and num_gpus >= 0):
-        raise ValueError(f"num_gpus {num_gpus}: give the GPUs of one replica, 0 or more (e.g. 1)")
+        raise RaySettingsError(f"num_gpus {num_gpus}: give the GPUs of one replica, 0 or more (e.g. 1)")
     if ray_address is not None and (not ray_address.strip() or any(c.isspace() for c in ray_address)):
-        raise ValueError(f"ray_address {ray_address!r}: give a Ray address (auto, HOST:PORT or ray://HOST:10001)")
+        raise RaySettingsError(f"ray_address {ray_address!r}: give a Ray address (auto, HOST:PORT or "
+                               "ray://HOST:10001)")
 
 
 def _passed_env() -> dict[str, str]:
