@@ -64,7 +64,8 @@ OUR_PACKAGES = frozenset({"plumbing", "constitution", "prompts", "generator", "j
 # once its output folder is swapped in, judge/eval_report.py, so a folder it refuses is never written).
 # publish has none: its --dry-run folder is exactly what would be uploaded, a real push has no folder.
 LOGGED_COMMANDS: dict[str, str | None] = {"generate": None, "revise": None, "judge": None, "judge-eval": None,
-                                          "publish": None, "demo": None, "eval": None, "run": None}
+                                          "publish": None, "demo": None, "eval": None, "run": None,
+                                          "constitution": None}  # `constitution ab` loads a judge
 
 # Hub user access tokens are "hf_" + 34 letters; shorter ones (older, or pasted in part) are masked from 5
 # characters on when they hold a capital or a digit (a library's hf_transfer or hf_overrides is left alone).
