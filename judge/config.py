@@ -13,7 +13,7 @@ the engine is built or shared (generator/engines/pool.py; tests/test_judge_engin
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -44,6 +44,9 @@ class JudgeEngineOptions(EngineOptions):
 
 class JudgeConfig(EngineSettings):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no inf/nan temperature
+    # `rlaif run` checks a judge naming a folder an earlier stage writes (pipeline/stages.py build); the folder is
+    # checked by engine_options(), which every route makes before it reads the model (judge/build.py judge_spec)
+    check_model_folder: ClassVar[bool] = False
 
     input: str | None = Field(None, description="A generate run, a revise run, or a pair file "
                                                 "(jsonl/json/parquet/csv with prompt, response_a, response_b).")

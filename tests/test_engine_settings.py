@@ -43,10 +43,13 @@ def test_every_config_refuses_what_cannot_run(cls, fields, message):
 
 @pytest.mark.parametrize("cls", WITH_MODEL, ids=lambda cls: cls.__name__)
 def test_every_config_refuses_a_model_folder_that_is_not_there_and_a_token(cls):
+    """A judge config may name a folder an earlier stage of `rlaif run` writes: its folder is checked when its
+    engine options are made (every route makes them before it reads the model), the others' at once."""
     from generator.models import ModelError
 
     with pytest.raises(ModelError, match="no such model folder"):
-        cls(engine="transformers", model="./no-such-folder")
+        config = cls(engine="transformers", model="./no-such-folder")
+        config.engine_options()
     with pytest.raises(ValidationError, match="looks like an access token"):
         cls(engine="fake", model="hf_" + "x" * 34)
 

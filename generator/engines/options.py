@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -136,12 +136,15 @@ class EngineSettings(EngineChoice):
     """The engine settings of one model (EngineOptions, judge/config.py JudgeConfig, align/rewards/judge.py
     JudgeReward): the model, and how it is reached."""
 
+    # Whether a model named by a path must be a folder when the config is made (else: when its engine options
+    # are, still before anything loads); a config may name a folder that an earlier stage of `rlaif run` writes.
+    check_model_folder: ClassVar[bool] = True
     model: ModelName = Field("smollm2-135m", description="Embedded model name, local folder or Hub id (with "
                                                          "base_urls: the name the servers serve).")
 
     @model_validator(mode="after")
     def _model_checked_before_anything_loads(self):
-        if self.engine_name() in ("vllm", "transformers"):  # a server's model name is the server's business
+        if self.check_model_folder and self.engine_name() in ("vllm", "transformers"):  # a server's is its business
             from generator.models import check_local_model
 
             check_local_model(self.model)
