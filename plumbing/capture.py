@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import io
 import logging
 import os
@@ -221,19 +220,37 @@ def _after_fork_in_child() -> None:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
 
 
+ROUTED_LIBRARIES = ("transformers", "datasets", "huggingface_hub")
+_bars_off = False  # the progress bars of a library routed from now on: off unless --verbose
+_hooked = False
+
+
 def _route_libraries(verbose: bool) -> None:
-    """transformers, datasets and huggingface_hub log through the root logger, not their own handlers."""
-    for name in ("transformers", "datasets", "huggingface_hub"):
-        try:
-            lib = importlib.import_module(f"{name}.utils.logging")
-        except ImportError:
-            continue
-        root = logging.getLogger(name)
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        root.propagate = True
-        if not verbose and hasattr(lib, "disable_progress_bar"):
-            lib.disable_progress_bar()
+    """transformers, datasets and huggingface_hub log through the root logger, not their own handlers: each as
+    soon as its ``<name>.utils.logging`` is imported (a post-import hook; at once if it is already). Importing
+    them here instead cost every command transformers' import (seconds of CPU: it reads every installed
+    package's metadata) though a command on the fake engine never uses it."""
+    global _bars_off, _hooked
+    _bars_off = not verbose
+    if _hooked:
+        return
+    _hooked = True
+    import wrapt
+
+    for name in ROUTED_LIBRARIES:
+        wrapt.register_post_import_hook(_route, f"{name}.utils.logging")
+
+
+def _route(lib) -> None:
+    """One library's logging module, just imported: its own console handler goes, its records propagate."""
+    name = lib.__name__.split(".")[0]
+    lib.get_logger()  # sets the library's handler up now (transformers does so on first use) so it can go
+    root = logging.getLogger(name)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.propagate = True
+    if _bars_off and hasattr(lib, "disable_progress_bar"):
+        lib.disable_progress_bar()
 
 
 def _set_up_logging(verbose: bool) -> None:
