@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from service import ab_job
 from service.config import TOKEN_ENV, ServiceConfig
 
 EXIT, RUNNER_JSON, LOG = "exit", "runner.json", "log"
@@ -122,6 +121,9 @@ class LocalBackend:
         return self.config.jobs / job_id
 
     def command(self, job: dict) -> list[str]:
+        # imported here: every job's runner imports this module and needs neither ab_job nor its pydantic
+        from service import ab_job
+
         job_dir = self.job_dir(job["id"])
         sets = [a for o in job["overrides"] for a in ("--set", o)]
         if job["plan"] and job["plan"][0]["stage"] == ab_job.STAGE:  # `rlaif constitution ab` (service/ab_job.py)
