@@ -228,8 +228,8 @@ _hooked = False
 def _route_libraries(verbose: bool) -> None:
     """transformers, datasets and huggingface_hub log through the root logger, not their own handlers: each as
     soon as its ``<name>.utils.logging`` is imported (a post-import hook; at once if it is already). Importing
-    them here instead cost every command transformers' import (0.7 s of CPU on a 2-core box: it reads every installed
-    package's metadata) though a command on the fake engine never uses it."""
+    them here instead cost every command transformers' import (0.7 s of CPU on a 2-core box: it reads every
+    installed package's metadata) though a command on the fake engine never uses it."""
     global _bars_off, _hooked
     _bars_off = not verbose
     if _hooked:
