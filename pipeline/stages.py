@@ -85,9 +85,10 @@ def policy_start(recipe) -> str:
 
 
 def final_policy(recipe) -> str:
-    """The model eval compares with the start model: the policy stage's output, else the base stage's."""
+    """The model eval compares with the start model: the policy stage's output, else the base stage's (eval needs
+    one of them listed)."""
     trained = _role_stages(recipe, "policy") or _role_stages(recipe, "base")
-    return str(recipe.path(trained[0]))
+    return str(recipe.path(trained[0])) if trained else recipe.model
 
 
 def _eval_options(recipe, name: str) -> dict:

@@ -432,7 +432,7 @@ def _loop_recipe(tmp_path: Path, root: Path, constitution: Path) -> Path:
     tests/test_judge_integration.py run the stages on vLLM)."""
     prompts = tmp_path / "prompts.jsonl"
     if not prompts.exists():
-        lines = (ROOT / "rlaif" / "data" / "demo_prompts.jsonl").read_text().splitlines()[:4]
+        lines = (ROOT / "pipeline" / "data" / "demo_prompts.jsonl").read_text().splitlines()[:4]
         prompts.write_text("\n".join(lines) + "\n")
     train = {"max_steps": 1, "per_device_train_batch_size": 2, "max_length": 256}
     raw = {"name": "loop", "root": str(root), "constitution": str(constitution), "prompts": str(prompts),
