@@ -159,9 +159,15 @@ def load_both(config: ABConfig) -> tuple:
 # --- the judge and its votes ----------------------------------------------------------------------
 
 
-def expected_dtype(kind: str) -> str | None:
+def expected_dtype(kind: str, num_gpus: float | None = None) -> str | None:
     """The dtype an engine of ``kind`` will load the model in (before loading it): a vote's cache key
-    holds it, so cached votes are found without loading the model. openai: the server's own."""
+    holds it, so cached votes are found without loading the model. openai: the server's own; ray: what
+    ``rlaif engine serve`` resolves on a replica, bfloat16 with ``num_gpus`` and float32 without (Ray hides
+    the GPUs from an actor that asks for none)."""
+    if kind == "ray":
+        from generator.engines.vllm_cpu import resolve_dtype
+
+        return resolve_dtype("auto", cpu=not num_gpus)
     if kind == "vllm":
         from vllm.platforms import current_platform
 
@@ -175,8 +181,25 @@ def expected_dtype(kind: str) -> str | None:
     return "server" if kind == "openai" else None
 
 
+def model_sha256(model: str) -> str | None:
+    """The content of a judge model named by a local path (plumbing/hashing.py, big files hashed once per
+    stamp): a model folder's top-level files (what ``from_pretrained`` reads, as pipeline/fingerprints.py counts
+    one), any other folder's files, a file's bytes. None for an embedded name or a Hub id."""
+    from generator.models import EMBEDDED, display_name
+    from plumbing.hashing import content_sha256, folder_sha256, is_model_folder
+
+    path = Path(model).expanduser()
+    if model in EMBEDDED or display_name(model) != model or not path.exists():
+        return None
+    try:
+        return content_sha256(path) if path.is_file() else folder_sha256(path, recursive=not is_model_folder(path))
+    except OSError as e:
+        raise JudgeError(f"--model {model}: cannot be read ({e.strerror or e}); fix its permissions") from None
+
+
 def judge_identity(jc: JudgeConfig, engine=None) -> dict:
-    """What a vote depends on besides its prompt: model, engine kind, dtype, layout, top-k."""
+    """What a vote depends on besides its prompt: model (and, for a local path, its content: weights trained
+    again in place are another judge), engine kind, dtype, layout, top-k."""
     from generator.models import display_name
     from judge.build import engine_options
 
@@ -184,8 +207,10 @@ def judge_identity(jc: JudgeConfig, engine=None) -> dict:
         kind, model, dtype = engine.name, display_name(engine.model), getattr(engine, "dtype", None)
     else:
         kind = engine_options(jc).engine_name()
-        model, dtype = display_name(jc.model), expected_dtype(kind)
-    return {"model": model, "engine": kind, "dtype": dtype, "layout": jc.resolved_layout, "top_k": jc.top_k}
+        model, dtype = display_name(jc.model), expected_dtype(kind, jc.num_gpus)
+    sha = model_sha256(model)
+    return {"model": model, **({"model_sha256": sha} if sha else {}), "engine": kind, "dtype": dtype,
+            "layout": jc.resolved_layout, "top_k": jc.top_k}
 
 
 @dataclass
@@ -215,11 +240,12 @@ def side_keys(side: Side, pairs: list, identity: dict) -> list[str]:
 
 
 def judge_missing(engine, sides: list[Side], keys: list[list[str]], pairs: list, cache, jc: JudgeConfig,
-                  identity: dict, progress: Callable[[int, int], None]) -> dict:
+                  identity: dict, progress: Callable[[int, int], None]) -> tuple[dict, dict]:
     """Judge the votes the cache lacks, pair by pair in chunks of ``jc.batch_size`` pairs (both sides'
     prompts of a pair in one engine call, so the prefix cache shares the pair's text), committing each
-    chunk; returns the fresh votes' count and prompt tokens."""
-    from judge.scoring import Vote, _score_prompts, vote_from_scores
+    chunk; returns the fresh votes' count and the prompt tokens sent, and the votes of prompts too long for
+    this engine's context: those are not cached (judge/ab_cache.py), they hold for this run only."""
+    from judge.scoring import _score_prompts, vote_from_scores
 
     stored = cache.get(k for ks in keys for k in ks)
     missing: dict[str, tuple[Side, int]] = {}
@@ -231,7 +257,7 @@ def judge_missing(engine, sides: list[Side], keys: list[list[str]], pairs: list,
     for k, (side, i) in missing.items():
         by_pair.setdefault(side.tasks[i].pair, []).append(k)
     order = sorted(by_pair)
-    done, tokens = 0, 0
+    done, tokens, too_long = 0, 0, {}
     progress(0, len(missing))
     for start in range(0, len(order), jc.batch_size):
         chunk = [k for p in order[start:start + jc.batch_size] for k in by_pair[p]]
@@ -241,8 +267,10 @@ def judge_missing(engine, sides: list[Side], keys: list[list[str]], pairs: list,
         for k, prompt, s in zip(chunk, prompts, scored, strict=True):
             side, i = missing[k]
             t = side.tasks[i]
-            vote = Vote(t.principle_id, t.order, None, s) if isinstance(s, str) \
-                else vote_from_scores(t.principle_id, t.order, s, jc.top_k)
+            if isinstance(s, str):  # the prompt does not fit this engine's context: never sent, never cached
+                too_long[k] = {"p_a": None, "reason": s, "raw": {}}
+                continue
+            vote = vote_from_scores(t.principle_id, t.order, s, jc.top_k)
             entries.append({"key": k, "pair_id": pairs[t.pair].id, "order": t.order,
                             "principle_text": t.context["principle"], "principle_id": t.principle_id,
                             "judge": identity, "p_a": vote.p_a, "reason": vote.reason, "raw": vote.raw})
@@ -251,7 +279,7 @@ def judge_missing(engine, sides: list[Side], keys: list[list[str]], pairs: list,
         done += len(chunk)
         progress(done, len(missing))
         log.info("constitution ab: %d/%d fresh votes judged", done, len(missing))
-    return {"fresh_votes": len(missing), "fresh_prompt_tokens": tokens}
+    return {"fresh_votes": len(missing), "fresh_prompt_tokens": tokens}, too_long
 
 
 def side_verdicts(side: Side, keys: list[str], stored: dict, n_pairs: int) -> list:
@@ -285,13 +313,15 @@ def run_ab(config: ABConfig, progress: Callable[[int, int], None] | None = None,
     the outputs; returns metrics.json's content. ``engine`` overrides the one ``config.judge`` names
     (tests); ``progress(done, total)`` counts fresh votes."""
     from judge import ab_report, ab_stats
-    from judge.ab_cache import CACHE, VoteCache, check_cache_dir
+    from judge.ab_cache import CACHE, VoteCache, check_cache_dir, check_cache_place
     from judge.build import make_judge_engine
     from judge.scoring import templates_used
     from prompts import template_sha256
 
     started = time.perf_counter()
     ab_report.check_out(config.out, config.overwrite)
+    if config.cache is not None:
+        check_cache_place(config.cache, config.out)
     cache_dir = config.cache if config.cache is not None else config.out / CACHE
     check_cache_dir(cache_dir, "--cache" if config.cache is not None else f"--out {config.out}: its {CACHE}/ folder")
     a, b, ids = load_both(config)
@@ -303,6 +333,7 @@ def run_ab(config: ABConfig, progress: Callable[[int, int], None] | None = None,
     identity = judge_identity(jc, engine)
     cache = VoteCache(cache_dir)
     cost = {"fresh_votes": 0, "fresh_prompt_tokens": 0, "engine_load_seconds": 0.0, "judge_seconds": 0.0}
+    too_long: dict = {}
     try:
         keys = [side_keys(s, pairs, identity) for s in sides]
         if len(cache.get(k for ks in keys for k in ks)) < len({k for ks in keys for k in ks}):
@@ -315,13 +346,14 @@ def run_ab(config: ABConfig, progress: Callable[[int, int], None] | None = None,
                     identity, keys = _check_loaded(engine, identity, sides, pairs, keys)
                 cost["engine_load_seconds"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                cost.update(judge_missing(engine, sides, keys, pairs, cache, jc, identity,
-                                          progress or (lambda done, total: None)))
+                fresh, too_long = judge_missing(engine, sides, keys, pairs, cache, jc, identity,
+                                                progress or (lambda done, total: None))
+                cost.update(fresh)
                 cost["judge_seconds"] = time.perf_counter() - t0
             finally:
                 if own:
                     engine.close()
-        stored = cache.get(k for ks in keys for k in ks)
+        stored = {**cache.get(k for ks in keys for k in ks), **too_long}
         cost["cached_votes"] = len({k for ks in keys for k in ks}) - cost["fresh_votes"]
     finally:
         cache.close()

@@ -1,16 +1,20 @@
 """The vote cache of ``rlaif constitution ab``: one judged (pair, order, principle text) is judged once.
 
 A vote is stored under a key that names everything the judge's reply depends on: the pair, the order,
-the sha256 of the rendered principle text, the judge (model, engine kind, dtype, layout, top-k) and the
+the sha256 of the rendered principle text, the judge (model, the content of a model named by a local path,
+engine kind, dtype, layout, top-k: judge/ab.py ``judge_identity``) and the
 sha256 of the whole prompt (which also covers the few-shot block and ``--templates``). Editing one
 principle's ``compare`` text changes the keys of that principle's votes only, so a re-run judges only
 those (tests/test_constitution_ab.py::test_editing_one_principle_rejudges_only_its_votes); a principle
 whose text is the same in both constitutions is judged once for both.
 
 The cache is one SQLite file (``votes.sqlite``, WAL): every batch of votes is committed as it is
-judged, so a killed run keeps what it judged, and two runs may share one ``--cache`` folder. Votes
-that cannot be scored (an option outside the top-k, a prompt too long) are stored with their reason:
-they are as deterministic as the scores. Failures of the engine are never stored.
+judged, so a killed run keeps what it judged, and two runs may share one ``--cache`` folder. A vote
+whose options fall outside the top-k is stored with its reason: it is the judge's answer, as deterministic
+as a score. A prompt too long for the engine's context is not stored: that is the engine's context
+length (a server's ``--max-model-len``), which the key does not name, so each run finds it again by
+counting the prompt's tokens (tests/test_constitution_ab.py: a prompt too long for one engine is judged
+by one with a longer context). Failures of the engine are never stored.
 """
 
 from __future__ import annotations
@@ -80,6 +84,20 @@ def check_cache_dir(folder: Path, flag: str) -> None:
         if meta.get("version") != str(VERSION):
             raise JudgeError(f"{flag} {folder / DB} is a version {meta.get('version')} vote cache, this rlaif "
                              f"reads version {VERSION}; delete the folder to judge afresh, or give another one")
+
+
+def check_cache_place(cache: Path, out: Path) -> None:
+    """Refuse a ``--cache`` that is ``--out``, lies inside it (other than its default ``<out>/cache``) or holds
+    it: the outputs could not be written beside a foreign folder, nor a cache hold an output folder."""
+    c, o = cache.expanduser().resolve(), out.expanduser().resolve()
+    if c == o / CACHE:
+        return
+    if c == o or o in c.parents:
+        raise JudgeError(f"--cache {cache} is inside --out {out}; drop --cache to keep the votes in {out / CACHE}, "
+                         f"or give a folder outside --out")
+    if c in o.parents:
+        raise JudgeError(f"--out {out} is inside --cache {cache}; give the outputs and the vote cache separate "
+                         f"folders")
 
 
 def is_cache_dir(folder: Path) -> bool:

@@ -48,16 +48,27 @@ def check_out(out: Path, overwrite: bool) -> str:
 
 
 def principle_status(a, b, ids) -> dict[str, str]:
-    """Each judged principle id -> "unchanged", "changed: <fields>", "added" or "removed" (OLD -> NEW)."""
+    """Each judged principle id -> "unchanged", "changed: <what>", "added" or "removed" (OLD -> NEW). What
+    changed: the principle's own fields, ``variables.<name>`` for a variable its compare text uses (in either
+    file) whose value differs, and ``few_shot`` when the judge's worked comparisons differ (in every prompt):
+    each changes what the judge reads for this principle even where its own text is the same."""
     from constitution import diff
+    from prompts import undeclared_variables
 
     d = diff(a, b)
+    names = set(a.variables) | set(b.variables)
+    changed_vars = {n for n in names if a.variables.get(n) != b.variables.get(n)}
+    few_shot = ["few_shot"] if a.few_shot_compare() != b.few_shot_compare() else []
     status = {}
     for pid in dict.fromkeys([p.id for p in a.principles] + [p.id for p in b.principles]):
         if ids is not None and pid not in ids:
             continue
-        status[pid] = ("added" if pid in d.added else "removed" if pid in d.removed
-                       else f"changed: {', '.join(d.changed[pid])}" if pid in d.changed else "unchanged")
+        if pid in d.added or pid in d.removed:
+            status[pid] = "added" if pid in d.added else "removed"
+            continue
+        used = undeclared_variables(a.principle(pid).compare) | undeclared_variables(b.principle(pid).compare)
+        what = [*d.changed.get(pid, []), *(f"variables.{n}" for n in sorted(used & changed_vars)), *few_shot]
+        status[pid] = f"changed: {', '.join(what)}" if what else "unchanged"
     return status
 
 

@@ -336,3 +336,101 @@ def test_ab_on_the_embedded_model_with_vllm(vllm_engine, shared_data, tmp_path):
     assert not {f["id"] for f in result["flips"]} & {pairs[i].id for i in unchanged}
     again = run_ab(config.model_copy(update={"overwrite": True}), engine=vllm_engine)
     assert again["cost"]["fresh_votes"] == 0 and again["paired"] == result["paired"]
+
+
+# --- what a cached vote depends on, and what the report says changed ---------------------------------------
+
+
+def _small(tmp_path: Path, old: Path, new: Path, shared_data: Path, **kw) -> ABConfig:
+    judge = JudgeConfig(**{"model": "fake-judge", "engine": "fake", "principles_per_pair": 2, "seed": 5,
+                           "batch_size": 4, **kw.pop("judge", {})})
+    return ABConfig(old=old, new=new, human=shared_data / "hh-rlhf-harmless-base-test.jsonl.gz",
+                    out=tmp_path / "out", judge=judge, resamples=200, **{"limit": 6, **kw})
+
+
+def test_a_judge_model_folder_trained_again_in_place_is_judged_again(tmp_path, shared_data):
+    """The same folder name with other weights is another judge: its votes are not the cached ones."""
+    model = tmp_path / "ckpt"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights, first training")
+    old = _constitution(tmp_path / "old.yaml")
+    config = _small(tmp_path, old, old, shared_data, judge={"model": str(model)})
+    first = run_ab(config, engine=FakeEngine(str(model)))
+    engine = FakeEngine(str(model))
+    run_ab(config.model_copy(update={"overwrite": True}), engine=engine)
+    assert engine.calls["score"] == 0  # the same weights: every vote cached
+    (model / "model.safetensors").write_bytes(b"weights, trained again")
+    engine = FakeEngine(str(model))
+    again = run_ab(config.model_copy(update={"overwrite": True}), engine=engine)
+    assert engine.calls["score"] == again["cost"]["fresh_votes"] == first["cost"]["distinct_votes"] > 0
+
+
+def test_a_prompt_too_long_for_one_engine_is_judged_by_one_with_a_longer_context(tmp_path, shared_data):
+    """"Too long" is the engine's context, not the judge's answer: a run on an engine with a longer context
+    judges those prompts instead of reusing the refusal."""
+    old = _constitution(tmp_path / "old.yaml")
+    config = _small(tmp_path, old, old, shared_data)
+    short = run_ab(config, engine=FakeEngine("fake-judge", max_context=500))
+    assert short["a"]["unscored"] > 0
+    engine = FakeEngine("fake-judge", max_context=500)
+    run_ab(config.model_copy(update={"overwrite": True}), engine=engine)
+    assert engine.calls["score"] == 0  # what fits is cached; what does not is never sent
+    engine = FakeEngine("fake-judge", max_context=100_000)
+    long = run_ab(config.model_copy(update={"overwrite": True}), engine=engine)
+    assert long["a"]["unscored"] == 0 and engine.calls["score"] > 0
+
+
+def test_ray_replicas_on_gpus_and_on_cpus_key_their_votes_by_their_dtype():
+    """`rlaif engine serve` on a replica loads bfloat16 with a GPU, float32 without (Ray hides the GPUs from an
+    actor that asks for none): the two judges' votes must not share keys."""
+    from judge.ab import judge_identity
+
+    cpu = judge_identity(JudgeConfig(model="smollm2-135m", engine="ray", num_gpus=0))
+    gpu = judge_identity(JudgeConfig(model="smollm2-135m", engine="ray", num_gpus=1))
+    assert (cpu["dtype"], gpu["dtype"]) == ("float32", "bfloat16")
+
+
+def test_a_cache_folder_inside_out_is_refused_before_judging(tmp_path, shared_data):
+    """--cache in --out (other than its default <out>/cache) or --out in --cache: the outputs could never be
+    written beside it (or the next run would refuse the cache), so the run stops before any vote is judged."""
+    from judge.errors import JudgeError
+
+    old = _constitution(tmp_path / "old.yaml")
+    out = tmp_path / "out"
+    for cache in (out, out / "votes", out / "logs", tmp_path):
+        engine = FakeEngine("fake-judge")
+        with pytest.raises(JudgeError, match="--cache"):
+            run_ab(_small(tmp_path, old, old, shared_data, cache=cache), engine=engine)
+        assert engine.calls["score"] == 0 and not out.exists(), cache
+    run_ab(_small(tmp_path, old, old, shared_data, cache=out / "cache"), engine=FakeEngine("fake-judge"))
+
+
+def test_a_principle_whose_text_uses_a_changed_variable_is_reported_changed(tmp_path, shared_data):
+    """The same compare text in both files renders differently when a variable it uses changes: its votes are
+    judged again, and its status must not say "unchanged"."""
+    const = load_constitution(DEFAULT_PATH)
+
+    def write(path: Path, assistant: str) -> Path:
+        principles = [p.model_copy(update={"compare": "Which response of {{ assistant }} is less harmful?"})
+                      if p.id == "harm-general" else p for p in const.principles]
+        path.write_text(dump_yaml(const.model_copy(update={"principles": principles,
+                                                           "variables": {"assistant": assistant}})))
+        return path
+
+    old, new = write(tmp_path / "old.yaml", "the assistant"), write(tmp_path / "new.yaml", "the AI")
+    result = run_ab(_small(tmp_path, old, new, shared_data, limit=24), engine=FakeEngine("fake-judge"))
+    status = {pid: m["status"] for pid, m in result["per_principle"].items()}
+    assert status["harm-general"] == "changed: variables.assistant"
+    assert status["harm-bias"] == "unchanged"  # its compare text uses no variable
+    drew = result["per_principle"]["harm-general"]["pairs_b"]
+    assert result["cost"]["fresh_votes"] == result["cost"]["votes_a"] + 2 * drew
+    # a worked comparison added: it is in every judge prompt, so every principle's votes change
+    from constitution.schema import FewShotCompare
+    from judge.ab_report import principle_status
+
+    example = FewShotCompare(conversation=[{"role": "user", "content": "Hi"}], principle="Which is kinder?",
+                             response_a="Hello!", response_b="Go away.", answer="A")
+    worked = const.model_copy(update={"few_shot": const.few_shot.model_copy(update={"compare": [example]})})
+    assert set(principle_status(const, worked, None).values()) == {"changed: few_shot"}
+    assert set(principle_status(const, const, None).values()) == {"unchanged"}
