@@ -439,3 +439,13 @@ def test_num_gpus_on_a_cpu_cluster_is_one_line(tmp_path, cluster, run_cli):
     assert "1 replica(s) x 1 GPU do not fit the Ray cluster's 0 GPU; drop num_gpus on a CPU cluster" in line
     assert replica_processes() - before == set()
 
+
+
+@pytest.mark.integration
+def test_a_replica_whose_server_cannot_start_is_one_line_with_the_servers_reason(tmp_path, cluster, run_cli):
+    judge = f"{{engine: ray, model: {tmp_path / 'no-such-model'}, ray_address: '{cluster.gcs}'}}"
+    recipe = _ray_recipe(tmp_path, judge)
+    before = replica_processes()
+    line = _one_line(run_cli("run", str(recipe)))
+    assert "replica 0's `rlaif engine serve` exited with code 2" in line and "no such model folder" in line, line
+    assert _gone(replica_processes() - before, 60) == set()

@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import secrets
-import shlex
 import signal
 import subprocess
 import sys
@@ -103,14 +102,13 @@ class Replica:
         with socket.socket() as s:
             s.bind((self.host, 0))
             self.port = s.getsockname()[1]
-        self.log_path = tempfile.mkstemp(prefix="rlaif-replica-", suffix=".log")[1]
+        # the server's output: a file without a name (it goes with the last process holding it, however it ends)
+        self.log = tempfile.TemporaryFile(prefix="rlaif-replica-")
         argv = [sys.executable, "-m", "rlaif", "engine", "serve", "--host", self.host, "--port", str(self.port),
                 *serve_args]
-        with open(self.log_path, "w") as out:
-            self.server = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                           env={**os.environ, "VLLM_API_KEY": key}, start_new_session=True)
-        watch = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
-                 f"kill -9 -{self.server.pid} 2>/dev/null; rm -f {shlex.quote(self.log_path)}")
+        self.server = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "VLLM_API_KEY": key}, start_new_session=True)
+        watch = f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; kill -9 -{self.server.pid} 2>/dev/null"
         self.watcher = subprocess.Popen(["sh", "-c", watch], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
 
@@ -126,11 +124,9 @@ class Replica:
         code = self.server.poll()
         if code is None:
             return None, ""
-        try:
-            with open(self.log_path, errors="replace") as f:
-                lines = [ln.strip() for ln in f.read()[-20000:].splitlines() if ln.strip()]
-        except OSError:
-            lines = []
+        size = os.fstat(self.log.fileno()).st_size
+        tail = os.pread(self.log.fileno(), 20000, max(0, size - 20000)).decode("utf-8", "replace")
+        lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
         errors = [ln for ln in lines if "error" in ln.lower()] or lines
         return code, (errors[-1] if errors else "no output")[:300]
 
@@ -146,10 +142,7 @@ class Replica:
         self.server.wait()
         self.watcher.kill()
         self.watcher.wait()
-        try:
-            os.unlink(self.log_path)
-        except OSError as e:
-            log.debug("replica log %s: %s", self.log_path, e)
+        self.log.close()
 
 
 class RayReplicasEngine(ClosingEngine):
