@@ -4,7 +4,7 @@ the CPU it ran on."""
 import importlib
 
 # Each module defines register(app): its `rlaif bench <name>` command(s).
-MODULES = ("generate", "judge", "dtype", "align", "grpo", "all", "ppo", "service")
+MODULES = ("generate", "judge", "dtype", "align", "grpo", "all", "ppo", "service", "ray")
 
 
 def register(app) -> None:
