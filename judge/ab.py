@@ -15,7 +15,10 @@ principle draws are coupled across the two files:
   with the same ids and weights both files draw the same principles for every pair, a reworded
   principle is drawn for exactly the same pairs, and adding, removing or reweighting a principle
   changes only the draws that principle wins or loses
-  (tests/test_constitution_ab.py::test_paired_draws_change_only_where_the_edit_wins).
+  (tests/test_constitution_ab.py::test_paired_draws_change_only_where_the_edit_wins);
+* a principle only renamed (``renames``: a new id whose compare text is that of exactly one dropped id)
+  keeps its old id's clocks, so it too is drawn for the same pairs; renamed and reworded at once, it is
+  a principle removed and another added.
 
 Votes are cached by what they depend on (judge/ab_cache.py), so a principle whose text is the same in
 both files is judged once, and a re-run after editing one principle judges only that principle's votes.
@@ -83,22 +86,41 @@ def _uniform(*parts: object) -> float:
     return (int.from_bytes(digest[:8], "big") + 0.5) / 2.0**64
 
 
-def paired_draws(principles: Sequence, k: int, seed: int, key: str) -> list:
-    """``k`` weighted draws with replacement among ``principles`` for item ``key`` (module docstring)."""
-    return [min(principles, key=lambda p, j=j: (-math.log(_uniform(seed, key, p.id, j)) / p.weight, p.id))
-            for j in range(k)]
+def paired_draws(principles: Sequence, k: int, seed: int, key: str, clock_ids: dict[str, str] | None = None) -> list:
+    """``k`` weighted draws with replacement among ``principles`` for item ``key`` (module docstring); a
+    principle's clocks are those of its id, or of ``clock_ids[id]`` (the id it had before a rename)."""
+    def clock(p, j: int) -> tuple[float, str]:
+        cid = (clock_ids or {}).get(p.id, p.id)
+        return -math.log(_uniform(seed, key, cid, j)) / p.weight, cid
+
+    return [min(principles, key=lambda p, j=j: clock(p, j)) for j in range(k)]
+
+
+def renames(a, b) -> dict[str, str]:
+    """NEW id -> OLD id of the principles only renamed: a NEW id absent from OLD whose compare text is that of
+    exactly one OLD id absent from NEW, and of no other new id."""
+    new_ids, old_ids = {p.id for p in b.principles}, {p.id for p in a.principles}
+    dropped = [p for p in a.principles if p.id not in new_ids]
+    added = [p for p in b.principles if p.id not in old_ids]
+    out = {}
+    for p in added:
+        same = [q.id for q in dropped if q.compare == p.compare]
+        if len(same) == 1 and [q.compare for q in added].count(p.compare) == 1:
+            out[p.id] = same[0]
+    return out
 
 
 class DrawnConstitution:
     """A constitution whose principles are drawn by ``paired_draws`` among ``ids`` (all by default); what
     ``judge.scoring.build_tasks`` reads of a constitution: ``sample_principles``, ``render``."""
 
-    def __init__(self, constitution, ids: Sequence[str] | None = None):
+    def __init__(self, constitution, ids: Sequence[str] | None = None, clock_ids: dict[str, str] | None = None):
         self.constitution = constitution
         self.principles = [p for p in constitution.principles if ids is None or p.id in ids]
+        self.clock_ids = clock_ids
 
     def sample_principles(self, k: int, seed: int, key: str = "") -> list:
-        return paired_draws(self.principles, k, seed, key)
+        return paired_draws(self.principles, k, seed, key, self.clock_ids)
 
     def render(self, principle, field, **item) -> str:
         return self.constitution.render(principle, field, **item)
@@ -224,10 +246,10 @@ class Side:
     prompts: list[str]
 
 
-def make_side(name: str, constitution, ids, pairs: list, jc: JudgeConfig) -> Side:
+def make_side(name: str, constitution, ids, pairs: list, jc: JudgeConfig, clock_ids: dict | None = None) -> Side:
     from judge.scoring import build_tasks, render_direct
 
-    drawn = DrawnConstitution(constitution, ids)
+    drawn = DrawnConstitution(constitution, ids, clock_ids)
     tasks, draws = build_tasks(drawn, pairs, jc)
     return Side(name, constitution, tasks, draws, render_direct(tasks, drawn.few_shot_compare(), jc))
 
@@ -329,7 +351,8 @@ def run_ab(config: ABConfig, progress: Callable[[int, int], None] | None = None,
     jc = config.judge
     tsha = template_sha256(templates_used(jc), jc.templates)
     pairs = human.pairs
-    sides = [make_side("a", a, ids, pairs, jc), make_side("b", b, ids, pairs, jc)]
+    renamed = renames(a, b)
+    sides = [make_side("a", a, ids, pairs, jc), make_side("b", b, ids, pairs, jc, renamed)]
     identity = judge_identity(jc, engine)
     cache = VoteCache(cache_dir)
     cost = {"fresh_votes": 0, "fresh_prompt_tokens": 0, "engine_load_seconds": 0.0, "judge_seconds": 0.0}
@@ -358,11 +381,11 @@ def run_ab(config: ABConfig, progress: Callable[[int, int], None] | None = None,
     finally:
         cache.close()
     verdicts = [side_verdicts(s, ks, stored, len(pairs)) for s, ks in zip(sides, keys, strict=True)]
-    result = ab_stats.ab_metrics(pairs, *verdicts, ab_report.principle_status(a, b, ids), n_bins=config.n_bins,
+    result = ab_stats.ab_metrics(pairs, *verdicts, ab_report.principle_status(a, b, ids, renamed), n_bins=config.n_bins,
                                  resamples=config.resamples, seed=jc.seed)
     cost.update(votes_a=len(keys[0]), votes_b=len(keys[1]), distinct_votes=len({k for ks in keys for k in ks}),
                 total_seconds=time.perf_counter() - started)
     result["cost"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in cost.items()}
-    result["settings"] = ab_report.settings(config, a, b, human, label, identity, tsha, cache_dir)
+    result["settings"] = ab_report.settings(config, a, b, human, label, identity, tsha, cache_dir, renamed)
     ab_report.write_outputs(config.out, result, ab_stats.pair_rows(pairs, *verdicts))
     return result

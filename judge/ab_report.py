@@ -47,8 +47,9 @@ def check_out(out: Path, overwrite: bool) -> str:
     return mode
 
 
-def principle_status(a, b, ids) -> dict[str, str]:
-    """Each judged principle id -> "unchanged", "changed: <what>", "added" or "removed" (OLD -> NEW). What
+def principle_status(a, b, ids, renamed: dict[str, str] | None = None) -> dict[str, str]:
+    """Each judged principle id -> "unchanged", "changed: <what>", "added", "removed", "renamed from <old id>"
+    or "renamed to <new id>" (OLD -> NEW; ``renamed``: new id -> old id, judge/ab.py ``renames``). What
     changed: the principle's own fields, ``variables.<name>`` for a variable its compare text uses (in either
     file) whose value differs, and ``few_shot`` when the judge's worked comparisons differ (in every prompt):
     each changes what the judge reads for this principle even where its own text is the same."""
@@ -59,9 +60,14 @@ def principle_status(a, b, ids) -> dict[str, str]:
     names = set(a.variables) | set(b.variables)
     changed_vars = {n for n in names if a.variables.get(n) != b.variables.get(n)}
     few_shot = ["few_shot"] if a.few_shot_compare() != b.few_shot_compare() else []
+    renamed = renamed or {}
     status = {}
     for pid in dict.fromkeys([p.id for p in a.principles] + [p.id for p in b.principles]):
         if ids is not None and pid not in ids:
+            continue
+        if pid in renamed or pid in renamed.values():
+            status[pid] = (f"renamed from {renamed[pid]}" if pid in renamed
+                           else f"renamed to {next(n for n, o in renamed.items() if o == pid)}")
             continue
         if pid in d.added or pid in d.removed:
             status[pid] = "added" if pid in d.added else "removed"
@@ -72,7 +78,8 @@ def principle_status(a, b, ids) -> dict[str, str]:
     return status
 
 
-def settings(config, a, b, human, label: str, identity: dict, template_sha256: str, cache_dir: Path) -> dict:
+def settings(config, a, b, human, label: str, identity: dict, template_sha256: str, cache_dir: Path,
+             renamed: dict[str, str]) -> dict:
     from constitution import diff
     from plumbing.hashing import file_sha256
     from plumbing.runs import read_manifest, versions
@@ -84,12 +91,13 @@ def settings(config, a, b, human, label: str, identity: dict, template_sha256: s
     return {
         "old": str(config.old), "old_sha256": a.sha256(), "new": str(config.new), "new_sha256": b.sha256(),
         "diff": {"added": d.added, "removed": d.removed, "changed": d.changed, "meta": d.meta,
-                 "reordered": d.reordered},
+                 "reordered": d.reordered, "renamed": renamed},
         "human_file": str(config.human), "human_sha256": source_sha, "labels": label, "limit": config.limit,
         "rows": human.rows, "skipped_rows": human.skipped, "principles": config.principles or "all",
         "judge": identity, "principles_per_pair": jc.principles_per_pair, "seed": jc.seed,
         "templates": jc.templates, "template_sha256": template_sha256, "cache": str(cache_dir),
-        "sampling": "exponential race per draw, seeded by (seed, pair id, principle id, draw index)",
+        "sampling": "exponential race per draw, seeded by (seed, pair id, principle id, draw index); a principle "
+                    "only renamed keeps its old id's draws",
         "n_bins": config.n_bins, "resamples": config.resamples, "versions": versions(),
     }
 
@@ -204,7 +212,10 @@ def flip_lines(result: dict) -> list[str]:
 def render_report(result: dict, images: list[str]) -> str:
     s, c = result["settings"], result["cost"]
     d = s["diff"]
-    changes = [*(f"added {p}" for p in d["added"]), *(f"removed {p}" for p in d["removed"]),
+    renamed = d.get("renamed", {})
+    changes = [*(f"renamed {old} to {new}" for new, old in renamed.items()),
+               *(f"added {p}" for p in d["added"] if p not in renamed),
+               *(f"removed {p}" for p in d["removed"] if p not in renamed.values()),
                *(f"changed {p} ({', '.join(f)})" for p, f in d["changed"].items()),
                *(f"changed {f}" for f in d["meta"])]
     lines = [

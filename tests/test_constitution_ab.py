@@ -434,3 +434,25 @@ def test_a_principle_whose_text_uses_a_changed_variable_is_reported_changed(tmp_
     worked = const.model_copy(update={"few_shot": const.few_shot.model_copy(update={"compare": [example]})})
     assert set(principle_status(const, worked, None).values()) == {"changed: few_shot"}
     assert set(principle_status(const, const, None).values()) == {"unchanged"}
+
+
+def test_a_principle_only_renamed_is_drawn_for_the_same_pairs(tmp_path, shared_data):
+    """A new id with the compare text of exactly one dropped id is that principle renamed: B draws it where A drew
+    the old id, so B's prompts are A's (no vote judged twice, no flip) and the report says it was renamed."""
+    const = load_constitution(DEFAULT_PATH)
+    old = _constitution(tmp_path / "old.yaml")
+    renamed = [p.model_copy(update={"id": "harm-general-v2"}) if p.id == "harm-general" else p
+               for p in const.principles]
+    new = tmp_path / "new.yaml"
+    new.write_text(dump_yaml(const.model_copy(update={"principles": renamed})))
+    engine = FakeEngine("fake-judge")
+    result = run_ab(_small(tmp_path, old, new, shared_data, limit=40), engine=engine)
+    assert result["cost"]["distinct_votes"] == result["cost"]["votes_a"] == result["cost"]["votes_b"]
+    assert engine.calls["score"] == result["cost"]["votes_a"] and not result["flips"]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()]
+    assert [[p.replace("harm-general-v2", "harm-general") for p in r["principles_b"]] for r in rows] \
+        == [r["principles_a"] for r in rows]
+    assert any("harm-general-v2" in r["principles_b"] for r in rows)
+    status = {pid: m["status"] for pid, m in result["per_principle"].items()}
+    assert (status["harm-general"], status["harm-general-v2"]) == ("renamed to harm-general-v2",
+                                                                   "renamed from harm-general")
