@@ -153,6 +153,11 @@ def _diff(m: dict) -> str:
     return "n/a" if d["value"] is None else f"{d['value']:+.3f} {fmt_interval(d)} (n={d['n']})"
 
 
+def fmt_p(p: float | None) -> str:
+    """A p-value to 3 significant digits: a small one stays readable (1.19e-07), never 0.000."""
+    return "n/a" if p is None else f"{p:.3g}"
+
+
 def _order_cell(p: dict) -> str:
     return f"{fmt(p['pair'])} ({fmt(p['ab'])} / {fmt(p['ba'])})"
 
@@ -172,7 +177,7 @@ def headline(result: dict) -> list[str]:
         "", "| paired comparison (pairs decided under both) | value | 95% interval | n |", "|---|---|---|---|",
         f"| agreement B - A | {_diff(paired)} | bootstrap over pairs ({paired['difference']['resamples']}) | "
         f"{paired['n_paired']} ({paired['left_out']} left out) |",
-        f"| McNemar exact p (right under A only / B only) | {fmt(mc['pvalue'])} | {mc['a_only']} / {mc['b_only']} | "
+        f"| McNemar exact p (right under A only / B only) | {fmt_p(mc['pvalue'])} | {mc['a_only']} / {mc['b_only']} | "
         f"{mc['a_only'] + mc['b_only']} discordant |",
         f"| Cohen's kappa, A's picks vs B's | {fmt(kappa['value'])} | {fmt_interval(kappa)} (asymptotic) | "
         f"{paired['n_paired']} |",
@@ -189,7 +194,7 @@ def per_principle_lines(result: dict) -> list[str]:
     for pid, m in result["per_principle"].items():
         mc = m["mcnemar"]
         lines.append(f"| {pid} | {m['status']} | {m['pairs_a']} / {m['pairs_b']} | {_cell(m['a'])} | {_cell(m['b'])} | "
-                     f"{_diff(m)} | {fmt(m['kappa']['value'])} | {fmt(mc['pvalue'])} ({mc['a_only']} / "
+                     f"{_diff(m)} | {fmt(m['kappa']['value'])} | {fmt_p(mc['pvalue'])} ({mc['a_only']} / "
                      f"{mc['b_only']}) |")
     return lines
 

@@ -456,3 +456,23 @@ def test_a_principle_only_renamed_is_drawn_for_the_same_pairs(tmp_path, shared_d
     status = {pid: m["status"] for pid, m in result["per_principle"].items()}
     assert (status["harm-general"], status["harm-general-v2"]) == ("renamed to harm-general-v2",
                                                                    "renamed from harm-general")
+
+
+def test_the_report_shows_a_small_mcnemar_p_value_as_it_is():
+    """24 pairs wrong under A and right under B: McNemar's exact p = 2 / 2^24 = 1.19e-07, which report.md
+    must not print as 0.000 (a p-value of zero)."""
+    from judge import ab_report
+    from judge.scoring import Pair, Vote, make_verdict
+
+    pairs = [Pair(str(i), [{"role": "user", "content": f"q{i}"}], f"good {i}", f"bad {i}") for i in range(24)]
+
+    def verdicts(p_a_ab: float) -> list:
+        return [make_verdict([Vote("harm-general", "ab", p_a_ab), Vote("harm-general", "ba", 1 - p_a_ab)],
+                             ["harm-general"]) for _ in pairs]
+
+    result = ab_stats.ab_metrics(pairs, verdicts(0.2), verdicts(0.8), {"harm-general": "changed: compare"},
+                                 resamples=100)
+    assert result["paired"]["mcnemar"]["pvalue"] == pytest.approx(2 / 2**24)
+    mcnemar_row = next(line for line in ab_report.headline(result) if line.startswith("| McNemar"))
+    assert mcnemar_row.startswith("| McNemar exact p (right under A only / B only) | 1.19e-07 | 0 / 24 |")
+    assert "| 1.19e-07 (0 / 24) |" in ab_report.per_principle_lines(result)[-1]
