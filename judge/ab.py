@@ -265,8 +265,8 @@ def judge_missing(engine, sides: list[Side], keys: list[list[str]], pairs: list,
                   identity: dict, progress: Callable[[int, int], None]) -> tuple[dict, dict]:
     """Judge the votes the cache lacks, pair by pair in chunks of ``jc.batch_size`` pairs (both sides'
     prompts of a pair in one engine call, so the prefix cache shares the pair's text), committing each
-    chunk; returns the fresh votes' count and the prompt tokens sent, and the votes of prompts too long for
-    this engine's context: those are not cached (judge/ab_cache.py), they hold for this run only."""
+    chunk; returns the count of votes judged and of prompts too long for this engine's context (never sent,
+    never cached: judge/ab_cache.py), the prompt tokens sent, and the too-long votes for this run."""
     from judge.scoring import _score_prompts, vote_from_scores
 
     stored = cache.get(k for ks in keys for k in ks)
@@ -301,7 +301,8 @@ def judge_missing(engine, sides: list[Side], keys: list[list[str]], pairs: list,
         done += len(chunk)
         progress(done, len(missing))
         log.info("constitution ab: %d/%d fresh votes judged", done, len(missing))
-    return {"fresh_votes": len(missing), "fresh_prompt_tokens": tokens}, too_long
+    return {"fresh_votes": len(missing) - len(too_long), "too_long_votes": len(too_long),
+            "fresh_prompt_tokens": tokens}, too_long
 
 
 def side_verdicts(side: Side, keys: list[str], stored: dict, n_pairs: int) -> list:
@@ -355,7 +356,8 @@ def run_ab(config: ABConfig, progress: Callable[[int, int], None] | None = None,
     sides = [make_side("a", a, ids, pairs, jc), make_side("b", b, ids, pairs, jc, renamed)]
     identity = judge_identity(jc, engine)
     cache = VoteCache(cache_dir)
-    cost = {"fresh_votes": 0, "fresh_prompt_tokens": 0, "engine_load_seconds": 0.0, "judge_seconds": 0.0}
+    cost = {"fresh_votes": 0, "too_long_votes": 0, "fresh_prompt_tokens": 0, "engine_load_seconds": 0.0,
+            "judge_seconds": 0.0}
     too_long: dict = {}
     try:
         keys = [side_keys(s, pairs, identity) for s in sides]
@@ -377,7 +379,7 @@ def run_ab(config: ABConfig, progress: Callable[[int, int], None] | None = None,
                 if own:
                     engine.close()
         stored = {**cache.get(k for ks in keys for k in ks), **too_long}
-        cost["cached_votes"] = len({k for ks in keys for k in ks}) - cost["fresh_votes"]
+        cost["cached_votes"] = len({k for ks in keys for k in ks}) - cost["fresh_votes"] - cost["too_long_votes"]
     finally:
         cache.close()
     verdicts = [side_verdicts(s, ks, stored, len(pairs)) for s, ks in zip(sides, keys, strict=True)]

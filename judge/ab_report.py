@@ -234,7 +234,8 @@ def render_report(result: dict, images: list[str]) -> str:
         "columns use the pairs that drew it under both constitutions.", "", *per_principle_lines(result),
         "", "## Flipped pairs", "", *flip_lines(result), "", "## Cost", "",
         f"{c['fresh_votes']} fresh judge calls of {c['distinct_votes']} distinct votes ({c['cached_votes']} from the "
-        f"cache; A needs {c['votes_a']}, B {c['votes_b']}), {c['fresh_prompt_tokens']} fresh prompt tokens; engine "
+        f"cache, {c['too_long_votes']} prompts too long for the engine's context; A needs {c['votes_a']}, B "
+        f"{c['votes_b']}), {c['fresh_prompt_tokens']} fresh prompt tokens; engine "
         f"start {c['engine_load_seconds']:.1f} s, judging {c['judge_seconds']:.1f} s, total {c['total_seconds']:.1f} s.",
         "", *(f"![{name}]({name})" for name in images), "", "## Settings", "",
         f"- A: `{s['old']}` sha256 `{s['old_sha256']}`; B: `{s['new']}` sha256 `{s['new_sha256']}`",

@@ -379,6 +379,8 @@ def test_a_prompt_too_long_for_one_engine_is_judged_by_one_with_a_longer_context
     engine = FakeEngine("fake-judge", max_context=100_000)
     long = run_ab(config.model_copy(update={"overwrite": True}), engine=engine)
     assert long["a"]["unscored"] == 0 and engine.calls["score"] > 0
+    assert short["cost"]["too_long_votes"] > 0 and long["cost"]["too_long_votes"] == 0
+    assert engine.calls["score"] == long["cost"]["fresh_votes"] == short["cost"]["too_long_votes"]
 
 
 def test_ray_replicas_on_gpus_and_on_cpus_key_their_votes_by_their_dtype():
