@@ -41,7 +41,9 @@ def fake_recipe(prompts_path: str, name: str = "fake", batch_size: int = 2, judg
 class Served:
     """A ``rlaif serve`` subprocess and an HTTP client of it."""
 
-    def __init__(self, root: Path, *args: str, env: dict | None = None, token: str | None = None):
+    def __init__(self, root: Path, *args: str, env: dict | None = None, token: str | None = None,
+                 wait: bool = True):
+        """Start the service; with ``wait`` (the default) return once it answers, else call ``ready``."""
         self.root, self.port = root, free_port()
         self.out = root.parent / f"{root.name}-serve-{self.port}.log"
         root.parent.mkdir(parents=True, exist_ok=True)
@@ -52,15 +54,27 @@ class Served:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api/v1", timeout=60, headers=headers,
                                  trust_env=False)
+        if wait:
+            self.ready()
+
+    def ready(self) -> Served:
+        """Wait until the service answers (it failing to start fails the test with its output)."""
         deadline = time.monotonic() + WAIT_S
         while True:
             assert self.proc.poll() is None, f"rlaif serve exited:\n{self.out.read_text()[-3000:]}"
             try:
                 self.http.get("/health")
-                break
+                return self
             except httpx.TransportError:
                 assert time.monotonic() < deadline, f"rlaif serve did not answer:\n{self.out.read_text()[-3000:]}"
-                time.sleep(0.2)
+                time.sleep(0.1)
+
+    def cancel_all(self) -> None:
+        """Leave no job of this service running behind (nothing to do once it stopped)."""
+        if self.proc.poll() is None:
+            for job in self.http.get("/jobs").json()["jobs"]:
+                if job["state"] not in ENDED:
+                    self.http.post(f"/jobs/{job['id']}/cancel")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
@@ -149,16 +163,39 @@ def rows(run_dir: Path) -> list[dict]:
     return sorted(load(run_dir).to_list(), key=lambda r: r["id"])
 
 
+class Reference:
+    """``rlaif run`` on the same recipe outside the service (no fake delay), started at once: calling it waits for
+    it and gives its root, the reference rows, made while the test's own job runs."""
+
+    def __init__(self, recipe_text: str, root: Path):
+        root.parent.mkdir(parents=True, exist_ok=True)
+        recipe = root.parent / f"{root.name}.yaml"
+        recipe.write_text(recipe_text)
+        env = {k: v for k, v in BASE_ENV.items() if k != "RLAIF_FAKE_DELAY_S"}
+        self.root, self.out = root, root.parent / f"{root.name}.out"
+        with open(self.out, "w") as fh:  # a file, not a pipe: nobody reads it while the test does other things
+            self.proc = subprocess.Popen([sys.executable, "-m", "rlaif", "run", str(recipe), "--root", str(root)],
+                                         cwd=str(ROOT), stdout=fh, stderr=fh, env=env)
+
+    def __call__(self) -> Path:
+        try:
+            code = self.proc.wait(timeout=WAIT_S)
+        finally:
+            self.close()
+        assert code == 0, self.out.read_text()[-3000:]
+        return self.root
+
+    def close(self) -> None:
+        """Ended, if the test stopped before it needed the rows."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+
 def rlaif_run(recipe_text: str, root: Path) -> Path:
     """``rlaif run`` on the same recipe outside the service (no fake delay): the reference rows."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    recipe = root.parent / f"{root.name}.yaml"
-    recipe.write_text(recipe_text)
-    env = {k: v for k, v in BASE_ENV.items() if k != "RLAIF_FAKE_DELAY_S"}
-    res = subprocess.run([sys.executable, "-m", "rlaif", "run", str(recipe), "--root", str(root)], cwd=str(ROOT),
-                         capture_output=True, text=True, env=env, timeout=WAIT_S)
-    assert res.returncode == 0, res.stderr
-    return root
+    return Reference(recipe_text, root)()
 
 
 def same_rows(a: Path, b: Path, stages=("generate", "judge")) -> None:
@@ -167,27 +204,44 @@ def same_rows(a: Path, b: Path, stages=("generate", "judge")) -> None:
         assert left and left == right, stage
 
 
-# --- one service for the tests of this module -------------------------------------------------------------------
+# --- the services of this module: an open one for most tests, one that requires a token ---------------------------
+
+TOKEN, HUB = "svc-" + "Q7" * 16, "hf_" + "Zx9" * 12
+
 
 @pytest.fixture(scope="module")
-def svc(tmp_path_factory):
-    base = tmp_path_factory.mktemp("service")
+def services(tmp_path_factory):
+    """Both services of the module, started at once (each start imports FastAPI and the pipeline). The token
+    service has a folder of its own: its test reads every file in it for the token."""
+    base, guarded_base = tmp_path_factory.mktemp("service"), tmp_path_factory.mktemp("token-service")
     (base / "data").mkdir()
-    served = Served(base / "root", "--max-queued", "20", "--data-dir", str(base / "data"),
-                    env={"RLAIF_FAKE_DELAY_S": "0.1"})
-    served.base = base
-    yield served
-    for job in served.http.get("/jobs").json()["jobs"]:  # leave no job running behind
-        if job["state"] not in ENDED:
-            served.http.post(f"/jobs/{job['id']}/cancel")
-    served.stop()
+    env = {"RLAIF_SERVICE_TOKEN": TOKEN, "HF_TOKEN": HUB, "RLAIF_FAKE_DELAY_S": "0.1", "OMP_WAIT_POLICY": ""}
+    started = [Served(base / "root", "--max-queued", "20", "--data-dir", str(base / "data"),
+                      env={"RLAIF_FAKE_DELAY_S": "0.1"}, wait=False),
+               Served(guarded_base / "root", "--host", "127.0.0.1", env=env, token=TOKEN, wait=False)]
+    try:
+        for served in started:
+            served.ready()
+        started[0].base, started[1].base = base, guarded_base
+        yield started
+    finally:
+        for served in started:
+            served.cancel_all()
+            served.stop()
 
 
-def test_a_job_runs_to_the_end_with_the_rows_of_rlaif_run(svc):
+@pytest.fixture(scope="module")
+def svc(services):
+    return services[0]
+
+
+def test_a_job_runs_to_the_end_with_the_rows_of_rlaif_run(svc, request):
     """Submit -> queued with the dry run's plan -> followed to the end -> succeeded; the run folder holds the rows
     `rlaif run` writes on the same recipe, and each stage's progress is read from it."""
     recipe = fake_recipe(svc.upload("eight.jsonl", prompts(8)))
     job = svc.submit(recipe)
+    reference = Reference(recipe, svc.base / "direct")
+    request.addfinalizer(reference.close)
     assert job["state"] == "queued" and job["attempt"] == 0
     assert [(s["stage"], s["action"]) for s in job["plan"]] == [("generate", "run"), ("judge", "run")]
     done = svc.end(job["id"])
@@ -195,7 +249,7 @@ def test_a_job_runs_to_the_end_with_the_rows_of_rlaif_run(svc):
     assert {s: (v["state"], v["counts"].get("train")) for s, v in done["stages"].items()} == {
         "generate": ("done", 8), "judge": ("done", 8)}
     run = svc.root / "jobs" / job["id"] / "run"
-    same_rows(run, rlaif_run(recipe, svc.base / "direct"))
+    same_rows(run, reference())
     listed = {f["path"] for f in svc.http.get(f"/jobs/{job['id']}/files").json()["files"]}
     assert {"report.md", "pipeline.json", "generate/manifest.json"} <= listed
     report = svc.http.get(f"/jobs/{job['id']}/files/report.md")
@@ -208,7 +262,8 @@ def test_a_job_runs_to_the_end_with_the_rows_of_rlaif_run(svc):
 def test_cancel_ends_every_process_and_retry_resumes(svc):
     """A running job cancelled: the answer comes within 10 s, says cancelled, and no process of the job is left;
     a retry resumes from the run folder (the shards written before the cancel are kept) and succeeds."""
-    recipe = fake_recipe(svc.upload("sixteen.jsonl", prompts(16)), name="cancelled", batch_size=1)
+    recipe = fake_recipe(svc.upload("sixteen.jsonl", prompts(16)), name="cancelled", batch_size=1,
+                         judge_batch_size=16)
     job = svc.submit(recipe)
     job_dir = svc.root / "jobs" / job["id"]
     svc.wait(job["id"], lambda j: (job_dir / "run" / "generate" / "data").is_dir()
@@ -376,13 +431,12 @@ def test_refusals_are_one_json_line(svc, tmp_path):
         assert line and "\n" not in line and "Traceback" not in line, (name, line)
 
 
-def test_a_token_guards_every_request_and_stays_secret(tmp_path):
+def test_a_token_guards_every_request_and_stays_secret(services):
     """With a token, a request without it or with a wrong one is refused (401); the token and HF_TOKEN appear in
     no response, no log line, not the database and no job folder; the job's processes do not get the service's
     token and do get OMP_WAIT_POLICY=PASSIVE."""
-    token, hub = "svc-" + "Q7" * 16, "hf_" + "Zx9" * 12
-    env = {"RLAIF_SERVICE_TOKEN": token, "HF_TOKEN": hub, "RLAIF_FAKE_DELAY_S": "0.1", "OMP_WAIT_POLICY": ""}
-    served = Served(tmp_path / "root", "--host", "127.0.0.1", env=env, token=token)
+    served = services[1]
+    token, hub = TOKEN, HUB
     try:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
             r = httpx.get(f"http://127.0.0.1:{served.port}/api/v1/health", headers=headers, trust_env=False)
@@ -399,9 +453,9 @@ def test_a_token_guards_every_request_and_stays_secret(tmp_path):
         texts += [served.http.get(p).text for p in ("/jobs", f"/jobs/{job['id']}", f"/jobs/{job['id']}/log",
                                                       f"/jobs/{job['id']}/files", f"/jobs/{job['id']}/events")]
     finally:
-        served.stop()
+        served.stop()  # its last log lines written before the files are read
     assert all(token not in t and hub not in t for t in texts)
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    files = [p for p in served.base.rglob("*") if p.is_file()]
     assert any(p.name == "service.db" for p in files) and any(p.name == "log" for p in files)
     for p in files:
         data = p.read_bytes()
@@ -414,24 +468,27 @@ def test_an_address_other_than_loopback_needs_a_token(tmp_path):
                               cwd=str(ROOT), capture_output=True, text=True, timeout=120,
                               env={**{k: v for k, v in BASE_ENV.items() if k != "RLAIF_SERVICE_TOKEN"}, **(env or {})})
 
-    res = serve("--host", "0.0.0.0", "--port", str(free_port()))
-    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "needs a token" in res.stderr
     short = tmp_path / "short"
     short.write_text("abc\n")
-    res = serve("--host", "0.0.0.0", "--token-file", str(short))
+    with ThreadPoolExecutor(2) as pool:  # two refusals, each a whole CLI start: at once
+        no_token, too_short = pool.map(lambda args: serve(*args), [
+            ("--host", "0.0.0.0", "--port", str(free_port())), ("--host", "0.0.0.0", "--token-file", str(short))])
+    res = no_token
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "needs a token" in res.stderr
+    res = too_short
     assert res.returncode == 2 and "at least 16" in res.stderr and "abc" not in res.stderr
     assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.integration
-def test_cancel_during_a_vllm_stage_leaves_no_process_and_retry_finishes(tmp_path):
+def test_cancel_during_a_vllm_stage_leaves_no_process_and_retry_finishes(svc):
     """The embedded model on real vLLM: a job cancelled while its generate stage runs the engine is cancelled
     within 10 s with no process left, vLLM's EngineCore included; a retry finishes the stage."""
-    served = Served(tmp_path / "root")
+    served = svc  # the module's service (its fake delay does not reach vLLM)
     recipe = ("name: vllm\nstages: [generate]\nengine: {engine: vllm, batch_size: 4}\n"
               "generate: {n: 2, max_tokens: 16, limit: 4, seed: 0}\n")
+    job = served.submit(recipe)
     try:
-        job = served.submit(recipe)
         job_dir = served.root / "jobs" / job["id"]
         served.wait(job["id"], lambda j: any("EngineCore" in c for c in cmdlines(job_processes(job_dir))))
         r = served.http.post(f"/jobs/{job['id']}/cancel", timeout=10)
@@ -443,7 +500,5 @@ def test_cancel_during_a_vllm_stage_leaves_no_process_and_retry_finishes(tmp_pat
         assert done["stages"]["generate"]["counts"]["train"] == 4
         assert job_processes(job_dir) == set()
     finally:
-        for j in served.http.get("/jobs").json()["jobs"]:
-            if j["state"] not in ENDED:
-                served.http.post(f"/jobs/{j['id']}/cancel")
-        served.stop()
+        if served.job(job["id"])["state"] not in ENDED:
+            served.http.post(f"/jobs/{job['id']}/cancel")
