@@ -12,7 +12,7 @@ import re
 import signal
 
 import pytest
-from test_service import Served, _stat, fake_recipe, job_processes, prompts, rlaif_run, same_rows
+from test_service import Reference, Served, _stat, fake_recipe, job_processes, prompts, same_rows
 
 DELAY = {"RLAIF_FAKE_DELAY_S": "0.5"}  # 24 generate calls: the job outlives a restart of the service
 N = 24
@@ -24,10 +24,13 @@ def _recipe(prompts_path: str) -> str:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The rows of an uninterrupted `rlaif run` of the tests' recipe (the prompt file's place does not count)."""
+    """The rows of an uninterrupted `rlaif run` of the tests' recipe (the prompt file's place does not count):
+    started here, waited for by the first test that compares (meanwhile the tests' own jobs run)."""
     base = tmp_path_factory.mktemp("reference")
     (base / "p.jsonl").write_bytes(prompts(N))
-    return rlaif_run(_recipe(str(base / "p.jsonl")), base / "direct")
+    reference = Reference(_recipe(str(base / "p.jsonl")), base / "direct")
+    yield reference
+    reference.close()
 
 
 def _alive(pid: int, ticks: str) -> bool:
@@ -64,7 +67,7 @@ def test_a_killed_service_adopts_its_running_job(tmp_path, reference):
     assert _service_lines(log) == ["[service] attempt 1 started",
                                    "[service] the service restarted; it adopted the running job",
                                    "[service] attempt 1 ended: exit code 0"]
-    same_rows(job_dir / "run", reference)
+    same_rows(job_dir / "run", reference())
 
 
 def test_a_job_whose_runner_died_with_the_service_resumes_alone(tmp_path, reference):
@@ -82,7 +85,7 @@ def test_a_job_whose_runner_died_with_the_service_resumes_alone(tmp_path, refere
     os.kill(runner[0], signal.SIGKILL)
     orphans = {p: _stat(str(p))[19] for p in job_processes(job_dir) if p != runner[0]}
     assert orphans  # rlaif run goes on without its runner, with many prompts still to go
-    second = Served(tmp_path / "root", env=DELAY)
+    second = Served(tmp_path / "root")  # no fake delay: only attempt 1 (the first service's) had to be slow
     try:
         second.wait(job["id"], lambda j: j["attempt"] == 2)
         assert not [p for p, ticks in orphans.items() if _alive(p, ticks)]  # ended before attempt 2 started
@@ -99,4 +102,4 @@ def test_a_job_whose_runner_died_with_the_service_resumes_alone(tmp_path, refere
     second_attempt = log[log.index("attempt 2 started"):]
     assert re.search(r"generate\s+(resume|reuse)", second_attempt)
     assert not job_processes(job_dir)
-    same_rows(job_dir / "run", reference)
+    same_rows(job_dir / "run", reference())
