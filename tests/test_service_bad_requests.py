@@ -211,7 +211,7 @@ CASES = [
     Bad("list-unknown-state", "GET", "/jobs?state=exploded"),
     Bad("log-negative-offset", "GET", "/jobs/{running}/log?offset=-1"),
     Bad("log-offset-not-a-number", "GET", "/jobs/{running}/log?offset=abc"),
-    Bad("log-offset-past-int64", "GET", "/jobs/{running}/log?offset=" + "9" * 30, (400, 416, 422)),
+    Bad("log-offset-past-int64", "GET", "/jobs/{running}/log?offset=" + "9" * 30, statuses=(400, 416, 422)),
     Bad("events-last-event-id-not-a-number", "GET", "/jobs/{running}/events", headers={"Last-Event-ID": "x"}),
     Bad("events-last-event-id-past-int64", "GET", "/jobs/{running}/events", statuses=(400, 416, 422),
         headers={"Last-Event-ID": "9" * 30}),
@@ -314,6 +314,9 @@ def _job_ids(w: World) -> set[str]:
 
 def test_the_corpus_is_large_enough():
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+    # a body is bytes, text or JSON: a tuple of statuses given without ``statuses=`` lands there (and is sent)
+    assert all(c.body is None or isinstance(c.body, bytes | str | dict) for c in CASES)
+    assert all(c.statuses and all(isinstance(x, int) for x in c.statuses) for c in CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
