@@ -72,14 +72,25 @@ def server(tmp_path, monkeypatch):
     served.stop()
 
 
-@pytest.fixture
-def browser():
+@pytest.fixture(scope="module")
+def chromium():
+    """One Chromium for the module (a launch costs seconds); each test gets a context of its own."""
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
         try:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture
+def browser(chromium):
+    """A fresh browser context (no cookie, storage or page of another test), closed after the test."""
+    context = chromium.new_context()
+    try:
+        yield context
+    finally:
+        context.close()
 
 
 def watched_page(browser):
