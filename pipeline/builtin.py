@@ -157,6 +157,17 @@ def engine_run(run_fn: str) -> Callable[[Any, Any], str]:
     return run
 
 
+def stage_engine(config) -> list:
+    """generate and revise: the engine they ask the pool for."""
+    return [config.engine]
+
+
+def judge_engine(config) -> list:
+    from judge.build import engine_options
+
+    return [engine_options(config)]
+
+
 def judge_run(config, ctx) -> str:
     from constitution import path_or_default
     from judge.build import engine_options, run_judge

@@ -50,7 +50,7 @@ from pipeline.root import (
     save_state,
     write_root_files,
 )
-from pipeline.stages import Context, build_all, check_inputs, preflight, run_stage, stages
+from pipeline.stages import Context, build_all, check_inputs, plan_engines, preflight, run_stage, stages
 
 
 @dataclass
@@ -157,6 +157,7 @@ def _run_locked(recipe: PipelineRecipe, root: Path, steps: list[Step], say: Call
     save_state(root, state)  # first: the root is ours from now on (pipeline/root.py)
     attach_run_log(root)  # the libraries' output (vLLM, TRL) goes to <root>/logs/rlaif.log, not the console
     pool = EnginePool()
+    plan_engines(recipe, [s.stage for s in steps if s.action in ("run", "resume")], pool)
     try:
         for step in steps:
             if step.action in ("reuse", "skip"):

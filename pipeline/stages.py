@@ -60,6 +60,7 @@ class Stage:
     run_dir: bool = False  # its folder is a run directory: a resume keeps its shards (pipeline/root.py)
     cleared: bool = False  # its command writes only into an empty folder: the loop empties its own files first
     role: str | None = None  # training stages: "base" (the policy's start: SFT), "policy" (eval's), "model"
+    engines: Callable[[Any], list] | None = None  # config -> the EngineOptions its run asks the pool for
 
 
 @dataclass(frozen=True)
@@ -103,13 +104,13 @@ def _eval_options(recipe, name: str) -> dict:
 STAGES: dict[str, Stage | Training] = {
     "generate": Stage(b.generate_options, b.model_config("generator.generate:GenerateConfig"),
                       b.engine_run("generator.generate:run_generate"), inputs=b.generate_inputs,
-                      metrics=lambda out, ctx: m.generate_metrics(out), run_dir=True),
+                      metrics=lambda out, ctx: m.generate_metrics(out), run_dir=True, engines=b.stage_engine),
     "revise": Stage(b.revise_options, b.model_config("generator.revise:ReviseConfig"),
                     b.engine_run("generator.revise:run_revise"), inputs=b.revise_inputs,
-                    metrics=lambda out, ctx: m.revise_metrics(out), run_dir=True),
+                    metrics=lambda out, ctx: m.revise_metrics(out), run_dir=True, engines=b.stage_engine),
     "sft": Training(data="revise", role="base"),
     "judge": Stage(b.judge_options, b.model_config("judge.config:JudgeConfig"), b.judge_run, reads=("generate",),
-                   needs=("generate",), inputs=b.judge_inputs, run_dir=True,
+                   needs=("generate",), inputs=b.judge_inputs, run_dir=True, engines=b.judge_engine,
                    metrics=lambda out, ctx: m.judge_metrics(out, ctx.constitutions.load)),
     "reward": Training(data="judge"),
     "dpo": Training(data="judge", role="policy"),
@@ -233,6 +234,13 @@ def preflight(recipe, names: list[str]) -> None:
         check = stages()[stage].preflight
         if check is not None:
             check(build(recipe, stage))
+
+
+def plan_engines(recipe, running: list[str], pool) -> None:
+    """Tell the pool every engine the running stages will ask for, so that stages serving one model (generate and
+    a judge of the same model) share one engine built with the settings of both (the judge's CPU KV-block size:
+    generator/engines/pool.py) instead of rebuilding it between them."""
+    pool.plan(opts for stage in running if stages()[stage].engines for opts in stages()[stage].engines(build(recipe, stage)))
 
 
 def run_stage(stage: str, recipe, pool, overwrite: bool, ctx: Context | None = None) -> str:

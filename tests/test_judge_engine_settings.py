@@ -71,7 +71,8 @@ def test_rlaif_judge(builds, tmp_path):
 
 
 def test_the_pipeline_judge_stage(builds, tmp_path):
-    """generate and judge serve one model: the engine generate used is rebuilt with the judge's settings."""
+    """generate and judge serve one model: the loop plans both uses, so ONE engine is built, with the judge's
+    settings, and serves both stages (no rebuild between them)."""
     from pipeline.loop import run_pipeline
     from pipeline.recipe import PipelineRecipe
 
@@ -81,7 +82,7 @@ def test_the_pipeline_judge_stage(builds, tmp_path):
         "stages": ["generate", "judge"], "engine": {"engine": "vllm"}, "generate": {"n": 2, "max_tokens": 8},
         "judge": {"engine": "vllm", "principles_per_pair": 1}})
     run_pipeline(recipe, say=lambda _: None)
-    assert _settings(builds) == [{}, JUDGE_CPU]  # generate's, then the judge's
+    assert _settings(builds) == [JUDGE_CPU]  # one engine for generate and the judge
     assert json.loads((tmp_path / "root" / "judge" / "manifest.json").read_text())["status"] == "complete"
 
 
