@@ -27,7 +27,7 @@ from constitution.schema import (
     render_source,
 )
 from plumbing.chat import last_user_message
-from plumbing.yamlfile import YAMLLimitError, check_expansion
+from plumbing.yamlfile import Loader, YAMLLimitError, check_expansion
 from prompts import node_count, undeclared_variables, unsafe_constructs
 from prompts.limits import Budget
 
@@ -107,7 +107,7 @@ def read_text(path: Path) -> str:
 
 
 def _parse_yaml(text: str, source: str) -> tuple[Node | None, Any]:
-    loader = yaml.SafeLoader(text)
+    loader = Loader(text)  # a document nested past its bound is refused as it is read (plumbing/yamlfile.py)
     try:
         root = loader.get_single_node()
         if root is not None:

@@ -10,7 +10,11 @@ node, so it takes time linear in the text however large the expansion
 (tests/test_yamlfile.py::test_alias_bomb_is_refused_in_well_under_a_second).
 
 A document nested past Python's recursion limit (``[[[[...`` 10,000 deep) makes PyYAML's composer
-recurse until ``RecursionError``; it is refused the same way, as a ``YAMLLimitError``.
+recurse until ``RecursionError``; it is refused the same way, as a ``YAMLLimitError``. Before that, PyYAML's
+scanner keeps one possible simple key per open ``[`` or ``{`` and walks them all for every token it reads,
+so a 100,000-deep document took 7.5 s of CPU to reach the recursion limit; ``Loader`` refuses a list or
+mapping opened more than ``MAX_FLOW_DEPTH`` deep as the scanner meets it, in milliseconds
+(tests/test_yamlfile.py::test_deep_flow_nesting_is_refused_as_it_is_read).
 """
 
 from __future__ import annotations
@@ -24,8 +28,22 @@ MAX_NODES = 100_000  # values (scalars, lists, mappings) with aliases written ou
 MAX_CHARS = 10_000_000  # characters of the scalars with aliases written out
 
 
+MAX_FLOW_DEPTH = 100  # ``[`` / ``{`` open at once; a recipe or constitution nests a few
+
+
 class YAMLLimitError(ValueError):
     """The YAML expands past the bounds above, refers to itself, or nests too deeply to read."""
+
+
+class Loader(yaml.SafeLoader):
+    """PyYAML's SafeLoader that refuses a list or mapping opened more than ``MAX_FLOW_DEPTH`` deep while it
+    scans (the scanner's own count of open flow collections: a bracket inside a quoted string is not one)."""
+
+    def fetch_flow_collection_start(self, TokenClass) -> None:  # noqa: N803 - PyYAML's name
+        if self.flow_level >= MAX_FLOW_DEPTH:
+            raise YAMLLimitError(f"nested too deeply to read (lists or mappings inside each other more than "
+                                 f"{MAX_FLOW_DEPTH} deep, line {self.get_mark().line + 1}); flatten the YAML")
+        super().fetch_flow_collection_start(TokenClass)
 
 
 def _children(node: Node) -> list[Node]:
@@ -78,7 +96,7 @@ def check_expansion(root: Node) -> None:
 def load(text: str) -> Any:
     """``yaml.safe_load(text)``, refusing what expands past the bounds (``YAMLLimitError``); a syntax
     error is PyYAML's ``yaml.YAMLError`` as usual."""
-    loader = yaml.SafeLoader(text)
+    loader = Loader(text)
     try:
         root = loader.get_single_node()
         if root is None:

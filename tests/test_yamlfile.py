@@ -49,6 +49,24 @@ def test_nesting_past_the_recursion_limit_is_refused():
         yamlfile.load("[" * 5000 + "]" * 5000)
 
 
+def test_deep_flow_nesting_is_refused_as_it_is_read():
+    """PyYAML's scanner walks one possible key per open bracket for every token: 100,000 deep took 7.5 s to reach
+    the recursion limit. The bound stops the scanner at the first bracket past it (no time limit asserted: the
+    scanner is watched instead, so the test cannot depend on the machine's speed)."""
+    deep = "a: " + "[" * 100_000 + "]" * 100_000 + "\n"
+    loader = yamlfile.Loader(deep)
+    with pytest.raises(yamlfile.YAMLLimitError, match=r"^nested too deeply .* more than 100 deep, line 1\)"):
+        loader.get_single_node()
+    assert loader.flow_level == yamlfile.MAX_FLOW_DEPTH  # it stopped at the bound, not at the recursion limit
+    with pytest.raises(yamlfile.YAMLLimitError, match="nested too deeply"):
+        yamlfile.load("x: " + "{a: " * 101 + "1" + "}" * 101)
+    nested = "[" * 100 + "']]][[[ in a string'" + "]" * 100  # 100 deep is read; quoted brackets do not count
+    value = yamlfile.load(nested)
+    for _ in range(100):
+        (value,) = value
+    assert value == "]]][[[ in a string"
+
+
 def test_long_strings_repeated_by_aliases_count_their_characters():
     text = f"a: &a {'x' * 100_000}\nb: [{', '.join(['*a'] * 200)}]\n"  # 20 million characters written out
     with pytest.raises(yamlfile.YAMLLimitError, match="20,100,002 characters"):
