@@ -314,11 +314,32 @@ def finish(keep: bool) -> Path | None:
     if _capture is None:
         return None
     set_log_sink(None)
+    if _enabled:  # the command line, about to exit (a worker goes on after its block)
+        _release_resource_tracker()
     try:
         with _ctrl_c_stops_waiting() as stop:
             return _capture.close(keep, stop)
     finally:
         _capture = None
+
+
+def _release_resource_tracker() -> None:
+    """Let multiprocessing's resource tracker end now rather than when this process exits.
+
+    The tracker (started by the first process spawned through multiprocessing: vLLM's EngineCore) inherits
+    descriptors 1 and 2, i.e. the pipe, and runs until the descriptor this process keeps to it is closed, at
+    exit. So the drain in ``Capture.close`` waited its whole ``DRAIN_SECONDS`` for the pipe's end after every
+    command that ran vLLM (tests/test_logs.py::test_a_command_that_spawned_a_process_exits_without_waiting).
+    Closing that descriptor here is what exit does: the tracker cleans up what was leaked and ends, and the
+    pipe ends with it; a process that still holds the tracker (a child of ours not yet gone) keeps it, and
+    the drain waits for it as before. Written against CPython 3.11-3.13 (``ResourceTracker._fd``); where that
+    attribute is missing nothing changes."""
+    module = sys.modules.get("multiprocessing.resource_tracker")
+    tracker = getattr(module, "_resource_tracker", None)
+    fd = getattr(tracker, "_fd", None)
+    if isinstance(fd, int):
+        tracker._fd = None  # a later use starts a new tracker (ResourceTracker.ensure_running)
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -207,6 +207,56 @@ def test_a_worker_captures_without_the_command_line(tmp_path):
     assert token not in crashed + res.stdout + res.stderr
 
 
+SPAWNER = """
+import multiprocessing, os, sys, time
+from pathlib import Path
+
+from plumbing import capture
+
+
+def children() -> dict[int, tuple[str, bytes]]:
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat, cmd = Path(f"/proc/{pid}/stat").read_text(), Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == os.getpid():
+            out[int(pid)] = (fields[0], cmd)
+    return out
+
+
+capture.enable()  # what rlaif.cli.main does, then the command's capture
+capture.configure("run", False)
+capture.attach(sys.argv[1])
+child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))  # as vLLM starts EngineCore
+child.start()
+child.join()
+tracker = [pid for pid, (_, cmd) in children().items() if b"resource_tracker" in cmd]
+capture.finish(keep=False)
+deadline = time.monotonic() + 60  # a bound on the wait for the tracker's exit, not a speed check
+while tracker and children().get(tracker[0], ("gone",))[0] not in ("Z", "gone") and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(len(tracker), children().get(tracker[0], ("gone",))[0] if tracker else "-", flush=True)
+"""
+
+
+def test_the_resource_tracker_ends_before_the_command_does(tmp_path):
+    """A command that started a process through multiprocessing's spawn (vLLM's EngineCore) has a resource tracker,
+    which holds the log's pipe until the command exits; ``finish`` lets it end first, so the drain of the pipe
+    gets its end of file instead of waiting out its bound after every vLLM command. The tracker is this
+    process's child: ended, it is a zombie (Z) once ``finish`` returns; still running, it would be S."""
+    import subprocess
+
+    from conftest import BASE_ENV, ROOT
+
+    res = subprocess.run([sys.executable, "-c", SPAWNER, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300, cwd=str(ROOT), env=BASE_ENV)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["1", "Z"], res.stdout + res.stderr
+
+
 @pytest.mark.integration
 def test_vllm_info_lines_go_to_the_run_log_not_the_console(run_cli, prompts, tmp_path, embedded_model_dir):
     """Real vLLM (main process, EngineCore, worker): INFO lines only in the log; --verbose shows them."""
