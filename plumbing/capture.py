@@ -329,9 +329,10 @@ def _release_resource_tracker() -> None:
     The tracker (started by the first process spawned through multiprocessing: vLLM's EngineCore) inherits
     descriptors 1 and 2, i.e. the pipe, and runs until the descriptor this process keeps to it is closed, at
     exit. So the drain in ``Capture.close`` waited its whole ``DRAIN_SECONDS`` for the pipe's end after every
-    command that ran vLLM (tests/test_logs.py::test_a_command_that_spawned_a_process_exits_without_waiting).
-    Closing that descriptor here is what exit does: the tracker cleans up what was leaked and ends, and the
-    pipe ends with it; a process that still holds the tracker (a child of ours not yet gone) keeps it, and
+    command that ran vLLM (tests/test_logs.py::test_the_resource_tracker_ends_before_the_command_does).
+    Closing that descriptor here is what exit does, a little earlier: the tracker unlinks what is still
+    registered (the command is over; at exit the same happens after the objects' finalizers ran) and ends, and
+    the pipe ends with it; a process that still holds the tracker (a child of ours not yet gone) keeps it, and
     the drain waits for it as before. Written against CPython 3.11-3.13 (``ResourceTracker._fd``); where that
     attribute is missing nothing changes."""
     module = sys.modules.get("multiprocessing.resource_tracker")
