@@ -345,21 +345,39 @@ EXPECTED = {"unknown-id": r"no job '0123456789ab'|--state 'exploded'|outside the
             "bad-server-url": r"--server 'ftp://127\.0\.0\.1:8000': give an http:// or https:// URL"}
 
 
-@pytest.mark.parametrize("command", ["submit", "list", "show", "logs", "cancel", "retry"])
-@pytest.mark.parametrize("hostile", list(HOSTILE))
-def test_hostile_inputs_are_one_line_and_exit_2(served, tmp_path, hostile, command):
-    import re
+@pytest.fixture(scope="module")
+def hostile_answers(request, served, tmp_path_factory):
+    """The ``rlaif jobs`` runs of the hostile-input tests this session selected, three at a time (each is a whole
+    CLI start, mostly spent importing) when the first of them asks; each test checks its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
 
     from bench.service import fake_recipe
 
     server, _ = served
-    (tmp_path / "outside.jsonl").write_text('{"prompt": "hi"}\n')
-    (tmp_path / "outside.yaml").write_text(fake_recipe("outside", tmp_path / "outside.jsonl"))
-    argv = [a.format(outside=tmp_path / "outside.yaml", recipe=_recipe(server, tmp_path))
-            for a in HOSTILE[hostile][command]]
-    url = {"unknown-id": server.url, "no-server": f"http://127.0.0.1:{_closed_port()}",
-           "bad-server-url": "ftp://127.0.0.1:8000"}[hostile]
-    res = _jobs(*argv, server=url, timeout=120)
+    folder = tmp_path_factory.mktemp("hostile")
+    (folder / "outside.jsonl").write_text('{"prompt": "hi"}\n')
+    (folder / "outside.yaml").write_text(fake_recipe("outside", folder / "outside.jsonl"))
+    recipe = _recipe(server, folder)
+    wanted = [(item.callspec.params["hostile"], item.callspec.params["command"]) for item in request.session.items
+              if getattr(item, "originalname", None) == "test_hostile_inputs_are_one_line_and_exit_2"]
+
+    def answer(case: tuple[str, str]):
+        hostile, command = case
+        argv = [a.format(outside=folder / "outside.yaml", recipe=recipe) for a in HOSTILE[hostile][command]]
+        url = {"unknown-id": server.url, "no-server": f"http://127.0.0.1:{_closed_port()}",
+               "bad-server-url": "ftp://127.0.0.1:8000"}[hostile]
+        return _jobs(*argv, server=url, timeout=120)
+
+    with ThreadPoolExecutor(3) as pool:
+        return dict(zip(wanted, pool.map(answer, wanted), strict=True))
+
+
+@pytest.mark.parametrize("command", ["submit", "list", "show", "logs", "cancel", "retry"])
+@pytest.mark.parametrize("hostile", list(HOSTILE))
+def test_hostile_inputs_are_one_line_and_exit_2(hostile_answers, hostile, command):
+    import re
+
+    res = hostile_answers[hostile, command]
     assert res.returncode == 2 and re.search(EXPECTED[hostile], _one_error_line(res)), res.stderr
     assert res.stdout == ""
 
