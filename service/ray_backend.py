@@ -2,10 +2,11 @@
 (``rlaif serve --backend ray --ray-address http://HEAD:8265``). The job store stays the system of record.
 
 A job's entrypoint is ``python -m service.ray_backend JOB_DIR ATTEMPT -- python -m rlaif run recipe.yaml --root
-JOB_DIR/run ...``, submitted with the job's id as Ray's submission id and its attempt in the metadata. Ray places
-an entrypoint that asks for no resources on the head node, so the service's ``--root`` must be a folder the head
-node sees at the same path (run the service there, or share the folder). The entrypoint (``main`` below) runs the
-job through service/runner.py as the local backend does, and exits with the job's exit code, which Ray reports.
+JOB_DIR/run ...`` (the local backend's command of the job), submitted with the job's id as Ray's submission id
+and its attempt in the metadata. Ray places an entrypoint that asks for no resources on the head node, so the
+service's ``--root`` must be a folder the head node sees at the same path (run the service there, or share the
+folder). The entrypoint (``main`` below) runs the job through service/runner.py as the local backend does, and
+exits with the job's exit code, which Ray reports.
 
     submit   ``submit_job`` with ``RAY_JOB_STOP_SIGNAL=SIGTERM`` and ``RAY_JOB_STOP_WAIT_TIME_S`` (the service's
              ``--grace``, whole seconds) in the job's runtime environment: Ray's job supervisor reads both when it
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from service.config import TOKEN_ENV, ServiceConfig, ServiceConfigError
-from service.local import LOG, RECIPE, RUN, RUNNER_JSON
+from service.local import LOG, RUNNER_JSON, LocalBackend
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ EXTRA = "pip install 'rlaif[ray]'"
 STATE_JSON, CANCEL = "ray.json", "cancel"
 POLL_S = 1.0  # Ray's status and log of a job are asked for at most this often
 STOP_EVERY_S = 2.0  # a stop not yet seen to work is sent again this often
-STOP_SLACK_S = 30.0  # how long past the grace period a cancel waits for Ray to say the job ended
+STOP_SLACK_S = 30.0
+SUBMIT_RETRY_S = 60.0  # how long a submit Ray answers with "try again later" is repeated  # how long past the grace period a cancel waits for Ray to say the job ended
 ENDED = ("SUCCEEDED", "FAILED", "STOPPED")
 SIGTERM_EXIT = 143  # a job Ray stopped: 128 + SIGTERM, as a shell reports it
 # Variables a job gets from the service's environment: settings, never secrets (see the module docstring).
@@ -100,11 +102,11 @@ class RayBackend:
     # --- submit ---------------------------------------------------------------------------------------------
 
     def entrypoint(self, job: dict) -> str:
-        job_dir = self.job_dir(job["id"])
-        sets = [a for o in job["overrides"] for a in ("--set", o)]
-        rlaif = [sys.executable, "-P", "-m", "rlaif", "run", RECIPE, *sets, "--root", str(job_dir / RUN)]
-        return "exec " + shlex.join([sys.executable, "-P", "-m", "service.ray_backend", str(job_dir),
-                                     str(job["attempt"]), "--", *rlaif])
+        """The local backend's command of the job (``rlaif run``, or what its recipe's kind runs), with this
+        module's entry in front instead of the runner's (``main`` runs the runner)."""
+        command = LocalBackend(self.config).command(job)
+        return "exec " + shlex.join([sys.executable, "-P", "-m", "service.ray_backend", str(self.job_dir(job["id"])),
+                                     str(job["attempt"]), *command[command.index("--"):]])
 
     def runtime_env(self) -> dict:
         here = str(Path(__file__).resolve().parents[1])  # where `service` is, for `python -m service.ray_backend`
@@ -122,12 +124,17 @@ class RayBackend:
         # a service that stops before it stores (0, 0) finds it here and adopts the job (scheduler.reconcile)
         _write_json(job_dir / RUNNER_JSON, {"pid": 0, "start_ticks": 0, "attempt": job["attempt"]})
         self._seen.pop(job["id"], None)
-        try:
-            self.client.submit_job(entrypoint=self.entrypoint(job), submission_id=job["id"],
-                                   runtime_env=self.runtime_env(), metadata={"rlaif_attempt": str(job["attempt"])})
-        except (ConnectionError, OSError, RuntimeError, ValueError) as e:
-            raise RaySubmitError(f"Ray did not take the job ({_first_line(e)})") from None
-        return 0, 0
+        deadline = time.monotonic() + SUBMIT_RETRY_S
+        while True:
+            try:
+                self.client.submit_job(entrypoint=self.entrypoint(job), submission_id=job["id"],
+                                       runtime_env=self.runtime_env(), metadata={"rlaif_attempt": str(job["attempt"])})
+                return 0, 0
+            except (ConnectionError, OSError, RuntimeError, ValueError) as e:
+                # a head that has just started answers before its job agent is up: Ray says to try again later
+                if "try again later" not in str(e) or time.monotonic() > deadline:
+                    raise RaySubmitError(f"Ray did not take the job ({_first_line(e)})") from None
+                time.sleep(1.0)
 
     # --- status and tail ------------------------------------------------------------------------------------
 

@@ -51,7 +51,10 @@ class Cluster:
         self.folder = Path(tempfile.mkdtemp(prefix="rlaif-ray-", dir="/tmp"))  # short: Ray's socket paths
         cmd = [str(RAY), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(self.gcs_port),
                "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port), "--num-cpus", "2",
-               "--disable-usage-stats", "--temp-dir", str(self.folder), "--ray-client-server-port", str(free_port())]
+               "--disable-usage-stats", "--temp-dir", str(self.folder), "--ray-client-server-port", str(free_port()),
+               # ports of their own, not Ray's defaults: another cluster of the tests may hold those (a head whose
+               # dashboard agent cannot listen takes no job: "No available agent to submit job")
+               "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]
         self.out = self.folder / "ray-start.log"
         with open(self.out, "w") as fh:
             self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
@@ -254,6 +257,11 @@ def test_an_address_nothing_answers_is_one_line_for_the_service_and_the_engine(t
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in line
     assert not (tmp_path / "root" / "judge" / "data").exists() or not any((tmp_path / "root" / "judge" / "data")
                                                                          .iterdir())
+
+
+@pytest.mark.parametrize("counts", ["0", "1,x", ""])
+def test_bench_ray_replica_counts_that_cannot_work_are_one_line(run_cli, counts):
+    assert "--replicas" in _one_line(run_cli("bench", "ray", "--replicas", counts))
 
 
 def test_an_attempt_cancelled_before_ray_started_it_runs_nothing(tmp_path):
