@@ -19,6 +19,8 @@ REPLICAS = typer.Option(None, "--replicas", help="--engine ray: vLLM server repl
 NUM_GPUS = typer.Option(None, "--num-gpus", help="--engine ray: GPUs of each replica (default 0: CPU servers).")
 BATCH = typer.Option(32, "--batch-size", help="Prompts per engine call and per shard (not part of the spec).")
 QUIET = typer.Option(False, "--quiet", help="No progress bar.")
+TEMPLATES = typer.Option(None, "--templates", help="Folder of .jinja files shadowing the built-ins.")
+JUDGE_MODEL = typer.Option("smollm2-135m", "--model", help="Judge model: embedded name, folder or Hub id.")
 ALLOW_EMPTY = typer.Option(False, "--allow-empty", help="Accept a prompt file with no usable prompt (an empty run) "
                                                         "instead of refusing it.")
 

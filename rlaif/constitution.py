@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from rlaif._options import BASE_URL, ENGINE, JUDGE_MODEL, QUIET, TEMPLATES
+
 app = typer.Typer(help="Constitution files: lint, show, diff, import from llm-swarm JSON, A/B on human labels.",
                   no_args_is_help=True)
 
@@ -115,15 +117,15 @@ def ab_cmd(
     cache: Path = typer.Option(None, "--cache", help="Vote cache folder, shareable between runs; default <out>/cache."),
     limit: int = typer.Option(None, "--limit", help="Judge at most N pairs (the first ones)."),
     principles: str = typer.Option(None, "--principles", help="Judge with these principle ids only (ID,ID,...)."),
-    model: str = typer.Option("smollm2-135m", "--model", help="Judge model: embedded name, folder or Hub id."),
-    engine: str = typer.Option("auto", "--engine", help="auto | vllm | openai | transformers | fake | module:Class."),
-    base_url: list[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (repeatable)."),
+    model: str = JUDGE_MODEL,
+    engine: str = ENGINE,
+    base_url: list[str] = BASE_URL,
     principles_per_pair: int = typer.Option(4, "--principles-per-pair", help="Principles drawn per pair."),
     layout: str = typer.Option(None, "--layout", help="cai | shared-prefix; default: cai."),
     seed: int = typer.Option(0, "--seed", help="Seed of the principle draws and of the bootstrap."),
     batch_size: int = typer.Option(32, "--batch-size", help="Pairs per engine call (runtime only)."),
-    templates: Path = typer.Option(None, "--templates", help="Folder of .jinja files shadowing the built-ins."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    templates: Path = TEMPLATES,
+    quiet: bool = QUIET,
 ) -> None:
     """Judge one sample of human-labelled pairs under OLD and NEW (same judge, both orders, the same principle
     draws): agreement under each, the paired difference, McNemar, kappa, the flipped pairs (judge/ab.py)."""

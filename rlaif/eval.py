@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from rlaif._options import NUM_GPUS, REPLICAS
+from rlaif._options import NUM_GPUS, QUIET, REPLICAS, TEMPLATES
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,11 @@ def eval_(
     prompt_column: str = typer.Option(None, "--prompt-column", help="Prompt column (default: auto-detect)."),
     reward: str = typer.Option("auto", "--reward", help="Answer checker when the prompts have an 'answer' column: "
                                                         "auto | gsm8k | math | none."),
-    templates: Path = typer.Option(None, "--templates", help="Folder of .jinja files shadowing the built-ins."),
+    templates: Path = TEMPLATES,
     batch_size: int = typer.Option(32, "--batch-size", help="Prompts per engine call (runtime only)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier eval run in --out (never "
                                                               "anything else)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = QUIET,
 ) -> None:
     """Win-rate of --policy against --reference under the constitution judge (both orders, soft votes), with
     a bootstrap interval, per-principle win-rates, length control and, for prompts with answers, accuracy."""

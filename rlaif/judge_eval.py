@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rlaif._options import BASE_URL, ENGINE
+from rlaif._options import BASE_URL, ENGINE, JUDGE_MODEL, QUIET, TEMPLATES
 
 
 def judge_eval(
@@ -19,7 +19,7 @@ def judge_eval(
     limit: int = typer.Option(None, "--limit", help="Evaluate at most N rows (after --offset)."),
     offset: int = typer.Option(0, "--offset", help="Skip the first O rows."),
     constitution: Path = typer.Option(None, "--constitution", help="Constitution YAML (default: built-in)."),
-    model: str = typer.Option("smollm2-135m", "--model", help="Judge model: embedded name, folder or Hub id."),
+    model: str = JUDGE_MODEL,
     engine: str = ENGINE,
     base_url: list[str] = BASE_URL,
     principles_per_pair: int = typer.Option(4, "--principles-per-pair", help="Principles sampled per pair."),
@@ -28,12 +28,12 @@ def judge_eval(
                                                      "default: cai."),
     calibrate: str = typer.Option("none", "--calibrate", help="none | batch: which calibration the headline "
                                                               "metrics use (both are always reported)."),
-    templates: Path = typer.Option(None, "--templates", help="Folder of .jinja files shadowing the built-ins."),
+    templates: Path = TEMPLATES,
     seed: int = typer.Option(0, "--seed", help="Seed of principle sampling and of the bootstrap."),
     inject: bool = typer.Option(False, "--inject", help="Also judge each pair with an instruction injected into "
                                                         "the rejected reply; report how far it moves the verdict."),
     batch_size: int = typer.Option(32, "--batch-size", help="Pairs per engine call (runtime only)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = QUIET,
 ) -> None:
     """Judge human-labelled pairs (chosen vs rejected, both orders): agreement, position bias, calibration
     (and with --inject, how far an instruction injected into the rejected reply moves the verdict)."""
