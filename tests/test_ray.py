@@ -15,6 +15,7 @@ that cannot work, and the entrypoint's cancel marker."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,6 +115,7 @@ class Cluster:
                     pass
             assert time.monotonic() < deadline, f"Ray processes left: {left}"
             time.sleep(0.2)
+        shutil.rmtree(self.folder, ignore_errors=True)  # Ray's session logs and sockets
 
 
 @pytest.fixture(scope="module")
