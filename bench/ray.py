@@ -47,6 +47,21 @@ def parse_counts(text: str) -> list[int]:
     return counts
 
 
+def check_cluster(ray_address: str | None) -> None:
+    """Refuse a Ray address (``--ray-address``, else ``RAY_ADDRESS``) that takes no connection before any server
+    starts: the base-URL path runs first, and the ray engine would find the cluster missing only after it."""
+    from bench.args import BenchArgumentError
+    from generator.engines.ray_replicas import _reachable
+
+    where = ray_address or os.environ.get("RAY_ADDRESS")
+    try:
+        _reachable(where)
+    except (OSError, ValueError) as e:
+        flag = "--ray-address" if ray_address else "RAY_ADDRESS"
+        raise BenchArgumentError(f"{flag} {where}: cannot reach the Ray cluster ({e}); start one with "
+                                 "`ray start --head`, fix the address, or give none to start a local Ray") from None
+
+
 class _Servers:
     """``n`` ``rlaif engine serve`` processes on 127.0.0.1, each in its own process group."""
 
@@ -178,9 +193,12 @@ def bench_ray(
     from bench.args import require_positive
     from bench.generate import describe_machine
     from generator.engines.ray_replicas import check_ray_settings
+    from generator.models import check_local_model
 
     require_positive(pairs=pairs, principles=principles, repeats=repeats)
     counts = parse_counts(replicas)
+    check_local_model(model)
+    check_cluster(ray_address)  # before Ray's own checks: an address that takes no connection is refused as such
     check_ray_settings("ray", max(counts), None, ray_address)
     result = run_bench(counts, pairs, principles, model, data, ray_address, repeats)
     if as_json:

@@ -75,14 +75,23 @@ def _follow(client, job_id: str) -> None:
 
 
 def _read_recipe(recipe: Path) -> str:
+    """The recipe's text, refused before any request unless it reads as ``rlaif run`` reads one: UTF-8 YAML,
+    a mapping, aliases bounded (plumbing/recipes.py ``read_yaml``); the service checks the rest."""
+    from plumbing.recipes import RecipeError, read_yaml
     from service.client import ServiceError
 
     try:
+        if recipe.is_dir():
+            raise ServiceError(f"{recipe}: is a folder; give a recipe YAML file")
         if not recipe.is_file():
             raise ServiceError(f"{recipe}: no such recipe file")
         if recipe.stat().st_size > MAX_RECIPE_BYTES:
             raise ServiceError(f"{recipe}: a recipe is at most {MAX_RECIPE_BYTES >> 20} MiB of YAML")
-        return recipe.read_bytes().decode("utf-8")
+        text = recipe.read_bytes().decode("utf-8")
+        read_yaml(recipe)
+        return text
+    except RecipeError as e:
+        raise ServiceError(str(e)) from None
     except UnicodeDecodeError:
         raise ServiceError(f"{recipe}: not UTF-8 text; a recipe is a YAML file") from None
     except OSError as e:

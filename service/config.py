@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,8 @@ def build_config(root: Path, host: str, port: int, max_running: int, max_queued:
         raise ServiceConfigError(f"--port {port}: give a port from 1 to 65535")
     if max_running < 1 or max_queued < 1:
         raise ServiceConfigError("--max-running and --max-queued: give at least 1")
+    if not (math.isfinite(grace_s) and grace_s >= 0):
+        raise ServiceConfigError(f"--grace {grace_s}: give the seconds between SIGTERM and SIGKILL, 0 or more")
     dirs = []
     for d in data_dirs:
         if not Path(d).is_dir():

@@ -696,6 +696,121 @@ USER_FILES = [
       env=FAKE_TOKEN),
 ]
 
+# The job service (`rlaif serve`, `rlaif jobs ...`), the constitution A/B and their benches: every setting is
+# checked before a socket is bound, a request sent or a server started. A closed port stands for "no service there".
+NO_SERVICE = "http://127.0.0.1:9"
+NO_ANSWER = "no answer from the service at http://127.0.0.1:9"
+RECIPE = {"p.yaml": "name: t\nroot: r\nprompts: p.jsonl\nstages: [generate]\n", **PROMPTS}
+NOT_A_JOB_ID = "not a job id"
+
+
+def _jobs(*argv: str) -> tuple[str, ...]:
+    return ("jobs", *argv, "--server", NO_SERVICE)
+
+
+def _ab(*extra: str) -> tuple[str, ...]:
+    return ("constitution", "ab", "c.yaml", "d.yaml", "--human", "hh.jsonl", "--out", "ab", *extra)
+
+
+AB = {**HH, "c.yaml": constitution(), "d.yaml": constitution()}
+
+SERVICE = [
+    C("serve-port-zero", ("serve", "--port", "0"), "--port 0: give a port from 1 to 65535"),
+    C("serve-port-70000", ("serve", "--port", "70000"), "--port 70000: give a port from 1 to 65535"),
+    C("serve-port-not-a-number", ("serve", "--port", "x"), "Invalid value for '--port'"),
+    C("serve-any-address-without-token", ("serve", "--host", "0.0.0.0"),
+      "--host 0.0.0.0: an address other than 127.0.0.1 needs a token"),
+    C("serve-root-is-a-file", ("serve", "--root", "f.txt"), "f.txt: not a folder", {"f.txt": "mine\n"}),
+    C("serve-max-running-zero", ("serve", "--max-running", "0"), "--max-running and --max-queued: give at least 1"),
+    C("serve-max-queued-negative", ("serve", "--max-queued", "-1"), "--max-running and --max-queued: give at least 1"),
+    C("serve-token-file-missing", ("serve", "--token-file", "token.txt"), "--token-file token.txt: cannot read it"),
+    C("serve-token-file-empty", ("serve", "--host", "0.0.0.0", "--token-file", "token.txt"),
+      "--token-file token.txt: a token is one word of at least 16", {"token.txt": "\n"}),
+    C("serve-token-env-too-short", ("serve",), "RLAIF_SERVICE_TOKEN: a token is one word of at least 16",
+      env={"RLAIF_SERVICE_TOKEN": "short"}),
+    C("serve-data-dir-missing", ("serve", "--data-dir", "nope"), "--data-dir nope: no such folder"),
+    C("serve-grace-negative", ("serve", "--grace", "-1"), "--grace -1.0: give the seconds"),
+    C("serve-grace-nan", ("serve", "--grace", "nan"), "--grace nan: give the seconds"),
+    C("serve-backend-ray-without-address", ("serve", "--backend", "ray"), "--backend ray with --ray-address"),
+    C("serve-backend-unknown", ("serve", "--backend", "k8s"), "--backend k8s: give --backend local"),
+    # rlaif jobs: the recipe, the id and the URL are checked before any request
+    C("jobs-submit-no-service", _jobs("submit", "p.yaml"), NO_ANSWER, RECIPE),
+    C("jobs-submit-recipe-missing", _jobs("submit", "nope.yaml"), "nope.yaml: no such recipe file"),
+    C("jobs-submit-recipe-folder", _jobs("submit", "p.yaml"), "p.yaml: is a folder", {"p.yaml/x": "y"}),
+    C("jobs-submit-recipe-not-yaml", _jobs("submit", "p.yaml"), "p.yaml line 2: not valid YAML",
+      {"p.yaml": "name: [unclosed\n"}),
+    C("jobs-submit-recipe-a-list", _jobs("submit", "p.yaml"), "p.yaml: a recipe is a YAML mapping",
+      {"p.yaml": "- generate\n- judge\n"}),
+    C("jobs-submit-recipe-binary", _jobs("submit", "p.yaml"), "p.yaml: not UTF-8 text", {"p.yaml": bytes(range(256))}),
+    C("jobs-submit-recipe-alias-bomb", _jobs("submit", "p.yaml"), "p.yaml: its aliases expand to",
+      {"p.yaml": "name: t\nroot: r\nstages: [generate]\nbomb:\n" + alias_bomb("  ")}, max_s=BAD_URL_S),
+    C("jobs-submit-set-without-equals", _jobs("submit", "p.yaml", "--set", "novalue"), "--set 'novalue': write key=value",
+      RECIPE),
+    C("jobs-submit-server-ftp", ("jobs", "submit", "p.yaml", "--server", "ftp://127.0.0.1:8000"),
+      "give an http:// or https:// URL", RECIPE),
+    C("jobs-list-no-service", _jobs("list"), NO_ANSWER),
+    C("jobs-list-state-unknown", _jobs("list", "--state", "exploded"), "--state 'exploded': one of queued"),
+    C("jobs-list-server-credentials", ("jobs", "list", "--server", "http://me:secret@127.0.0.1:9"),
+      "--server: put no credentials in the URL"),
+    C("jobs-list-server-env-not-a-url", ("jobs", "list"), "--server 'notaurl': give an http:// or https:// URL",
+      env={"RLAIF_SERVER": "notaurl"}),
+    C("jobs-show-id-path", _jobs("show", "../../etc/passwd"), NOT_A_JOB_ID),
+    C("jobs-show-no-service", _jobs("show", "0123456789ab"), NO_ANSWER),
+    C("jobs-show-server-malformed", ("jobs", "show", "0123456789ab", "--server", "http://[::1"),
+      "--server 'http://[::1': not a URL"),
+    C("jobs-logs-id-with-slash", _jobs("logs", "a/b", "--follow"), NOT_A_JOB_ID),
+    C("jobs-logs-follow-no-service", _jobs("logs", "0123456789ab", "--follow"), NO_ANSWER),
+    C("jobs-logs-server-with-query", ("jobs", "logs", "0123456789ab", "--server", "http://127.0.0.1:9/?x=1"),
+      "no query"),
+    C("jobs-cancel-empty-id", _jobs("cancel", ""), NOT_A_JOB_ID),
+    C("jobs-cancel-no-service", _jobs("cancel", "0123456789ab"), NO_ANSWER),
+    C("jobs-cancel-server-ftp", ("jobs", "cancel", "0123456789ab", "--server", "ftp://x"),
+      "give an http:// or https:// URL"),
+    C("jobs-retry-id-with-space", _jobs("retry", "a b"), NOT_A_JOB_ID),
+    C("jobs-retry-no-service", _jobs("retry", "0123456789ab"), NO_ANSWER),
+    C("jobs-retry-token-with-space", _jobs("retry", "0123456789ab"), "RLAIF_SERVICE_TOKEN: a token is one word",
+      env={"RLAIF_SERVICE_TOKEN": "two words"}),
+    # rlaif constitution ab: both files, the pairs, --principles and the folders before any model loads
+    C("constitution-ab-old-missing", _ab(), "c.yaml: file not found", {**HH, "d.yaml": constitution()}),
+    C("constitution-ab-no-arguments", ("constitution", "ab", "--human", "hh.jsonl", "--out", "ab"),
+      "Missing argument 'old'", HH),
+    C("constitution-ab-new-alias-bomb", _ab(), "d.yaml: its aliases expand to",
+      {**AB, "d.yaml": constitution(extra="variables:\n" + alias_bomb("  "))}, max_s=BAD_URL_S),
+    C("constitution-ab-limit-zero", _ab("--limit", "0"), "--limit: Input should be greater than or equal to 1", AB),
+    C("constitution-ab-principles-unknown", _ab("--principles", "nope"),
+      "--principles: 'nope' is in neither c.yaml nor d.yaml", AB),
+    C("constitution-ab-principles-empty", _ab("--principles", ","), "--principles names no principle id", AB),
+    C("constitution-ab-out-is-a-file", _ab(), "--out ab is a file", {**AB, "ab": "mine\n"}),
+    C("constitution-ab-out-user-folder-overwrite", _ab("--overwrite"), "is not an rlaif run directory",
+      {**AB, "ab/notes.txt": "mine\n"}),
+    C("constitution-ab-out-dot-overwrite", ("constitution", "ab", "c.yaml", "d.yaml", "--human", "hh.jsonl", "--out",
+                                            ".", "--overwrite"), "--out must name a folder of its own", AB),
+    C("constitution-ab-cache-is-a-file", _ab("--cache", "f.txt"), "--cache f.txt is a file", {**AB, "f.txt": "x\n"}),
+    C("constitution-ab-human-empty", _ab(), "hh.jsonl: the file holds no rows", {**AB, "hh.jsonl": ""}),
+    C("constitution-ab-engine-os-system", _ab("--engine", "os:system"), "is not a class", AB),
+    C("constitution-ab-base-url-ftp", _ab("--base-url", "ftp://x"), "is not an http(s)://host[:port] URL", AB,
+      max_s=BAD_URL_S),
+    # the benches of the service and of Ray: counts, addresses and the model before any server starts
+    C("bench-service-jobs-zero", ("bench", "service", "--jobs", "0"), "--jobs must be positive"),
+    C("bench-service-requests-negative", ("bench", "service", "--requests", "-1"), "--requests must be positive"),
+    C("bench-service-sse-lines-zero", ("bench", "service", "--sse-lines", "0"), "--sse-lines must be positive"),
+    C("bench-service-fake-delay-nan", ("bench", "service", "--fake-delay", "nan"), "--fake-delay must be a finite"),
+    C("bench-service-jobs-not-a-number", ("bench", "service", "--jobs", "x"), "Invalid value for '--jobs'"),
+    C("bench-ray-replicas-zero", ("bench", "ray", "--replicas", "0"), "--replicas '0': give replica counts of 1"),
+    C("bench-ray-replicas-not-numbers", ("bench", "ray", "--replicas", "1,x"), "--replicas '1,x'"),
+    C("bench-ray-replicas-empty", ("bench", "ray", "--replicas", ""), "--replicas '': give replica counts"),
+    C("bench-ray-pairs-zero", ("bench", "ray", "--pairs", "0"), "--pairs must be positive"),
+    C("bench-ray-repeats-zero", ("bench", "ray", "--repeats", "0"), "--repeats must be positive"),
+    C("bench-ray-address-closed-port", ("bench", "ray", "--ray-address", "127.0.0.1:9"),
+      "--ray-address 127.0.0.1:9: cannot reach the Ray cluster"),
+    C("bench-ray-address-env-closed-port", ("bench", "ray"), "RAY_ADDRESS ray://127.0.0.1:9: cannot reach the Ray",
+      env={"RAY_ADDRESS": "ray://127.0.0.1:9"}),
+    C("bench-ray-address-port-out-of-range", ("bench", "ray", "--ray-address", "http://head:99999"),
+      "cannot reach the Ray cluster (not HOST:PORT"),
+    C("bench-ray-model-missing-folder", ("bench", "ray", "--model", "./no-model"), "no such model folder"),
+    C("bench-ray-data-missing", ("bench", "ray", "--data", "nope.jsonl"), "nope.jsonl: no such file"),
+]
+
 CASES: list[Case] = [*GENERATE, *REVISE, *JUDGE, *JUDGE_EVAL, *PUBLISH, *ALIGN, *DATA, *ALIGN_GRPO, *ENGINE_SERVE,
                      *CONSTITUTION, *OTHER, *EVAL, *JUDGE_LAYOUT, *ALIGN_PPO, *SECRETS, *RELIABILITY,
-                     *USER_FILES]
+                     *USER_FILES, *SERVICE]
