@@ -120,20 +120,20 @@ def job(job_id: str, service: Service = Depends(get_service)) -> dict:
 def cancel(job_id: str, service: Service = Depends(get_service)) -> dict:
     """A waiting job is cancelled at once; a running one once its process group is gone (SIGTERM, a grace
     period, SIGKILL). 409 when it already ended."""
-    _job(service, job_id)
-    try:
-        service.scheduler.cancel(job_id)
-    except JobConflict as e:
-        raise HTTPException(409, str(e)) from None
-    return _shown(service, _job(service, job_id))
+    return _act(service, job_id, service.scheduler.cancel)
 
 
 @router.post("/jobs/{job_id}/retry")
 def retry(job_id: str, service: Service = Depends(get_service)) -> dict:
     """Queue an ended job again; it resumes from its run directories. 409 while it is queued or running."""
+    return _act(service, job_id, service.scheduler.retry)
+
+
+def _act(service: Service, job_id: str, action) -> dict:
+    """Run the scheduler's ``action`` on a known job (404 otherwise); 409 when the job's state forbids it."""
     _job(service, job_id)
     try:
-        service.scheduler.retry(job_id)
+        action(job_id)
     except JobConflict as e:
         raise HTTPException(409, str(e)) from None
     return _shown(service, _job(service, job_id))
